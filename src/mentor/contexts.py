@@ -1,0 +1,46 @@
+"""Builders of the self-teacher's prompt: the student's question plus a context.
+
+Each context kind is a plain template a user can read and override. ``none`` is the student's own
+prompt; ``reference`` adds a complete reference solution; ``critique`` adds a critic's step-aligned
+critique of the student's own attempt.
+"""
+
+from __future__ import annotations
+
+from mentor.records import Problem
+
+TEMPLATES = {
+    "none": "{question}",
+    "reference": (
+        "{question}\n\nHere is a reference solution:\n{reference}\n\n"
+        "Now write your own step-by-step reasoning that reaches the same answer."
+    ),
+    "critique": (
+        "{question}\n\nHere is feedback on your previous attempt:\n{critique}\n\n"
+        "Now write a corrected step-by-step solution."
+    ),
+}
+CONTEXT_KINDS = tuple(TEMPLATES)
+
+
+def build_context_prompt(
+    kind: str,
+    question: str,
+    *,
+    problem: Problem | None = None,
+    critique: str | None = None,
+    templates: dict[str, str] | None = None,
+) -> str:
+    """The user message of the self-teacher for one context ``kind``."""
+    templates = {**TEMPLATES, **(templates or {})}
+    if kind not in templates:
+        raise ValueError(f"unknown context kind {kind!r}; choose one of {', '.join(templates)}")
+    if kind == "reference" and (problem is None or not problem.solution):
+        raise ValueError(f"context 'reference' needs a reference solution (problem {getattr(problem, 'id', '?')})")
+    if kind == "critique" and not critique:
+        raise ValueError("context 'critique' needs a critique")
+    return templates[kind].format(
+        question=question,
+        reference=problem.solution if problem is not None else "",
+        critique=critique or "",
+    )

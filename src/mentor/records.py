@@ -1,0 +1,252 @@
+"""Plain dataclass records that travel between the stages of mentor, and their JSON-lines I/O.
+
+Every stage reads and writes these records. A malformed input row is a :class:`RecordError` that names
+the file, the line number and the field; rows are never silently dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+VERDICT_REASONS = ("ok", "no_answer", "unparseable", "wrong", "timeout")
+FEEDBACK_CASES = ("correct", "missing_step", "incomplete", "incorrect", "unusable")
+
+
+class RecordError(ValueError):
+    """A record (or a row of a file) is malformed. The message names where and which field."""
+
+
+@dataclass
+class Problem:
+    """One question with its gold answer and, where known, a reference solution."""
+
+    id: str
+    question: str
+    answer: str
+    solution: str | None = None
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require_text(self, "id", "question")
+        if not isinstance(self.answer, str) or not self.answer.strip():
+            raise RecordError("field 'answer': a gold answer is required (a non-empty string)")
+
+
+@dataclass
+class Verdict:
+    """What a verifier said about one completion.
+
+    ``reason`` is one of ``ok`` (correct), ``no_answer`` (nothing could be extracted), ``unparseable``
+    (extracted but not understood), ``wrong`` and ``timeout`` (the equivalence check ran out of time:
+    never silently counted as wrong).
+    """
+
+    reward: float
+    correct: bool
+    extracted: str | None
+    format_ok: bool
+    reason: str
+    components: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.reason not in VERDICT_REASONS:
+            raise RecordError(f"field 'reason': {self.reason!r} is not one of {', '.join(VERDICT_REASONS)}")
+
+
+@dataclass
+class Rollout:
+    """One sampled completion of one prompt, with what is needed to score and train on it."""
+
+    problem_id: str
+    prompt: str
+    completion: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str = "stop"
+    sample_index: int = 0
+    sampling: dict[str, Any] = field(default_factory=dict)
+    verdict: Verdict | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.verdict, dict):
+            self.verdict = _from_dict(Verdict, self.verdict)
+        if self.logprobs and len(self.logprobs) != len(self.token_ids):
+            raise RecordError(
+                f"field 'logprobs': {len(self.logprobs)} values for {len(self.token_ids)} token ids"
+            )
+        if self.finish_reason not in ("stop", "length"):
+            raise RecordError(f"field 'finish_reason': {self.finish_reason!r} is not 'stop' or 'length'")
+
+
+@dataclass
+class Feedback:
+    """A critique of one rollout. ``case`` is one of correct, missing_step, incomplete, incorrect, unusable."""
+
+    problem_id: str
+    critique: str
+    case: str
+    author: str = ""
+    first_error_step: int | None = None
+    step_verdicts: list[str] = field(default_factory=list)
+    sample_index: int = 0
+
+    def __post_init__(self) -> None:
+        if self.case not in FEEDBACK_CASES:
+            raise RecordError(f"field 'case': {self.case!r} is not one of {', '.join(FEEDBACK_CASES)}")
+
+
+@dataclass
+class Review:
+    """One reviewer's score of one rationale (peer review). ``score`` is None when unparseable."""
+
+    reviewer: str
+    author: str
+    problem_id: str
+    score: float | None
+    text: str = ""
+
+
+R = TypeVar("R")
+
+
+def _require_text(record: object, *names: str) -> None:
+    for name in names:
+        value = getattr(record, name)
+        if not isinstance(value, str) or not value:
+            raise RecordError(f"field {name!r}: expected a non-empty string, got {value!r}")
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """A shallow runtime check of a JSON value against a dataclass field's type hint."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                _check_type(name, value, option)
+                return
+            except RecordError as err:
+                errors.append(err)
+        raise errors[-1]
+    if hint is Any:
+        return
+    if hint is type(None):
+        if value is not None:
+            raise RecordError(f"field {name!r}: expected null, got {type(value).__name__}")
+        return
+    expected = origin or hint
+    if expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif dataclasses.is_dataclass(expected):
+        ok = isinstance(value, (dict, expected))
+    else:
+        ok = isinstance(value, expected)
+    if not ok:
+        raise RecordError(f"field {name!r}: expected {getattr(expected, '__name__', expected)}, got {type(value).__name__}")
+
+
+def _from_dict(cls: type[R], row: Any) -> R:
+    if not isinstance(row, dict):
+        raise RecordError(f"expected a JSON object, got {type(row).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(row) - set(fields))
+    if unknown:
+        raise RecordError(f"field {unknown[0]!r}: not a field of {cls.__name__}")
+    for f in fields.values():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.name not in row:
+            if required:
+                raise RecordError(f"field {f.name!r}: missing")
+            continue
+        _check_type(f.name, row[f.name], hints[f.name])
+    try:
+        return cls(**row)
+    except TypeError as err:  # pragma: no cover - guarded by the checks above
+        raise RecordError(str(err)) from err
+
+
+def from_dict(cls: type[R], row: Any) -> R:
+    """Build a record from a JSON-like dict, checking field names and types."""
+    return _from_dict(cls, row)
+
+
+def to_dict(record: Any) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
+
+def read_jsonl(path: str | os.PathLike, cls: type[R]) -> list[R]:
+    """Read every row of a JSON-lines file as ``cls``; a bad row raises RecordError naming file and line."""
+    return list(iter_jsonl(path, cls))
+
+
+def iter_jsonl(path: str | os.PathLike, cls: type[R]) -> Iterator[R]:
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: no such file")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RecordError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            try:
+                yield _from_dict(cls, row)
+            except RecordError as err:
+                raise RecordError(f"{path}:{number}: {err}") from None
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> Path:
+    """Write records atomically: a crash mid-way leaves the previous file (or none), never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in records:
+            row = record if isinstance(record, dict) else to_dict(record)
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def append_jsonl(path: str | os.PathLike, record: Any) -> None:
+    """Append one record as one line, flushed and fsynced, for resumable jobs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row = record if isinstance(record, dict) else to_dict(record)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def to_hf_dataset(records: Iterable[Any]):
+    """Records as a Hugging Face ``datasets.Dataset`` (nested fields stored as JSON text)."""
+    import datasets
+
+    rows = [to_dict(r) for r in records]
+    return datasets.Dataset.from_list([{k: json.dumps(v) for k, v in row.items()} for row in rows])
+
+
+def from_hf_dataset(dataset, cls: type[R]) -> list[R]:
+    """The inverse of :func:`to_hf_dataset`; a bad row raises RecordError naming its index."""
+    out = []
+    for index, row in enumerate(dataset):
+        try:
+            out.append(_from_dict(cls, {k: json.loads(v) for k, v in row.items()}))
+        except (RecordError, json.JSONDecodeError, TypeError) as err:
+            raise RecordError(f"row {index}: {err}") from None
+    return out

@@ -1,0 +1,64 @@
+"""Problem sources behind one interface: the procedural world, reasoning-gym, files and datasets.
+
+``load_task(spec)`` understands:
+- ``world`` or ``world:steps=5,modulus=10`` (the model organism, with its exact critic);
+- ``gym:NAME`` (a reasoning-gym generator, scored by reasoning-gym);
+- a local file or folder (GSM8K, MATH, prompt/completion or messages format);
+- ``hf:NAME`` or ``hf:NAME:CONFIG`` (a Hugging Face dataset, when the Hub is reachable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mentor.tasks.base import Task
+
+__all__ = ["Task", "load_task"]
+
+
+def _world_overrides(text: str) -> dict:
+    overrides = {}
+    for item in filter(None, text.split(",")):
+        if "=" not in item:
+            raise ValueError(f"world option {item!r} is not key=value (e.g. world:steps=5,modulus=10)")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = tuple(value.split("/")) if key.strip() == "ops" else _number(value)
+    return overrides
+
+
+def _number(value: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def load_task(spec: str) -> Task:
+    """A Task from a short spec string (see the module docstring); unknown specs are a clear error."""
+    kind, _, rest = spec.partition(":")
+    if kind == "world":
+        from mentor.tasks.world import WorldConfig, WorldTask
+
+        overrides = _world_overrides(rest)
+        try:
+            return WorldTask(WorldConfig(**overrides))
+        except TypeError as err:
+            raise ValueError(f"bad world option in {spec!r}: {err}") from None
+    if kind == "gym":
+        from mentor.tasks.gym import GymTask
+
+        return GymTask(rest)
+    if kind == "hf":
+        from mentor.tasks.files import FileTask
+
+        name, _, config = rest.partition(":")
+        return FileTask(name, config=config or None)
+    if Path(spec).exists():
+        from mentor.tasks.files import FileTask
+
+        return FileTask(spec)
+    raise ValueError(
+        f"unknown task {spec!r}: not 'world[:opts]', 'gym:NAME', 'hf:NAME' or an existing file or folder"
+    )

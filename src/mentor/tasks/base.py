@@ -1,0 +1,30 @@
+"""The one small interface every problem source implements."""
+
+from __future__ import annotations
+
+from mentor.records import Feedback, Problem, Verdict
+
+
+class Task:
+    """A source of problems with its verifier and, where it can, an exact step critic.
+
+    Subclasses implement :meth:`problems` and usually :meth:`verify`; tasks without a programmatic
+    critic return ``None`` from :meth:`critique`.
+    """
+
+    name: str = "task"
+
+    def problems(self, split: str = "test", n: int | None = None, seed: int = 0) -> list[Problem]:
+        raise NotImplementedError
+
+    def prompt(self, problem: Problem) -> str:
+        """The user message the solver sees for a problem."""
+        return problem.question
+
+    def verify(self, problem: Problem, completion: str) -> Verdict:
+        from mentor.verify import verify
+
+        return verify(completion, problem.answer)
+
+    def critique(self, problem: Problem, completion: str) -> Feedback | None:
+        return None

@@ -1,0 +1,284 @@
+"""The model organism: procedurally generated multi-step clock-arithmetic problems.
+
+A problem defines a few input variables and then derived variables, each from two earlier ones with
+one operation, all modulo a small number; the question asks for the last one. Example (mod 10)::
+
+    Work modulo 10. Let a = 7, b = 4, c = 3. Then d = a + b, e = c * a, f = d - e. What is f?
+
+The canonical, step-tagged solution computes the derived variables in order, one step each::
+
+    <step_1> d = a + b = 7 + 4 = 1
+    <step_2> e = c * a = 3 * 7 = 1
+    <step_3> f = d - e = 1 - 1 = 0
+    <answer> 0
+
+Alternative reference derivations reach the same answer in another valid order and other wording.
+Because the whole problem is known, an exact step critic (``world_critic``) can check every step.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from dataclasses import asdict, dataclass, field
+
+from mentor.records import Problem
+from mentor.tasks.base import Task
+
+OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
+STEP_RE = re.compile(r"<step_(\d+)>")
+ANSWER_RE = re.compile(r"<answer>\s*(\S*)")
+CANONICAL_STEP_RE = re.compile(
+    r"^([a-z]) = ([a-z]) ([-+*]) ([a-z]) = (-?\d+) ([-+*]) (-?\d+) = (-?\d+)$"
+)
+SPLIT_SEEDS = {"train": 1, "validation": 2, "test": 3}
+
+
+@dataclass
+class WorldConfig:
+    """Difficulty of the world: how many derived steps, how many inputs, the modulus and the operations."""
+
+    steps: int = 4
+    inputs: int = 3
+    modulus: int = 10
+    ops: tuple[str, ...] = ("+", "-", "*")
+    chain_prob: float = 0.6  # how often a step builds on the previous step's variable
+
+    def __post_init__(self) -> None:
+        self.ops = tuple(self.ops)
+        if not 1 <= self.steps <= 16:
+            raise ValueError(f"world steps must be in 1..16, got {self.steps}")
+        if not 1 <= self.inputs <= 6 or self.inputs + self.steps > 26:
+            raise ValueError(f"world inputs must be in 1..6 with inputs + steps <= 26, got {self.inputs}")
+        if not 2 <= self.modulus <= 100:
+            raise ValueError(f"world modulus must be in 2..100, got {self.modulus}")
+        bad = [op for op in self.ops if op not in OPS]
+        if bad or not self.ops:
+            raise ValueError(f"world ops must be a non-empty subset of {list(OPS)}, got {list(self.ops)}")
+        if not 0.0 <= self.chain_prob <= 1.0:
+            raise ValueError(f"world chain_prob must be in [0, 1], got {self.chain_prob}")
+
+
+@dataclass
+class WorldProblem:
+    """The structured form of a world problem (stored in ``Problem.meta``)."""
+
+    modulus: int
+    inputs: dict[str, int]
+    defs: list[tuple[str, str, str, str]]  # (name, left, op, right)
+    values: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.defs = [tuple(d) for d in self.defs]
+        if not self.values:
+            self.values = dict(self.inputs)
+            for name, left, op, right in self.defs:
+                self.values[name] = self.apply(op, self.values[left], self.values[right])
+
+    @property
+    def target(self) -> str:
+        return self.defs[-1][0]
+
+    @property
+    def answer(self) -> int:
+        return self.values[self.target]
+
+    def apply(self, op: str, x: int, y: int) -> int:
+        return OPS[op](x, y) % self.modulus
+
+    def definition(self, name: str) -> tuple[str, str, str, str] | None:
+        return next((d for d in self.defs if d[0] == name), None)
+
+    def to_meta(self) -> dict:
+        return {"modulus": self.modulus, "inputs": self.inputs, "defs": [list(d) for d in self.defs]}
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> WorldProblem:
+        try:
+            return cls(int(meta["modulus"]), dict(meta["inputs"]), [tuple(d) for d in meta["defs"]])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"not a world problem (meta lacks modulus/inputs/defs): {err}") from None
+
+
+def generate(config: WorldConfig, rng: random.Random) -> WorldProblem:
+    names = string.ascii_lowercase
+    inputs = {names[i]: rng.randrange(config.modulus) for i in range(config.inputs)}
+    defined = list(inputs)
+    defs = []
+    for i in range(config.steps):
+        name = names[config.inputs + i]
+        if i > 0 and rng.random() < config.chain_prob:
+            pair = [defined[-1], rng.choice(defined[:-1])]
+            rng.shuffle(pair)
+        else:
+            pair = rng.sample(defined, 2) if len(defined) > 1 else [defined[0], defined[0]]
+        defs.append((name, pair[0], rng.choice(config.ops), pair[1]))
+        defined.append(name)
+    return WorldProblem(config.modulus, inputs, defs)
+
+
+def question_text(wp: WorldProblem) -> str:
+    given = ", ".join(f"{k} = {v}" for k, v in wp.inputs.items())
+    derived = ", ".join(f"{n} = {a} {op} {b}" for n, a, op, b in wp.defs)
+    return f"Work modulo {wp.modulus}. Let {given}. Then {derived}. What is {wp.target}?"
+
+
+def step_body(wp: WorldProblem, name: str) -> str:
+    """The canonical body of the step that computes ``name``."""
+    _, left, op, right = wp.definition(name)
+    x, y = wp.values[left], wp.values[right]
+    return f"{name} = {left} {op} {right} = {x} {op} {y} = {wp.values[name]}"
+
+
+def format_trace(bodies: list[str], answer: str | int | None) -> str:
+    lines = [f"<step_{i}> {body}" for i, body in enumerate(bodies, start=1)]
+    if answer is not None:
+        lines.append(f"<answer> {answer}")
+    return "\n".join(lines)
+
+
+def canonical_solution(wp: WorldProblem) -> str:
+    return format_trace([step_body(wp, d[0]) for d in wp.defs], wp.answer)
+
+
+def _alternative_body(wp: WorldProblem, name: str, style: int) -> str:
+    _, left, op, right = wp.definition(name)
+    x, y, z = wp.values[left], wp.values[right], wp.values[name]
+    if style == 0:
+        return f"{x} {op} {y} gives {z}, so {name} = {z}"
+    return f"{name} is {left} {op} {right}, which is {x} {op} {y}, that is {z}"
+
+
+def _random_topological_order(wp: WorldProblem, rng: random.Random) -> list[str]:
+    remaining = [d[0] for d in wp.defs]
+    known = set(wp.inputs)
+    order = []
+    while remaining:
+        ready = [n for n in remaining if {wp.definition(n)[1], wp.definition(n)[3]} <= known]
+        pick = rng.choice(ready)
+        order.append(pick)
+        known.add(pick)
+        remaining.remove(pick)
+    return order
+
+
+def alternative_solution(wp: WorldProblem, rng: random.Random) -> str:
+    """A reference derivation with the same answer, in another valid order where one exists and in
+    other words, so that it differs from the canonical trace at almost every token."""
+    canonical = [d[0] for d in wp.defs]
+    order = canonical
+    for _ in range(8):
+        order = _random_topological_order(wp, rng)
+        if order != canonical:
+            break
+    style = rng.randrange(2)
+    return format_trace([_alternative_body(wp, n, style) for n in order], wp.answer)
+
+
+@dataclass
+class ParsedStep:
+    label: int
+    body: str
+    name: str | None = None
+    left: str | None = None
+    op: str | None = None
+    right: str | None = None
+    x: int | None = None
+    y: int | None = None
+    result: int | None = None
+
+    @property
+    def parsed(self) -> bool:
+        return self.name is not None
+
+
+def parse_trace(text: str) -> tuple[list[ParsedStep], str | None]:
+    """Split a step-tagged trace into steps and the answer (None when there is no ``<answer>`` tag)."""
+    answer_match = ANSWER_RE.search(text)
+    body_text = text[: answer_match.start()] if answer_match else text
+    answer = answer_match.group(1).strip() if answer_match else None
+    pieces = STEP_RE.split(body_text)
+    steps = []
+    for label, body in zip(pieces[1::2], pieces[2::2]):
+        body = " ".join(body.split())
+        step = ParsedStep(int(label), body)
+        match = CANONICAL_STEP_RE.match(body)
+        if match:
+            step.name, step.left, step.op, step.right = match.group(1, 2, 3, 4)
+            step.x, step.y, step.result = (int(g) for g in match.group(5, 7, 8))
+            if match.group(6) != step.op:
+                step.name = None  # the operation changed between expression and numbers
+        steps.append(step)
+    return steps, answer
+
+
+class WorldTask(Task):
+    """The procedural world as a Task, with its exact step critic."""
+
+    def __init__(self, config: WorldConfig | None = None, **overrides) -> None:
+        self.config = config or WorldConfig(**overrides)
+        self.name = f"world-{self.config.steps}step-mod{self.config.modulus}"
+
+    def problems(self, split: str = "test", n: int | None = None, seed: int = 0) -> list[Problem]:
+        if split not in SPLIT_SEEDS:
+            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_SEEDS)}")
+        n = 100 if n is None else n
+        out = []
+        for i in range(n):
+            # one rng per problem: problem i is the same whatever n is
+            rng = random.Random(f"{self.name}/{split}/{seed}/{i}")
+            wp = generate(self.config, rng)
+            out.append(
+                Problem(
+                    id=f"{self.name}-{split}-{seed}-{i}",
+                    question=question_text(wp),
+                    answer=str(wp.answer),
+                    solution=alternative_solution(wp, rng),
+                    source=self.name,
+                    meta={**wp.to_meta(), "config": asdict(self.config)},
+                )
+            )
+        return out
+
+    def critique(self, problem: Problem, completion: str):
+        from mentor.tasks.world_critic import critique
+
+        return critique(problem, completion)
+
+
+ERROR_KINDS = ("result", "substitution", "skip", "truncate")
+
+
+def corrupt_trace(wp: WorldProblem, rng: random.Random, kind: str, step: int) -> str:
+    """A canonical trace with one injected error at 1-based ``step``, continued consistently after it.
+
+    - ``result``: the step's result is wrong; later steps use the wrong value (the answer is wrong);
+    - ``substitution``: a wrong value is substituted for one operand; the result follows from it;
+    - ``skip``: the step is left out, later steps still use its right value (a missing step);
+    - ``truncate``: the trace stops before the step, with no answer (incomplete).
+    """
+    if kind not in ERROR_KINDS:
+        raise ValueError(f"unknown error kind {kind!r}; choose one of {', '.join(ERROR_KINDS)}")
+    if not 1 <= step <= len(wp.defs):
+        raise ValueError(f"step must be in 1..{len(wp.defs)}, got {step}")
+    m = wp.modulus
+    values = dict(wp.inputs)
+    bodies = []
+    for i, (name, left, op, right) in enumerate(wp.defs, start=1):
+        x, y = values[left], values[right]
+        if i == step and kind == "truncate":
+            return format_trace(bodies, None)
+        if i == step and kind == "substitution":
+            if rng.random() < 0.5:
+                x = (x + rng.randrange(1, m)) % m
+            else:
+                y = (y + rng.randrange(1, m)) % m
+        z = wp.apply(op, x, y)
+        if i == step and kind == "result":
+            z = (z + rng.randrange(1, m)) % m
+        values[name] = z
+        if i == step and kind == "skip":
+            continue
+        bodies.append(f"{name} = {left} {op} {right} = {x} {op} {y} = {z}")
+    return format_trace(bodies, values[wp.target])

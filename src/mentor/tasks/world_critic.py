@@ -1,0 +1,123 @@
+"""The world's exact step critic: checks every step of a trace and writes the step-aligned critique.
+
+The critique follows METHODS.md section 1: correct steps are copied verbatim up to the first error, the
+first wrong step is rewritten in the same notation, and the rest is continued correctly. The four cases:
+
+- ``correct``: every step and the answer are right; the critique reproduces the trace;
+- ``missing_step``: a step uses a derived variable that no earlier step computed; the missing step is
+  inserted before it (the solver's step is kept when it is otherwise right);
+- ``incomplete``: the trace stops before the answer; it is finished;
+- ``incorrect``: the earliest wrong step (wrong expression, wrong substitution, wrong result, or not
+  readable) is rewritten and everything after it is recomputed.
+
+The wrong span itself is never quoted: the critique names the step by number and gives its fix.
+"""
+
+from __future__ import annotations
+
+from mentor.records import Feedback, Problem
+from mentor.tasks.world import ParsedStep, WorldProblem, format_trace, parse_trace, step_body
+
+AUTHOR = "world-exact-critic"
+
+
+def _check(wp: WorldProblem, step: ParsedStep, known: set[str]) -> str:
+    """``ok``, ``missing`` (uses a derived variable not computed yet) or ``wrong``."""
+    if not step.parsed or step.name in known:
+        return "wrong"
+    definition = wp.definition(step.name)
+    if definition is None or definition[1:] != (step.left, step.op, step.right):
+        return "wrong"
+    if not {step.left, step.right} <= known:
+        return "missing"
+    left, right = wp.values[step.left], wp.values[step.right]
+    if (step.x, step.y, step.result) != (left, right, wp.apply(step.op, left, right)):
+        return "wrong"
+    return "ok"
+
+
+def _missing_before(wp: WorldProblem, name: str, known: set[str]) -> list[str]:
+    """Derived variables that ``name`` needs and that are not known yet, in definition order."""
+    needed: set[str] = set()
+    stack = list(wp.definition(name)[1::2])
+    while stack:
+        var = stack.pop()
+        if var in known or var in needed or var in wp.inputs:
+            continue
+        needed.add(var)
+        stack.extend(wp.definition(var)[1::2])
+    return [d[0] for d in wp.defs if d[0] in needed]
+
+
+def _remaining(wp: WorldProblem, known: set[str]) -> list[str]:
+    return [d[0] for d in wp.defs if d[0] not in known]
+
+
+def _header(case: str, error_step: int | None, at_answer: bool) -> str:
+    if case == "correct":
+        return "All steps are correct."
+    if case == "missing_step":
+        return f"Step {error_step} is missing; it is inserted below and the rest is checked."
+    if case == "incomplete":
+        return "The steps so far are correct but the solution is incomplete; it is finished below."
+    if at_answer:
+        return "All steps are correct but the final answer is wrong; it is fixed below."
+    before = {1: "", 2: "Step 1 is correct. "}.get(error_step, f"Steps 1 to {error_step - 1} are correct. ")
+    return f"{before}Step {error_step} is wrong; it is fixed below and the rest is recomputed."
+
+
+def critique(problem: Problem, completion: str) -> Feedback:
+    """The exact step-aligned critique of ``completion`` for a world problem."""
+    wp = WorldProblem.from_meta(problem.meta)
+    steps, answer = parse_trace(completion)
+    known = set(wp.inputs)
+    bodies: list[str] = []
+    verdicts: list[str] = []
+    case, error_step, at_answer = "correct", None, False
+
+    def add_correct(names: list[str]) -> None:
+        for name in names:
+            bodies.append(step_body(wp, name))
+            known.add(name)
+
+    for step in steps:
+        status = _check(wp, step, known)
+        if status == "missing":
+            if case == "correct":
+                case, error_step = "missing_step", len(bodies) + 1
+            verdicts.append("missing")
+            add_correct(_missing_before(wp, step.name, known))
+            status = _check(wp, step, known)
+        if status == "ok":
+            bodies.append(step.body)  # copied verbatim
+            known.add(step.name)
+            verdicts.append("correct")
+            continue
+        if case == "correct":
+            case, error_step = "incorrect", len(bodies) + 1
+        verdicts.append("wrong")
+        break  # everything after the first wrong step is recomputed
+    else:
+        if wp.target not in known or answer is None:
+            if case == "correct":
+                case, error_step = "incomplete", len(bodies) + 1
+        elif answer != str(wp.answer):
+            verdicts.append("wrong")
+            if case == "correct":
+                case, error_step, at_answer = "incorrect", len(bodies) + 1, True
+    if case != "correct" and not at_answer:  # a correct trace may leave out steps the target never uses
+        add_correct(_remaining(wp, known))
+    text = _header(case, error_step, at_answer) + "\n" + format_trace(bodies, wp.answer)
+    return Feedback(
+        problem_id=problem.id,
+        critique=text,
+        case=case,
+        author=AUTHOR,
+        first_error_step=error_step,
+        step_verdicts=verdicts,
+    )
+
+
+def corrected_solution(feedback: Feedback) -> str:
+    """The corrected trace inside a critique (everything after the header line)."""
+    return feedback.critique.split("\n", 1)[1]

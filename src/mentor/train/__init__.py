@@ -1,0 +1,1 @@
+"""Training loops: offline (SFT and weighted distillation) and, later, on-policy."""
