@@ -25,8 +25,38 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _merge(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
-    """Check keys against ``cls`` recursively; nested dataclass fields become their dataclass."""
+def _default(cls: type, name: str, base: Any) -> Any:
+    """The value a field has when not set: ``base``'s, else the field's own default (None if required)."""
+    if base is not None:
+        return getattr(base, name)
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Numbers for float fields (YAML reads ``1e-3`` as a string); a clear error for a wrong scalar."""
+    if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in (int, float, bool) and (
+        not isinstance(value, hint) or (hint is not bool and isinstance(value, bool))
+    ):
+        raise ConfigError(f"config key {key!r}: expected {hint.__name__}, got {value!r}")
+    if dataclasses.is_dataclass(hint) and not isinstance(value, hint):
+        raise ConfigError(f"config key {key!r}: expected a mapping of {hint.__name__} keys, got {value!r}")
+    return value
+
+
+def _merge(cls: type, values: dict[str, Any], where: str, base: Any = None) -> dict[str, Any]:
+    """Check keys against ``cls`` recursively; nested dataclass fields become their dataclass.
+
+    A nested mapping updates the field's default (``sft.steps=5`` keeps every other ``sft`` value the
+    parent config chose), it does not start again from the nested class's own defaults.
+    """
     types = _field_types(cls)
     out = {}
     for key, value in values.items():
@@ -34,8 +64,10 @@ def _merge(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"{where}unknown config key {key!r}; valid keys: {', '.join(types)}")
         hint = types[key]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = hint(**_merge(hint, value, f"{where}{key}."))
-        out[key] = value
+            inner = _default(cls, key, base)
+            changes = _merge(hint, value, f"{where}{key}.", inner if isinstance(inner, hint) else None)
+            value = dataclasses.replace(inner, **changes) if isinstance(inner, hint) else hint(**changes)
+        out[key] = _coerce(f"{where}{key}", value, hint)
     return out
 
 

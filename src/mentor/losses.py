@@ -33,7 +33,9 @@ def weighted_nll(
     if weight_B is None:
         weight_B = torch.ones(logp_BT.shape[0], dtype=logp_BT.dtype, device=logp_BT.device)
     n_tokens = mask_BT.sum().clamp(min=1.0)
-    per_seq_B = (logp_BT * mask_BT).sum(dim=1)
+    # masked_fill first: a padded position may hold -inf or NaN (e.g. a fully masked attention row), and
+    # -inf * 0 or NaN * 0 is NaN, which would poison the whole batch's loss
+    per_seq_B = (logp_BT.masked_fill(mask_BT == 0, 0.0) * mask_BT).sum(dim=1)
     loss = -(weight_B.to(logp_BT.dtype) * per_seq_B).sum() / n_tokens
     nll = -(per_seq_B.sum() / n_tokens).detach()
     return loss, {"loss": float(loss.detach()), "nll": float(nll), "tokens": float(n_tokens)}

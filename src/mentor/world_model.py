@@ -205,9 +205,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MENTOR_CACHE", Path.home() / ".cache" / "mentor"))
 
 
+SHIPPED_DIR = Path(__file__).parent / "assets" / "world_model"
+
+
 def world_model_dir(config: WorldModelConfig | None = None) -> Path:
+    """Where ``mentor world build`` puts the model for ``config``: the cache, keyed by the config."""
+    return cache_dir() / "world" / (config or WorldModelConfig()).key()
+
+
+def find_world_model(config: WorldModelConfig | None = None) -> Path | None:
+    """A built model for ``config``: the user's own build first, then the one shipped in the package."""
     config = config or WorldModelConfig()
-    return cache_dir() / "world" / config.key()
+    built = world_model_dir(config)
+    if (built / "mentor_world.json").is_file():
+        return built
+    shipped = SHIPPED_DIR / "mentor_world.json"
+    if shipped.is_file() and json.loads(shipped.read_text()).get("key") == config.key():
+        return SHIPPED_DIR
+    return None
 
 
 def load_world_model(config: WorldModelConfig | None = None, build_if_missing: bool = True,
@@ -216,8 +231,9 @@ def load_world_model(config: WorldModelConfig | None = None, build_if_missing: b
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     config = config or WorldModelConfig()
-    folder = world_model_dir(config)
-    if not (folder / "mentor_world.json").is_file():
+    folder = find_world_model(config)
+    if folder is None:
+        folder = world_model_dir(config)
         if not build_if_missing:
             raise FileNotFoundError(f"no world model built at {folder}; run `mentor world build`")
         build_world_model(config, folder, progress)

@@ -82,9 +82,24 @@ def collate(batch: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.T
         n = len(b.input_ids)
         input_ids[i, :n] = torch.tensor(b.input_ids)
         attention[i, :n] = 1
-        loss_mask[i, b.n_prompt - 1 : n - 1] = 1.0  # positions that predict completion tokens
+        # positions that predict completion tokens (with an empty prompt the first token has no predictor)
+        loss_mask[i, max(b.n_prompt - 1, 0) : n - 1] = 1.0
     weight = torch.tensor([b.weight for b in batch], dtype=torch.float32)
     return {"input_ids": input_ids, "attention_mask": attention, "loss_mask": loss_mask, "weight": weight}
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random,
+                           group: int = 16) -> list[list[int]]:
+    """One epoch of batches: shuffled, then sorted by length within windows of ``group`` batches so that
+    a batch holds similar lengths (less padding), then the batches shuffled."""
+    order = rng.sample(range(len(lengths)), len(lengths))
+    batches = []
+    window = batch_size * group
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def lr_at(step: int, config: SFTConfig) -> float:
@@ -117,14 +132,14 @@ def train_sft(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr,
     )
-    order: list[int] = []
+    lengths = [len(d.input_ids) for d in data]
+    batches: list[list[int]] = []
     history = []
     model.train()
     for step in range(config.steps):
-        if len(order) < config.batch_size:
-            order += rng.sample(range(len(data)), len(data))
-        batch = collate([data[i] for i in order[: config.batch_size]], pad_id)
-        del order[: config.batch_size]
+        if not batches:
+            batches = length_grouped_batches(lengths, config.batch_size, rng)
+        batch = collate([data[i] for i in batches.pop()], pad_id)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
         logp_BT = causal_lm_logprobs(model, batch["input_ids"], batch["attention_mask"])

@@ -1,0 +1,141 @@
+"""Evaluation: sample k completions per problem, verify them, and report Avg@k, Pass@k, Maj@k, format and
+truncation rates, with every sampling parameter, the seed and the checkpoint recorded beside the numbers.
+
+Besides the bare question, a model can be evaluated *with context* (a reference solution, or the critic's
+critique of the model's own first attempt), which measures how much better the self-teacher is.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mentor.contexts import CONTEXT_KINDS, build_context_prompt
+from mentor.metrics import summarize
+from mentor.models import render_prompt
+from mentor.records import Problem, Rollout, write_jsonl
+from mentor.sampling import SamplingParams
+from mentor.sampling.local import LocalSampler
+from mentor.tasks import Task
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how to sample (``mentor eval`` flags map onto these fields)."""
+
+    model: str = "world"
+    task: str = "world"
+    n_problems: int = 50
+    split: str = "test"
+    k: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 160
+    seed: int = 0
+    contexts: list[str] = field(default_factory=lambda: ["none"])
+    batch_size: int = 64
+    thinking: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_problems < 1 or self.k < 1:
+            raise ValueError(f"n_problems and k must be >= 1, got {self.n_problems} and {self.k}")
+        bad = [c for c in self.contexts if c not in CONTEXT_KINDS]
+        if bad or not self.contexts:
+            raise ValueError(f"unknown context {bad}; choose from {', '.join(CONTEXT_KINDS)}")
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
+            n=self.k, temperature=self.temperature, top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens, seed=self.seed,
+        )
+
+
+def context_prompts(task: Task, problems: Sequence[Problem], kind: str,
+                    attempts: Sequence[str] | None = None) -> list[str]:
+    """User messages for one context kind; ``critique`` critiques each problem's first attempt."""
+    if kind != "critique":
+        return [build_context_prompt(kind, task.prompt(p), problem=p) for p in problems]
+    if attempts is None:
+        raise ValueError("context 'critique' needs the model's own attempts to critique")
+    prompts = []
+    for problem, attempt in zip(problems, attempts):
+        feedback = task.critique(problem, attempt)
+        if feedback is None:
+            raise ValueError(f"task {task.name!r} has no critic; evaluate with contexts none or reference")
+        prompts.append(build_context_prompt("critique", task.prompt(problem), critique=feedback.critique))
+    return prompts
+
+
+def evaluate(
+    model,
+    tokenizer,
+    task: Task,
+    problems: Sequence[Problem],
+    config: EvalConfig,
+    progress: Callable[[str, int, int], None] | None = None,  # (context kind, total, done)
+) -> tuple[dict[str, dict], dict[str, list[Rollout]]]:
+    """Summaries and rollouts per context kind. ``none`` always runs first (critique needs its attempts)."""
+    sampler = LocalSampler(model, tokenizer, batch_size=config.batch_size)
+    params = config.sampling()
+    kinds = ["none"] + [c for c in config.contexts if c != "none"]
+    summaries, rollouts = {}, {}
+    attempts = None
+    for kind in kinds:
+        users = context_prompts(task, problems, kind, attempts)
+        prompts = [render_prompt(tokenizer, u, thinking=config.thinking) for u in users]
+        start = time.time()
+        done = functools.partial(progress, kind, len(prompts)) if progress else None
+        samples = sampler.generate(prompts, params, progress=done)
+        seconds = time.time() - start
+        verdicts, finishes, rows = [], [], []
+        for problem, prompt, group in zip(problems, prompts, samples):
+            verdicts.append([task.verify(problem, s.text) for s in group])
+            finishes.append([s.finish_reason for s in group])
+            rows += [
+                Rollout(problem.id, prompt, s.text, s.token_ids, s.logprobs, s.finish_reason, i,
+                        params.to_dict(), v)
+                for i, (s, v) in enumerate(zip(group, verdicts[-1]))
+            ]
+        summary = summarize(verdicts, finishes, k=config.k)
+        tokens = sum(len(r.token_ids) for r in rows)
+        summary.update(seconds=round(seconds, 2), tokens_per_second=round(tokens / max(seconds, 1e-9), 1))
+        summaries[kind], rollouts[kind] = summary, rows
+        attempts = [group[0].text for group in samples] if kind == "none" else attempts
+    return {k: summaries[k] for k in kinds if k in config.contexts or k == "none"}, rollouts
+
+
+def write_results(out_dir: str | Path, config: EvalConfig, summaries: dict, rollouts: dict,
+                  checkpoint: dict) -> Path:
+    """``results.json`` (numbers with every sampling parameter) and one rollouts file per context."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"config": asdict(config), "sampling": config.sampling().to_dict(), "checkpoint": checkpoint,
+              "results": summaries}
+    (out_dir / "results.json").write_text(json.dumps(record, indent=2))
+    for kind, rows in rollouts.items():
+        write_jsonl(out_dir / f"rollouts_{kind}.jsonl", rows)
+    return out_dir / "results.json"
+
+
+METRIC_COLUMNS = ("pass@{k}", "maj@{k}", "avg@{n}", "pass@1", "format_rate", "truncation_rate")
+
+
+def table_rows(summaries: dict[str, dict]) -> list[list[str]]:
+    """Rows for the on-screen table: percentages with two decimals, as in the papers."""
+    rows = []
+    for kind, s in summaries.items():
+        cells = [kind]
+        for column in METRIC_COLUMNS:
+            value = s.get(column.format(k=s["k"], n=s["n"]))
+            cells.append("-" if value is None else f"{100 * value:.2f}")
+        rows.append(cells)
+    return rows
+
+
+def table_header(summaries: dict[str, dict]) -> list[str]:
+    first = next(iter(summaries.values()))
+    return ["context"] + [c.format(k=first["k"], n=first["n"]) for c in METRIC_COLUMNS]

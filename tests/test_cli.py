@@ -1,0 +1,87 @@
+"""The `mentor` command end to end: world build with a tiny budget, eval, demo, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mentor.cli import main
+
+TINY_BUILD = ["train_problems=300", "sft.steps=4", "sft.batch_size=8", "sft.log_every=2",
+              "hidden_size=32", "layers=1", "heads=2", "vocab_size=300", "world.steps=2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_world_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world") / "model"
+    assert main(["world", "build", "--out", str(out), *TINY_BUILD]) == 0
+    return out
+
+
+def test_world_build_writes_a_loadable_model(tiny_world_model):
+    record = json.loads((tiny_world_model / "mentor_world.json").read_text())
+    assert record["config"]["sft"]["steps"] == 4
+    assert record["final"]["step"] == 4
+    assert (tiny_world_model / "world_config.yaml").is_file()
+    assert len((tiny_world_model / "train_log.jsonl").read_text().splitlines()) == 2
+    assert not tiny_world_model.with_name("model.partial").exists()
+
+
+def test_world_build_is_cached(tiny_world_model, capsys):
+    assert main(["world", "build", "--out", str(tiny_world_model), *TINY_BUILD]) == 0
+    assert "already built" in capsys.readouterr().err
+
+
+def test_eval_writes_results_with_every_sampling_parameter(tiny_world_model, tmp_path):
+    out = tmp_path / "eval"
+    code = main(["eval", "--model", str(tiny_world_model), "--task", "world:steps=2", "-n", "3", "-k", "2",
+                 "--context", "none,reference,critique", "--max-new-tokens", "24", "--seed", "7",
+                 "--out", str(out)])
+    assert code == 0
+    record = json.loads((out / "results.json").read_text())
+    assert set(record["results"]) == {"none", "reference", "critique"}
+    assert record["sampling"] == {"n": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24,
+                                  "seed": 7, "stop": []}
+    assert record["checkpoint"]["spec"] == str(tiny_world_model)
+    for summary in record["results"].values():
+        assert summary["n_problems"] == 3 and summary["k"] == 2
+        assert 0.0 <= summary["avg@2"] <= summary["pass@2"] <= 1.0
+    rows = (out / "rollouts_critique.jsonl").read_text().splitlines()
+    assert len(rows) == 6 and "feedback on your previous attempt" in json.loads(rows[0])["prompt"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "--task", "no-such-task"], "unknown task"),
+        (["eval", "--data", "/no/such/file.jsonl"], "unknown task"),
+        (["eval", "colour=red"], "unknown config key 'colour'"),
+        (["eval", "--model", "/no/such/model", "-n", "1"], "cannot load model"),
+        (["eval", "--context", "gossip"], "unknown context"),
+        (["world", "build", "sft.nope=1"], "unknown config key 'nope'"),
+        (["world", "build", "--config", "/no/such.yaml"], "does not exist"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(argv, message):
+    result = subprocess.run([sys.executable, "-m", "mentor.cli", *argv], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_help_for_every_command():
+    for argv in (["--help"], ["demo", "--help"], ["eval", "--help"], ["world", "build", "--help"],
+                 ["world", "show", "--help"]):
+        result = subprocess.run([sys.executable, "-m", "mentor.cli", *argv], capture_output=True, text=True)
+        assert result.returncode == 0 and "usage: mentor" in result.stdout
+
+
+def test_world_show_prints_problems(capsys):
+    assert main(["world", "show", "-n", "2", "--task", "world:steps=3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("-- canonical --") == 2 and "<answer>" in out

