@@ -85,3 +85,16 @@ def test_world_show_prints_problems(capsys):
     assert main(["world", "show", "-n", "2", "--task", "world:steps=3"]) == 0
     out = capsys.readouterr().out
     assert out.count("-- canonical --") == 2 and "<answer>" in out
+
+
+def test_demo_runs_end_to_end_with_the_shipped_model(tmp_path, capsys):
+    from mentor.world_model import SHIPPED_DIR, WorldModelConfig, find_world_model
+
+    assert find_world_model(WorldModelConfig()) == SHIPPED_DIR  # the demo needs no build on a fresh install
+    assert main(["demo", "-n", "4", "-k", "2", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("the critic's step-aligned critique") == 3
+    for kind in ("none", "reference", "critique"):
+        assert kind in out
+    record = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert set(record["results"]) == {"none", "reference", "critique"}

@@ -12,15 +12,6 @@ from hypothesis import strategies as st
 from mentor.losses import causal_lm_logprobs, token_logprobs, weighted_nll
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is much faster than several on a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def naive_logprobs(logits_BTV: torch.Tensor, tokens_BT: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits_BTV.float(), dim=-1).gather(-1, tokens_BT[..., None]).squeeze(-1)
 

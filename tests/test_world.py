@@ -39,7 +39,7 @@ def test_question_states_every_definition():
     problem = make_problem(0)
     wp = WorldProblem.from_meta(problem.meta)
     for name, left, op, right in wp.defs:
-        assert f"{name} = {left} {op} {right}" in problem.question
+        assert f"{name} is {left} {op} {right}" in problem.question
     assert problem.question.endswith(f"What is {wp.target}?")
 
 
@@ -141,9 +141,11 @@ def test_wrong_final_answer_after_correct_steps():
 
 
 def test_parse_trace_reads_steps_and_answer():
-    steps, answer = parse_trace("<step_1> d = a + b = 1 + 2 = 3\n<step_2> junk\n<answer> 3")
-    assert [s.parsed for s in steps] == [True, False]
-    assert steps[0].result == 3 and answer == "3"
+    good = "d is a + b with a = 1 and b = 2, 1 + 2 = 3 so d = 3"
+    inconsistent = "e is d * d with d = 3 and d = 3, 3 * 4 = 2 so e = 2"  # uses 4 after naming 3
+    steps, answer = parse_trace(f"<step_1> {good}\n<step_2> {inconsistent}\n<step_3> junk\n<answer> 3")
+    assert [s.parsed for s in steps] == [True, False, False]
+    assert (steps[0].name, steps[0].x, steps[0].y, steps[0].result) == ("d", 1, 2, 3) and answer == "3"
 
 
 def test_corrupt_trace_rejects_bad_arguments():

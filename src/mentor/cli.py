@@ -22,20 +22,9 @@ def _console():
 
 
 def _progress():
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from mentor.progress import ProgressBar
 
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=_console(), transient=False,
-    )
+    return ProgressBar()
 
 
 # ----- mentor world -----------------------------------------------------------------------------------
@@ -52,10 +41,10 @@ def world_build(args) -> int:
         return 0
     start = time.time()
     with _progress() as bar:
-        task = bar.add_task("training the world's base solver", total=config.sft.steps, info="")
+        task = bar.add("training the world's base solver", total=config.sft.steps)
 
         def step(n: int, metrics: dict) -> None:
-            bar.update(task, completed=n, info=f"loss {metrics['loss']:.3f}")
+            bar.update(task, n, info=f"loss {metrics['loss']:.3f}")
 
         build_world_model(config, out, step)
     save_config(config, out / "world_config.yaml")
@@ -100,8 +89,8 @@ def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) ->
 
         def progress(kind: str, total: int, done: int) -> None:
             if kind not in ids:
-                ids[kind] = bar.add_task(f"sampling [{kind}]", total=total, info=f"k={config.k}")
-            bar.update(ids[kind], completed=done)
+                ids[kind] = bar.add(f"sampling [{kind}]", total=total, info=f"k={config.k}")
+            bar.update(ids[kind], done, info=f"k={config.k}")
 
         summaries, rollouts = evaluate(model, tokenizer, task, problems, config, progress)
     table = Table(title=f"{title}: {task.name}, {len(problems)} problems, k={config.k}, "
@@ -144,31 +133,30 @@ def eval_command(args) -> int:
 # ----- mentor demo ------------------------------------------------------------------------------------
 
 def demo(args) -> int:
-    from mentor.evaluate import EvalConfig
-    from mentor.tasks import load_task
-    from mentor.world_model import WorldModelConfig, find_world_model, load_world_model
+    from rich.console import Console
+    from rich.panel import Panel
 
-    console = _console()
-    config = WorldModelConfig()
-    if find_world_model(config) is None:
-        console.print("building the world's base solver (first run only; cached afterwards)")
-        with _progress() as bar:
-            task_id = bar.add_task("training", total=config.sft.steps, info="")
-            load_world_model(config, progress=lambda n, m: bar.update(task_id, completed=n,
-                                                                      info=f"loss {m['loss']:.3f}"))
-    model, tokenizer = load_world_model(config)
-    task = load_task("world")
+    from mentor.evaluate import EvalConfig
     from mentor.models import render_prompt
     from mentor.sampling import SamplingParams
     from mentor.sampling.local import LocalSampler
+    from mentor.tasks import load_task
+    from mentor.world_model import WorldModelConfig, find_world_model, load_world_model
 
+    config = WorldModelConfig()
+    if find_world_model(config) is None:
+        _console().print("building the world's base solver (first run only; cached afterwards)")
+        with _progress() as bar:
+            task_id = bar.add("training", total=config.sft.steps)
+            load_world_model(config, progress=lambda n, m: bar.update(task_id, n, info=f"loss {m['loss']:.3f}"))
+    model, tokenizer = load_world_model(config)
+    task = load_task("world")
     examples = task.problems("test", n=3, seed=args.seed + 1000)
-    sampler = LocalSampler(model, tokenizer)
-    attempts = sampler.generate([render_prompt(tokenizer, task.prompt(p)) for p in examples],
-                                SamplingParams(n=1, temperature=1.0, max_new_tokens=160, seed=args.seed))
-    from rich.panel import Panel
-
-    out = __import__("rich.console").console.Console()
+    attempts = LocalSampler(model, tokenizer).generate(
+        [render_prompt(tokenizer, task.prompt(p)) for p in examples],
+        SamplingParams(n=1, temperature=1.0, max_new_tokens=160, seed=args.seed),
+    )
+    out = Console()
     for problem, (attempt,) in zip(examples, attempts):
         verdict = task.verify(problem, attempt.text)
         feedback = task.critique(problem, attempt.text)

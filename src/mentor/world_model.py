@@ -48,17 +48,17 @@ class WorldModelConfig:
     """Everything that determines the built model (its hash names the cache folder)."""
 
     world: WorldConfig = field(default_factory=WorldConfig)
-    train_problems: int = 4000
-    error_rate: float = 0.45  # fraction of bare-question traces with one injected error
+    train_problems: int = 8000
+    error_rate: float = 0.25  # fraction of bare-question traces with one injected error
     error_kinds: dict[str, float] = field(
         default_factory=lambda: {"result": 0.5, "substitution": 0.2, "skip": 0.15, "truncate": 0.15}
     )
-    mix: dict[str, float] = field(default_factory=lambda: {"none": 0.5, "reference": 0.25, "critique": 0.25})
+    mix: dict[str, float] = field(default_factory=lambda: {"none": 0.7, "reference": 0.15, "critique": 0.15})
     vocab_size: int = 400
     hidden_size: int = 128
-    layers: int = 4
+    layers: int = 3
     heads: int = 4
-    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=1500, batch_size=32, lr=2e-3, warmup_steps=50))
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=1100, batch_size=32, lr=3e-3, warmup_steps=30))
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -228,8 +228,6 @@ def find_world_model(config: WorldModelConfig | None = None) -> Path | None:
 def load_world_model(config: WorldModelConfig | None = None, build_if_missing: bool = True,
                      progress: Callable[[int, dict], None] | None = None):
     """(model, tokenizer) of the world's base solver: from the cache, or built now and cached."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     config = config or WorldModelConfig()
     folder = find_world_model(config)
     if folder is None:
@@ -237,6 +235,13 @@ def load_world_model(config: WorldModelConfig | None = None, build_if_missing: b
         if not build_if_missing:
             raise FileNotFoundError(f"no world model built at {folder}; run `mentor world build`")
         build_world_model(config, folder, progress)
+    return load_world_folder(folder)
+
+
+def load_world_folder(folder: str | os.PathLike):
+    """(model, tokenizer) from a built world-model folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     model = AutoModelForCausalLM.from_pretrained(folder)
     model.eval()
     return model, AutoTokenizer.from_pretrained(folder)

@@ -3,17 +3,20 @@
 A problem defines a few input variables and then derived variables, each from two earlier ones with
 one operation, all modulo a small number; the question asks for the last one. Example (mod 10)::
 
-    Work modulo 10. Let a = 7, b = 4, c = 3. Then d = a + b, e = c * a, f = d - e. What is f?
+    Work modulo 10. Let a = 7, b = 4, c = 3. Then d is a + b, e is c * a, f is d - e. What is f?
 
-The canonical, step-tagged solution computes the derived variables in order, one step each::
+The canonical, step-tagged solution computes the derived variables in order, one step each, naming the
+operands' values before it uses them::
 
-    <step_1> d = a + b = 7 + 4 = 1
-    <step_2> e = c * a = 3 * 7 = 1
-    <step_3> f = d - e = 1 - 1 = 0
+    <step_1> d is a + b with a = 7 and b = 4, 7 + 4 = 1 so d = 1
+    <step_2> e is c * a with c = 3 and a = 7, 3 * 7 = 1 so e = 1
+    <step_3> f is d - e with d = 1 and e = 1, 1 - 1 = 0 so f = 0
     <answer> 0
 
-Alternative reference derivations reach the same answer in another valid order and other wording.
-Because the whole problem is known, an exact step critic (``world_critic``) can check every step.
+(Writing ``x = value`` for every value that is used and never ``x = expression`` means a value is always
+found the same way, which lets a tiny transformer learn the world in minutes.) Alternative reference
+derivations reach the same answer in another valid order and other words. Because the whole problem is
+known, an exact step critic (``world_critic``) can check every step.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y
 STEP_RE = re.compile(r"<step_(\d+)>")
 ANSWER_RE = re.compile(r"<answer>\s*(\S*)")
 CANONICAL_STEP_RE = re.compile(
-    r"^([a-z]) = ([a-z]) ([-+*]) ([a-z]) = (-?\d+) ([-+*]) (-?\d+) = (-?\d+)$"
+    r"^(?P<name>[a-z]) is (?P<left>[a-z]) (?P<op>[-+*]) (?P<right>[a-z]) "
+    r"with (?P<left2>[a-z]) = (?P<lv>-?\d+) and (?P<right2>[a-z]) = (?P<rv>-?\d+), "
+    r"(?P<x>-?\d+) (?P<op2>[-+*]) (?P<y>-?\d+) = (?P<z>-?\d+) so (?P<name2>[a-z]) = (?P<z2>-?\d+)$"
 )
 SPLIT_SEEDS = {"train": 1, "validation": 2, "test": 3}
 
@@ -39,7 +44,7 @@ SPLIT_SEEDS = {"train": 1, "validation": 2, "test": 3}
 class WorldConfig:
     """Difficulty of the world: how many derived steps, how many inputs, the modulus and the operations."""
 
-    steps: int = 4
+    steps: int = 3
     inputs: int = 3
     modulus: int = 10
     ops: tuple[str, ...] = ("+", "-", "*")
@@ -120,15 +125,19 @@ def generate(config: WorldConfig, rng: random.Random) -> WorldProblem:
 
 def question_text(wp: WorldProblem) -> str:
     given = ", ".join(f"{k} = {v}" for k, v in wp.inputs.items())
-    derived = ", ".join(f"{n} = {a} {op} {b}" for n, a, op, b in wp.defs)
+    derived = ", ".join(f"{n} is {a} {op} {b}" for n, a, op, b in wp.defs)
     return f"Work modulo {wp.modulus}. Let {given}. Then {derived}. What is {wp.target}?"
 
 
+def format_step(name: str, left: str, op: str, right: str, x: int, y: int, z: int) -> str:
+    """A step body in the canonical notation (``x``, ``y`` the operands' values, ``z`` the result)."""
+    return f"{name} is {left} {op} {right} with {left} = {x} and {right} = {y}, {x} {op} {y} = {z} so {name} = {z}"
+
+
 def step_body(wp: WorldProblem, name: str) -> str:
-    """The canonical body of the step that computes ``name``."""
+    """The canonical, correct body of the step that computes ``name``."""
     _, left, op, right = wp.definition(name)
-    x, y = wp.values[left], wp.values[right]
-    return f"{name} = {left} {op} {right} = {x} {op} {y} = {wp.values[name]}"
+    return format_step(name, left, op, right, wp.values[left], wp.values[right], wp.values[name])
 
 
 def format_trace(bodies: list[str], answer: str | int | None) -> str:
@@ -146,8 +155,8 @@ def _alternative_body(wp: WorldProblem, name: str, style: int) -> str:
     _, left, op, right = wp.definition(name)
     x, y, z = wp.values[left], wp.values[right], wp.values[name]
     if style == 0:
-        return f"{x} {op} {y} gives {z}, so {name} = {z}"
-    return f"{name} is {left} {op} {right}, which is {x} {op} {y}, that is {z}"
+        return f"{x} {op} {y} gives {z}, hence {name} = {z}"
+    return f"from {left} and {right}: {x} {op} {y} makes {z}, hence {name} = {z}"
 
 
 def _random_topological_order(wp: WorldProblem, rng: random.Random) -> list[str]:
@@ -204,11 +213,14 @@ def parse_trace(text: str) -> tuple[list[ParsedStep], str | None]:
         body = " ".join(body.split())
         step = ParsedStep(int(label), body)
         match = CANONICAL_STEP_RE.match(body)
-        if match:
-            step.name, step.left, step.op, step.right = match.group(1, 2, 3, 4)
-            step.x, step.y, step.result = (int(g) for g in match.group(5, 7, 8))
-            if match.group(6) != step.op:
-                step.name = None  # the operation changed between expression and numbers
+        # a step is read only when it is consistent with itself: the values it names are the ones it
+        # uses, with the same operation, and the result it states is the one it assigns
+        if match and (
+            (match["left2"], match["right2"], match["op2"], match["name2"], match["x"], match["y"], match["z2"])
+            == (match["left"], match["right"], match["op"], match["name"], match["lv"], match["rv"], match["z"])
+        ):
+            step.name, step.left, step.op, step.right = match.group("name", "left", "op", "right")
+            step.x, step.y, step.result = int(match["x"]), int(match["y"]), int(match["z"])
         steps.append(step)
     return steps, answer
 
@@ -280,5 +292,5 @@ def corrupt_trace(wp: WorldProblem, rng: random.Random, kind: str, step: int) ->
         values[name] = z
         if i == step and kind == "skip":
             continue
-        bodies.append(f"{name} = {left} {op} {right} = {x} {op} {y} = {z}")
+        bodies.append(format_step(name, left, op, right, x, y, z))
     return format_trace(bodies, values[wp.target])
