@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mentor.cli import main
 
@@ -28,6 +29,21 @@ def test_world_build_writes_a_loadable_model(tiny_world_model):
     assert (tiny_world_model / "world_config.yaml").is_file()
     assert len((tiny_world_model / "train_log.jsonl").read_text().splitlines()) == 2
     assert not tiny_world_model.with_name("model.partial").exists()
+
+
+def test_world_build_is_deterministic_given_a_seed(tiny_world_model, tmp_path):
+    from safetensors.torch import load_file
+
+    again = tmp_path / "again"
+    assert main(["world", "build", "--out", str(again), *TINY_BUILD]) == 0
+    first, second = load_file(tiny_world_model / "model.safetensors"), load_file(again / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert (tiny_world_model / "tokenizer.json").read_text() == (again / "tokenizer.json").read_text()
+    other = tmp_path / "other-seed"
+    assert main(["world", "build", "--out", str(other), *TINY_BUILD, "seed=1"]) == 0
+    embedding = "model.embed_tokens.weight"
+    assert not torch.equal(load_file(other / "model.safetensors")[embedding], first[embedding])
 
 
 def test_world_build_is_cached(tiny_world_model, capsys):

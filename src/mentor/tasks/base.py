@@ -13,13 +13,15 @@ class Task:
     """
 
     name: str = "task"
+    #: appended to every question; the usual instruction for math models. The world sets it to "".
+    instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
 
     def problems(self, split: str = "test", n: int | None = None, seed: int = 0) -> list[Problem]:
         raise NotImplementedError
 
     def prompt(self, problem: Problem) -> str:
         """The user message the solver sees for a problem."""
-        return problem.question
+        return f"{problem.question}\n\n{self.instruction}" if self.instruction else problem.question
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
         from mentor.verify import verify

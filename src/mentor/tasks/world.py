@@ -228,6 +228,8 @@ def parse_trace(text: str) -> tuple[list[ParsedStep], str | None]:
 class WorldTask(Task):
     """The procedural world as a Task, with its exact step critic."""
 
+    instruction = ""  # the world's model is trained on the bare question
+
     def __init__(self, config: WorldConfig | None = None, **overrides) -> None:
         self.config = config or WorldConfig(**overrides)
         self.name = f"world-{self.config.steps}step-mod{self.config.modulus}"
