@@ -46,6 +46,14 @@ def test_world_build_is_deterministic_given_a_seed(tiny_world_model, tmp_path):
     assert not torch.equal(load_file(other / "model.safetensors")[embedding], first[embedding])
 
 
+def test_world_build_refuses_to_overwrite_a_folder_that_is_not_a_build(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert main(["world", "build", "--out", str(precious), *TINY_BUILD]) == 2
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
 def test_world_build_is_cached(tiny_world_model, capsys):
     assert main(["world", "build", "--out", str(tiny_world_model), *TINY_BUILD]) == 0
     assert "already built" in capsys.readouterr().err
@@ -77,6 +85,8 @@ def test_eval_writes_results_with_every_sampling_parameter(tiny_world_model, tmp
         (["eval", "colour=red"], "unknown config key 'colour'"),
         (["eval", "--model", "/no/such/model", "-n", "1"], "cannot load model"),
         (["eval", "--context", "gossip"], "unknown context"),
+        (["eval", "--data", "1000"], "unknown task"),  # a number-like path stays a path
+        (["eval", "--task", "gym:basic_arithmetic", "--context", "critique"], "has no critic"),
         (["world", "build", "sft.nope=1"], "unknown config key 'nope'"),
         (["world", "build", "--config", "/no/such.yaml"], "does not exist"),
     ],

@@ -324,3 +324,10 @@ def test_random_configs_round_trip(tmp_path_factory, count, ratio, label, items,
     config = Small(count=count, ratio=ratio, label=label, items=items, inner=Inner(depth=depth))
     path = save_config(config, tmp_path_factory.mktemp("cfg") / "c.yaml")
     assert load_config(Small, path) == config
+
+
+def test_mapping_fields_are_updated_not_replaced():
+    config = load_config(WorldModelConfig, overrides=["error_kinds.substitution=0", "mix.none=0.8"])
+    default = WorldModelConfig()
+    assert config.error_kinds == {**default.error_kinds, "substitution": 0}
+    assert config.mix == {**default.mix, "none": 0.8}

@@ -32,7 +32,8 @@ def test_problems_are_deterministic_and_splits_differ():
     assert [p.question for p in first] == [p.question for p in task.problems("test", n=5)]
     assert first[0].question == task.problems("test", n=1)[0].question  # independent of n
     train = {p.question for p in task.problems("train", n=200)}
-    assert not train & {p.question for p in task.problems("test", n=50)} or len(train) == 200
+    test = {p.question for p in task.problems("test", n=50)}
+    assert len(train & test) <= 1  # independent draws from a space of ~10^6 problems
 
 
 def test_question_states_every_definition():
@@ -83,6 +84,7 @@ def test_critique_copies_prefix_and_fixes_the_first_error(seed, steps, data):
     feedback = critique(problem, trace)
     assert feedback.case == "incorrect"
     assert feedback.first_error_step == k
+    assert feedback.step_verdicts == ["correct"] * (k - 1) + ["wrong"]
     got = corrected_solution(feedback).splitlines()
     sent = trace.splitlines()
     canonical = canonical_solution(wp).splitlines()
@@ -111,6 +113,8 @@ def test_missing_and_incomplete_traces(seed, steps, data):
         first_use = next(i for i, d in enumerate(wp.defs) if i >= k and wp.defs[k - 1][0] in d[1::2])
         assert feedback.case == "missing_step"
         assert feedback.first_error_step == first_use  # inserted right where it is first needed
+        assert len(feedback.step_verdicts) == len(parse_trace(skipped)[0])  # one verdict per solver step
+        assert feedback.step_verdicts.count("missing") == 1
         bodies = [line.split("> ", 1)[1] for line in corrected_solution(feedback).splitlines()]
         assert sorted(bodies) == sorted(line.split("> ", 1)[1] for line in canonical_solution(wp).splitlines())
     elif k < steps:  # a step the target never uses may be left out
@@ -127,6 +131,16 @@ def test_critic_handles_garbage_and_empty_traces():
         feedback = critique(problem, text)
         assert feedback.case in ("incorrect", "incomplete")
         assert corrected_solution(feedback) == canonical
+
+
+def test_world_verify_needs_the_answer_line():
+    problem = make_problem(4)
+    steps = canonical_solution(WorldProblem.from_meta(problem.meta)).splitlines()[:-1]
+    ends_on_the_answer = "\n".join(steps)  # the last step's result is the answer, but no <answer> line
+    verdict = WorldTask().verify(problem, ends_on_the_answer)
+    assert (verdict.correct, verdict.reason, verdict.format_ok) == (False, "no_answer", False)
+    verdict = WorldTask().verify(problem, ends_on_the_answer + f"\n<answer> {problem.answer}")
+    assert (verdict.correct, verdict.reason, verdict.extracted) == (True, "ok", problem.answer)
 
 
 def test_wrong_final_answer_after_correct_steps():

@@ -6,13 +6,22 @@ Errors a user can cause (a bad path, config key, task or model) print one line a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from mentor import __version__
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, OSError)
+# mentor's own errors (ConfigError, RecordError are ValueErrors; ModelLoadError is an OSError) and the
+# standard ones a bad argument raises; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from mentor.models import ModelLoadError
+
+    return (*USER_ERRORS, ModelLoadError)
 
 
 def _console():
@@ -78,11 +87,12 @@ def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) ->
     and write the results; returns the summaries."""
     from rich.table import Table
 
-    from mentor.evaluate import evaluate, table_header, table_rows, write_results
+    from mentor.evaluate import check_contexts, evaluate, table_header, table_rows, write_results
     from mentor.tasks import load_task
 
     task = load_task(config.task)
-    problems = task.problems(config.split, n=config.n_problems, seed=config.seed)
+    problems = task.problems(config.split, n=config.n_problems, seed=config.problem_seed)
+    check_contexts(task, problems, config.contexts)  # before the model loads, not after sampling
     model, tokenizer = loaded or load_model(config.model)
     with _progress() as bar:
         ids = {}
@@ -110,22 +120,18 @@ def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) ->
 
 
 def eval_command(args) -> int:
-    from mentor.config import load_config
+    import dataclasses
 
-    overrides = list(args.overrides)
-    for flag, key in (("model", "model"), ("task", "task"), ("k", "k"), ("n", "n_problems"),
-                      ("temperature", "temperature"), ("top_p", "top_p"), ("max_new_tokens", "max_new_tokens"),
-                      ("seed", "seed"), ("split", "split"), ("batch_size", "batch_size")):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    if args.data:
-        overrides.append(f"task={args.data}")
-    if args.context:
-        overrides.append(f"contexts=[{args.context}]")
+    from mentor.config import load_config
     from mentor.evaluate import EvalConfig
 
-    config = load_config(EvalConfig, args.config, overrides)
+    config = load_config(EvalConfig, args.config, args.overrides)
+    flags = {"model": args.model, "task": args.data or args.task, "k": args.k, "n_problems": args.n,
+             "temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
+             "seed": args.seed, "problem_seed": args.problem_seed, "split": args.split,
+             "batch_size": args.batch_size,
+             "contexts": [c.strip() for c in args.context.split(",")] if args.context else None}
+    config = dataclasses.replace(config, **{k: v for k, v in flags.items() if v is not None})
     run_eval(config, args.out)
     return 0
 
@@ -215,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", dest="top_p", type=float, help="nucleus sampling (default 1.0)")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="default 160")
     p.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    p.add_argument("--problem-seed", dest="problem_seed", type=int,
+                   help="which problems of the split (generated tasks; default 0)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="prompts per generation batch")
     p.add_argument("--context", help="comma list of none,reference,critique (default none)")
     p.add_argument("--config", help="YAML file with EvalConfig fields")
@@ -235,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mentor: interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as err:
+    except _user_errors() as err:
+        if os.environ.get("MENTOR_DEBUG"):
+            raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"mentor: error: {message}", file=sys.stderr)
         return 2

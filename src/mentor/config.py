@@ -46,6 +46,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         not isinstance(value, hint) or (hint is not bool and isinstance(value, bool))
     ):
         raise ConfigError(f"config key {key!r}: expected {hint.__name__}, got {value!r}")
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"config key {key!r}: expected text, got {value!r} (quote it in YAML)")
     if dataclasses.is_dataclass(hint) and not isinstance(value, hint):
         raise ConfigError(f"config key {key!r}: expected a mapping of {hint.__name__} keys, got {value!r}")
     return value
@@ -91,6 +93,22 @@ def _nest(overrides: list[str]) -> dict[str, Any]:
     return tree
 
 
+def _seed_mappings(cls: type, values: dict, overrides: dict) -> None:
+    """An override of one key of a mapping field (``mix.none=0.8``) updates that field's current value, so
+    the other keys keep theirs; a mapping written whole in a file still replaces it (exact round trips)."""
+    types = _field_types(cls)
+    for key, sub in overrides.items():
+        if key not in types or not isinstance(sub, dict):
+            continue
+        hint = types[key]
+        if typing.get_origin(hint) is dict and key not in values:
+            values[key] = dict(_default(cls, key, None) or {})
+        elif dataclasses.is_dataclass(hint):
+            inner = values.setdefault(key, {})
+            if isinstance(inner, dict):
+                _seed_mappings(hint, inner, sub)
+
+
 def _deep_update(base: dict, extra: dict) -> dict:
     out = dict(base)
     for key, value in extra.items():
@@ -115,7 +133,9 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         values = loaded
-    values = _deep_update(values, _nest(overrides or []))
+    tree = _nest(overrides or [])
+    _seed_mappings(cls, values, tree)
+    values = _deep_update(values, tree)
     try:
         return cls(**_merge(cls, values, ""))
     except TypeError as err:

@@ -35,7 +35,8 @@ class EvalConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 160
-    seed: int = 0
+    seed: int = 0  # the sampling seed
+    problem_seed: int = 0  # which problems a generated task draws; kept apart so seeds vary only sampling
     contexts: list[str] = field(default_factory=lambda: ["none"])
     batch_size: int = 64
     thinking: bool | None = None
@@ -52,6 +53,14 @@ class EvalConfig:
             n=self.k, temperature=self.temperature, top_p=self.top_p,
             max_new_tokens=self.max_new_tokens, seed=self.seed,
         )
+
+
+def check_contexts(task: Task, problems: Sequence[Problem], contexts: Sequence[str]) -> None:
+    """Fail before any sampling when a context cannot be built for this task."""
+    if "reference" in contexts and not all(p.solution for p in problems):
+        raise ValueError(f"context 'reference' needs reference solutions; task {task.name!r} lacks some")
+    if "critique" in contexts and problems and task.critique(problems[0], "") is None:
+        raise ValueError(f"task {task.name!r} has no critic; evaluate with contexts none or reference")
 
 
 def context_prompts(task: Task, problems: Sequence[Problem], kind: str,
@@ -79,6 +88,7 @@ def evaluate(
     progress: Callable[[str, int, int], None] | None = None,  # (context kind, total, done)
 ) -> tuple[dict[str, dict], dict[str, list[Rollout]]]:
     """Summaries and rollouts per context kind. ``none`` always runs first (critique needs its attempts)."""
+    check_contexts(task, problems, config.contexts)
     sampler = LocalSampler(model, tokenizer, batch_size=config.batch_size)
     params = config.sampling()
     kinds = ["none"] + [c for c in config.contexts if c != "none"]

@@ -89,7 +89,12 @@ class Rollout:
 
 @dataclass
 class Feedback:
-    """A critique of one rollout. ``case`` is one of correct, missing_step, incomplete, incorrect, unusable."""
+    """A critique of one rollout. ``case`` is one of correct, missing_step, incomplete, incorrect, unusable.
+
+    ``step_verdicts`` has one entry per step the solver wrote, up to the first wrong one (correct, missing
+    (it needed a step that was never written) or wrong); ``first_error_step`` counts steps of the
+    critique's corrected trace.
+    """
 
     problem_id: str
     critique: str

@@ -224,7 +224,7 @@ _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°")
 _PERCENT = re.compile(r"\s*(?:\\%|%)$")
 _VARIABLE = re.compile(r"^[A-Za-z]\s*=\s*")
 _UNITS = re.compile(
-    r"(?:\s+[A-Za-z]{2,}\.?|\s*(?:cm|mm|km|m|kg|mg|g|lbs?|oz|ft|in|mi|s|sec|min|h|hrs?|ml|l|L|mph)(?![A-Za-z]))"
+    r"(?:\s+(?!(?:hundreds?|thousands?|millions?|billions?|trillions?|times|percent)\b)[A-Za-z]{2,}\.?|\s*(?:cm|mm|km|m|kg|mg|g|lbs?|oz|ft|in|mi|s|sec|min|h|hrs?|ml|l|L|mph)(?![A-Za-z]))"
     r"(?:\^\{?[23]\}?|[²³])?$"
 )
 _DECIMAL = r"[+-]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+)"

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from mentor.contexts import build_context_prompt
+from mentor.models import cache_dir, render_prompt
 from mentor.records import Problem
 from mentor.tasks.world import (
     ERROR_KINDS,
@@ -77,12 +78,6 @@ class WorldModelConfig:
     def key(self) -> str:
         blob = json.dumps({"v": BUILD_VERSION, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def render(tokenizer, user: str) -> str:
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
-    )
 
 
 def _solo_trace(wp: WorldProblem, config: WorldModelConfig, rng: random.Random) -> str:
@@ -176,8 +171,10 @@ def build_world_model(
     pairs = training_texts(config, problems)
     tokenizer = build_tokenizer([u + "\n" + c for u, c in pairs], config.vocab_size, config.world.steps)
     model = build_model(tokenizer, config)
-    examples = [SFTExample(render(tokenizer, u), c + EOS) for u, c in pairs]
+    examples = [SFTExample(render_prompt(tokenizer, u), c + EOS) for u, c in pairs]
     out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "mentor_world.json").is_file():
+        raise FileExistsError(f"{out_dir} exists and is not a world-model build; choose an empty or new folder")
     tmp = out_dir.with_name(out_dir.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "train_log.jsonl").unlink(missing_ok=True)
@@ -199,10 +196,6 @@ def build_world_model(
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)  # a crash mid-build never leaves a half-written model behind
     return out_dir
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MENTOR_CACHE", Path.home() / ".cache" / "mentor"))
 
 
 SHIPPED_DIR = Path(__file__).parent / "assets" / "world_model"

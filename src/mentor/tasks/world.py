@@ -21,12 +21,14 @@ known, an exact step critic (``world_critic``) can check every step.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 import string
 from dataclasses import asdict, dataclass, field
 
-from mentor.records import Problem
+from mentor.records import Problem, Verdict
 from mentor.tasks.base import Task
 
 OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
@@ -37,7 +39,7 @@ CANONICAL_STEP_RE = re.compile(
     r"with (?P<left2>[a-z]) = (?P<lv>-?\d+) and (?P<right2>[a-z]) = (?P<rv>-?\d+), "
     r"(?P<x>-?\d+) (?P<op2>[-+*]) (?P<y>-?\d+) = (?P<z>-?\d+) so (?P<name2>[a-z]) = (?P<z2>-?\d+)$"
 )
-SPLIT_SEEDS = {"train": 1, "validation": 2, "test": 3}
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass
@@ -233,10 +235,14 @@ class WorldTask(Task):
     def __init__(self, config: WorldConfig | None = None, **overrides) -> None:
         self.config = config or WorldConfig(**overrides)
         self.name = f"world-{self.config.steps}step-mod{self.config.modulus}"
+        rest = {k: v for k, v in asdict(self.config).items() if k not in ("steps", "modulus")}
+        if rest != {k: v for k, v in asdict(WorldConfig()).items() if k not in ("steps", "modulus")}:
+            digest = hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:6]
+            self.name += f"-{digest}"  # problems of differently configured worlds never share ids
 
     def problems(self, split: str = "test", n: int | None = None, seed: int = 0) -> list[Problem]:
-        if split not in SPLIT_SEEDS:
-            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_SEEDS)}")
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         n = 100 if n is None else n
         out = []
         for i in range(n):
@@ -254,6 +260,16 @@ class WorldTask(Task):
                 )
             )
         return out
+
+    def verify(self, problem: Problem, completion: str) -> Verdict:
+        """Correct only with an ``<answer>`` line: a trace that stops early is never right by luck."""
+        answer = ANSWER_RE.search(completion)
+        if answer is None:
+            return Verdict(0.0, False, None, False, "no_answer", {"correctness": 0.0, "format": 0.0})
+        extracted = answer.group(1).strip()
+        correct = extracted == problem.answer
+        return Verdict(float(correct), correct, extracted, True, "ok" if correct else "wrong",
+                       {"correctness": float(correct), "format": 1.0})
 
     def critique(self, problem: Problem, completion: str):
         from mentor.tasks.world_critic import critique

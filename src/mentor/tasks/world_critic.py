@@ -81,17 +81,16 @@ def critique(problem: Problem, completion: str) -> Feedback:
             known.add(name)
 
     for step in steps:
-        status = _check(wp, step, known)
+        status = verdict = _check(wp, step, known)
         if status == "missing":
             if case == "correct":
                 case, error_step = "missing_step", len(bodies) + 1
-            verdicts.append("missing")
             add_correct(_missing_before(wp, step.name, known))
             status = _check(wp, step, known)
         if status == "ok":
             bodies.append(step.body)  # copied verbatim
             known.add(step.name)
-            verdicts.append("correct")
+            verdicts.append("correct" if verdict == "ok" else "missing")  # one verdict per solver step
             continue
         if case == "correct":
             case, error_step = "incorrect", len(bodies) + 1
@@ -101,10 +100,8 @@ def critique(problem: Problem, completion: str) -> Feedback:
         if wp.target not in known or answer is None:
             if case == "correct":
                 case, error_step = "incomplete", len(bodies) + 1
-        elif answer != str(wp.answer):
-            verdicts.append("wrong")
-            if case == "correct":
-                case, error_step, at_answer = "incorrect", len(bodies) + 1, True
+        elif answer != str(wp.answer) and case == "correct":
+            case, error_step, at_answer = "incorrect", len(bodies) + 1, True
     if case != "correct" and not at_answer:  # a correct trace may leave out steps the target never uses
         add_correct(_remaining(wp, known))
     text = _header(case, error_step, at_answer) + "\n" + format_trace(bodies, wp.answer)

@@ -132,6 +132,7 @@ def train_sft(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr,
     )
+    device = next(model.parameters()).device
     lengths = [len(d.input_ids) for d in data]
     batches: list[list[int]] = []
     history = []
@@ -139,7 +140,7 @@ def train_sft(
     for step in range(config.steps):
         if not batches:
             batches = length_grouped_batches(lengths, config.batch_size, rng)
-        batch = collate([data[i] for i in batches.pop()], pad_id)
+        batch = {k: v.to(device) for k, v in collate([data[i] for i in batches.pop()], pad_id).items()}
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
         logp_BT = causal_lm_logprobs(model, batch["input_ids"], batch["attention_mask"])
