@@ -95,7 +95,8 @@ def test_gsm8k_jsonl(tmp_path):
         assert "<<" not in problem.solution
         assert task.verify(problem, problem.solution).correct
         assert task.verify(problem, "#### 3").reason == "wrong"
-    assert task.prompt(first) == first.question
+    assert task.prompt(first) == first.question + "\n\n" + task.instruction
+    assert "\\boxed{}" in task.instruction
 
 
 def test_math_nested_boxed_and_meta(tmp_path):

@@ -78,7 +78,10 @@ class Rollout:
 
     def __post_init__(self) -> None:
         if isinstance(self.verdict, dict):
-            self.verdict = _from_dict(Verdict, self.verdict)
+            try:
+                self.verdict = _from_dict(Verdict, self.verdict)
+            except RecordError as err:
+                raise RecordError(str(err).replace("field '", "field 'verdict.", 1)) from None
         if self.logprobs and len(self.logprobs) != len(self.token_ids):
             raise RecordError(
                 f"field 'logprobs': {len(self.logprobs)} values for {len(self.token_ids)} token ids"

@@ -50,9 +50,10 @@ class WorldModelConfig:
 
     world: WorldConfig = field(default_factory=WorldConfig)
     train_problems: int = 8000
-    error_rate: float = 0.25  # fraction of bare-question traces with one injected error
+    error_rate: float = 0.1  # fraction of bare-question traces with one injected error
+    # substitution errors are off: they teach the model to look values up wrongly (docs/world.md)
     error_kinds: dict[str, float] = field(
-        default_factory=lambda: {"result": 0.5, "substitution": 0.2, "skip": 0.15, "truncate": 0.15}
+        default_factory=lambda: {"result": 0.6, "substitution": 0.0, "skip": 0.2, "truncate": 0.2}
     )
     mix: dict[str, float] = field(default_factory=lambda: {"none": 0.7, "reference": 0.15, "critique": 0.15})
     vocab_size: int = 400
@@ -67,6 +68,8 @@ class WorldModelConfig:
             self.world = WorldConfig(**self.world)
         if isinstance(self.sft, dict):
             self.sft = SFTConfig(**self.sft)
+        self.error_kinds = {k: float(v) for k, v in self.error_kinds.items()}  # 0 and 0.0: one cache key
+        self.mix = {k: float(v) for k, v in self.mix.items()}
         if not 0 <= self.error_rate <= 1:
             raise ValueError(f"error_rate must be in [0, 1], got {self.error_rate}")
         unknown = set(self.error_kinds) - set(ERROR_KINDS)
