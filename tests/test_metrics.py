@@ -133,3 +133,9 @@ def test_summarize_counts_timeouts_as_incorrect():
 def test_summarize_rejects_bad_shapes(verdicts, kwargs):
     with pytest.raises(ValueError):
         summarize(verdicts, **kwargs)
+
+
+def test_maj_at_k_counts_a_group_correct_when_any_member_verified_correct():
+    # the first "0.5" was a timed-out check (not correct); its equivalent "1/2" was verified correct
+    assert maj_at_k([["0.5", "1/2", "3"]], [[False, True, False]]) == 1.0
+    assert maj_at_k([["3", "0.5", "3"]], [[False, True, False]]) == 0.0

@@ -11,8 +11,9 @@ import pytest
 import torch
 from peft import PeftModel
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedTokenizerFast
 
+import tiny
 from mentor import models as mm
 from mentor.models import (
     LoraSpec,
@@ -50,17 +51,7 @@ def word_tokenizer(chat_template: str | None = None) -> PreTrainedTokenizerFast:
 
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
-    config = LlamaConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
+    return tiny.tiny_llama(len(VOCAB), seed=seed, max_positions=64)
 
 
 INPUT_IDS = torch.tensor([[1, 3, 4, 5, 6, 7]])

@@ -7,11 +7,12 @@ import copy
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mentor.models import LoraSpec, apply_lora, teacher_mode
 from mentor.sampling import Sample, SamplingParams
 from mentor.sampling.local import LocalSampler
+from tiny import tiny_llama
 
 SENTENCES = [
     "the cat sat on the mat and the dog ran to the park",
@@ -33,20 +34,8 @@ def tiny_policy() -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     with torch.no_grad():  # sharper logits than the default init, so samples are not uniform noise
         model.lm_head.weight.mul_(20.0)
     return model, tokenizer

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from mentor.records import Verdict
 from mentor.verify import answer_key, is_equivalent
 
-__all__ = ["avg_at_k", "maj_at_k", "majority_index", "pass_at_k", "summarize"]
+__all__ = ["avg_at_k", "maj_at_k", "majority_index", "pass_at_k", "plurality_group", "summarize"]
 
 
 def _count(value: object, name: str, minimum: int) -> int:
@@ -54,7 +54,13 @@ def avg_at_k(correct: Sequence[Sequence[bool]]) -> float:
 
 
 def majority_index(answers: Sequence[str | None], *, timeout: float | None = 5.0) -> int | None:
-    """Index of the first member of the plurality group of one problem's answers; None if all are None.
+    """Index of the first member of the plurality group of one problem's answers; None if all are None."""
+    group = plurality_group(answers, timeout=timeout)
+    return None if group is None else group[0]
+
+
+def plurality_group(answers: Sequence[str | None], *, timeout: float | None = 5.0) -> list[int] | None:
+    """Indices of the plurality group of one problem's answers; None if all are None.
 
     Answers are grouped by math equivalence: an equal :func:`~mentor.verify.answer_key` (exact number or
     tidied text) joins a group at once; otherwise :func:`~mentor.verify.is_equivalent` is asked against each
@@ -85,7 +91,7 @@ def majority_index(answers: Sequence[str | None], *, timeout: float | None = 5.0
     if not groups:
         return None
     best = max(range(len(groups)), key=lambda g: (len(groups[g]), -g))
-    return groups[best][0]
+    return groups[best]
 
 
 def maj_at_k(
@@ -98,8 +104,9 @@ def maj_at_k(
 
     ``answers[i][j]`` is the extracted answer of sample j of problem i (None when nothing was extracted) and
     ``correct[i][j]`` whether that sample was verified correct. The plurality group (see
-    :func:`majority_index`) is judged by the correctness of its first member, so the verifier's decision
-    is reused rather than re-derived. A problem whose answers are all None counts as wrong.
+    :func:`plurality_group`) is correct when any member was verified correct (its members are equivalent,
+    so they differ only where a check timed out), so the verifier's decision is reused rather than
+    re-derived. A problem whose answers are all None counts as wrong.
     """
     _check_rows(answers, "maj_at_k")
     if len(answers) != len(correct):
@@ -108,8 +115,8 @@ def maj_at_k(
     for row_answers, row_correct in zip(answers, correct, strict=True):
         if len(row_answers) != len(row_correct):
             raise ValueError("maj_at_k: answers and correct must have the same shape")
-        index = majority_index(row_answers, timeout=timeout)
-        wins += index is not None and bool(row_correct[index])
+        group = plurality_group(row_answers, timeout=timeout)
+        wins += group is not None and any(row_correct[i] for i in group)
     return wins / len(answers)
 
 
