@@ -123,12 +123,18 @@ def test_special_end_token_is_one_masked_token(tokenizer):
 def test_truncation_keeps_the_prompt_and_a_prefix_of_the_completion(tokenizer):
     example = SFTExample("name: alice\ncolour:", " red and blue and green and yellow")
     p_len = len(tokenizer(example.prompt, add_special_tokens=False)["input_ids"])
-    (item,) = tokenize(tokenizer, [example], max_length=p_len + 2)
+    with pytest.warns(UserWarning, match="1 of 1 examples were cut to max_length"):
+        (item,) = tokenize(tokenizer, [example], max_length=p_len + 2)
     assert len(item.input_ids) == p_len + 2 and item.n_prompt == p_len
     batch = collate([item], tokenizer.pad_token_id)
     kept = tokenizer.decode(batch["input_ids"][0, 1:][batch["loss_mask"][0].bool()].tolist())
     assert int(batch["loss_mask"].sum()) == 2
     assert example.completion.startswith(kept) and kept
+
+
+def test_empty_completion_raises(tokenizer):
+    with pytest.raises(ValueError, match="example 1 has an empty completion"):
+        tokenize(tokenizer, [SFTExample("ok:", " fine"), SFTExample("name: bob\ncolour:", "")], 64)
 
 
 def test_prompt_longer_than_or_filling_max_length_raises(tokenizer):

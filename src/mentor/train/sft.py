@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,11 +66,18 @@ def tokenize(tokenizer, examples: Sequence[SFTExample], max_length: int) -> list
     prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False)["input_ids"]
     completions = tokenizer([e.completion for e in examples], add_special_tokens=False)["input_ids"]
     out = []
-    for example, p_ids, c_ids in zip(examples, prompts, completions):
+    truncated = 0
+    for index, (example, p_ids, c_ids) in enumerate(zip(examples, prompts, completions)):
+        if not c_ids:
+            raise ValueError(f"example {index} has an empty completion: nothing to train on")
         ids = (p_ids + c_ids)[:max_length]
         if len(ids) <= len(p_ids):
-            raise ValueError(f"an example's prompt fills max_length={max_length}: {example.prompt[:80]!r}")
+            raise ValueError(f"example {index}: its prompt fills max_length={max_length}: {example.prompt[:80]!r}")
+        truncated += len(ids) < len(p_ids) + len(c_ids)
         out.append(TokenizedExample(ids, len(p_ids), example.weight))
+    if truncated:
+        warnings.warn(f"{truncated} of {len(examples)} examples were cut to max_length={max_length} "
+                      "(their end, and end-of-sequence token, are not trained on)", stacklevel=2)
     return out
 
 
