@@ -5,7 +5,11 @@ Shape suffixes: B batch, T time (completion positions), V vocabulary.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
+from torch.utils.checkpoint import checkpoint
 
 
 def token_logprobs(logits_BTV: torch.Tensor, tokens_BT: torch.Tensor, chunk: int = 128) -> torch.Tensor:
@@ -46,3 +50,201 @@ def causal_lm_logprobs(model, input_ids_BL: torch.Tensor, attention_mask_BL: tor
     logits_BLV = model(input_ids=input_ids_BL, attention_mask=attention_mask_BL).logits
     return token_logprobs(logits_BLV[:, :-1], input_ids_BL[:, 1:])
 
+
+# ----- self-distillation: divergence to a self-teacher (METHODS.md section 1) ---------------------------
+
+
+def _kl_terms(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """Per-entry terms p * (log p - log q) of KL(P || Q); they sum to KL over the last dimension."""
+    return logp.exp() * (logp - logq)
+
+
+def _with_tail(logp_NV: torch.Tensor, ids_NK: torch.Tensor) -> torch.Tensor:
+    """The k chosen log-probs plus one bucket holding log of the remaining mass: N x (K + 1)."""
+    rest_N1 = logp_NV.scatter(-1, ids_NK, float("-inf")).logsumexp(-1, keepdim=True)
+    return torch.cat([logp_NV.gather(-1, ids_NK), rest_N1], dim=-1)
+
+
+def _chunk_divergence(s_BCV, t_BCV, m_BC, *, beta, temperature, top_k, from_teacher, tail, clip):
+    """Summed divergence over the unmasked positions of one time chunk, and the number of clipped terms."""
+    # -inf logits (banned ids) become a huge finite negative number: probability 0 without 0 * inf = NaN
+    dtype = torch.promote_types(s_BCV.dtype, torch.float32)  # bf16 / fp16 logits are upcast per chunk
+    s_NV = (s_BCV[m_BC].to(dtype) / temperature).clamp(min=-1e30)
+    t_NV = (t_BCV[m_BC].to(dtype) / temperature).clamp(min=-1e30)
+    if top_k is not None and top_k < s_NV.shape[-1]:
+        ids_NK = (t_NV if from_teacher else s_NV).detach().topk(top_k, dim=-1).indices
+        if tail:  # k ids + tail: already a proper distribution, no renormalisation
+            logs, logt = _with_tail(s_NV.log_softmax(-1), ids_NK), _with_tail(t_NV.log_softmax(-1), ids_NK)
+        else:  # renormalise over the k ids
+            logs, logt = s_NV.gather(-1, ids_NK).log_softmax(-1), t_NV.gather(-1, ids_NK).log_softmax(-1)
+    else:
+        logs, logt = s_NV.log_softmax(-1), t_NV.log_softmax(-1)
+    # the endpoints are explicit: through the mixture, beta = 0 or 1 would give 0 * KL(.||.) = 0
+    if beta == 0.0:
+        terms = _kl_terms(logt, logs)  # forward KL(T || S)
+    elif beta == 1.0:
+        terms = _kl_terms(logs, logt)  # reverse KL(S || T)
+    else:
+        logm = torch.logaddexp(logs + math.log1p(-beta), logt + math.log(beta))
+        terms = beta * _kl_terms(logt, logm) + (1.0 - beta) * _kl_terms(logs, logm)
+    n_clipped = terms.new_zeros(())
+    if clip is not None:  # OPSD: clamp each (position, vocab entry) term before the vocabulary sum
+        n_clipped = (terms > clip).sum().to(terms.dtype)
+        terms = terms.clamp(max=clip)
+    return terms.sum(), n_clipped
+
+
+def generalized_jsd(
+    student_logits_BTV: torch.Tensor,
+    teacher_logits_BTV: torch.Tensor,
+    mask_BT: torch.Tensor,
+    *,
+    beta: float = 0.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_k_source: str = "teacher",
+    tail: bool = False,
+    clip: float | None = None,
+    chunk: int = 128,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Generalised JSD to a detached teacher, summed over the vocabulary, averaged over unmasked tokens.
+
+    M = (1-beta) S + beta T and JSD_beta = beta KL(T||M) + (1-beta) KL(S||M); beta=0 is forward KL(T||S),
+    beta=1 reverse KL(S||T) (the same convention as TRL's GKD). ``top_k`` keeps the teacher's (or the
+    student's) k most likely ids per position, renormalised over them, or with ``tail`` plus one bucket
+    for the rest of each distribution's mass. ``clip`` caps each (position, vocab entry) term.
+    Positions are processed ``chunk`` at a time under activation checkpointing, so neither the forward
+    nor the saved graph holds float32 B x T x V copies of both distributions.
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    if top_k_source not in ("teacher", "student"):
+        raise ValueError(f"top_k_source must be 'teacher' or 'student', got {top_k_source!r}")
+    if tail and top_k is None:
+        raise ValueError("tail=True needs top_k")
+    if clip is not None and not clip > 0:
+        raise ValueError(f"clip must be > 0 or None, got {clip}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if student_logits_BTV.shape != teacher_logits_BTV.shape or mask_BT.shape != student_logits_BTV.shape[:2]:
+        raise ValueError(
+            f"shape mismatch: student {tuple(student_logits_BTV.shape)}, "
+            f"teacher {tuple(teacher_logits_BTV.shape)}, mask {tuple(mask_BT.shape)}"
+        )
+    fn = functools.partial(
+        _chunk_divergence, beta=float(beta), temperature=float(temperature), top_k=top_k,
+        from_teacher=top_k_source == "teacher", tail=tail, clip=clip,
+    )
+    checkpointed = torch.is_grad_enabled() and student_logits_BTV.requires_grad
+    mask_BT = mask_BT.bool()
+    dtype = torch.promote_types(student_logits_BTV.dtype, torch.float32)
+    total = student_logits_BTV.new_zeros((), dtype=dtype)
+    n_clipped = total.new_zeros(())
+    for start in range(0, student_logits_BTV.shape[1], chunk):
+        sl = slice(start, start + chunk)
+        args = (student_logits_BTV[:, sl], teacher_logits_BTV[:, sl].detach(), mask_BT[:, sl])
+        div, clipped = checkpoint(fn, *args, use_reentrant=False) if checkpointed else fn(*args)
+        total, n_clipped = total + div, n_clipped + clipped
+    n_tokens = mask_BT.sum().clamp(min=1).to(total.dtype)
+    loss = total / n_tokens
+    metrics = {"loss": float(loss.detach()), "tokens": float(mask_BT.sum())}
+    if clip is not None:
+        V = student_logits_BTV.shape[-1]
+        n_buckets = V if top_k is None or top_k >= V else top_k + int(tail)
+        metrics["clip_frac"] = float(n_clipped / (n_tokens * n_buckets))
+    return loss, metrics
+
+
+def sampled_token_distill(
+    student_logp_BT: torch.Tensor, teacher_logp_BT: torch.Tensor, mask_BT: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Reverse KL on the sampled tokens as an advantage: A_t = sg[log T(y_t) - log S(y_t)],
+    loss = - mean_t A_t log S(y_t) over unmasked tokens (its gradient is -A_t grad log S(y_t) / N)."""
+    mask_BT = mask_BT.bool()
+    n_tokens = mask_BT.sum().clamp(min=1)
+    adv_BT = (teacher_logp_BT - student_logp_BT).detach().masked_fill(~mask_BT, 0.0)
+    loss = -(adv_BT * student_logp_BT.masked_fill(~mask_BT, 0.0)).sum() / n_tokens
+    adv = adv_BT[mask_BT]
+    metrics = {
+        "loss": float(loss.detach()),
+        "adv_mean": float(adv.mean()) if adv.numel() else 0.0,
+        "adv_neg_frac": float((adv < 0).float().mean()) if adv.numel() else 0.0,
+        "tokens": float(mask_BT.sum()),
+    }
+    return loss, metrics
+
+
+# ----- GRPO ---------------------------------------------------------------------------------------------
+
+
+def group_advantages(
+    rewards_BG: torch.Tensor, eps: float = 1e-6, scale_by_std: bool = True
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """A_i = (r_i - mean r) / (std r + eps) within each group (the last dimension; shape G or B x G).
+
+    std is the population standard deviation (divide by G, not G - 1). A group whose rewards are all
+    equal carries no signal and gets exact zeros.
+    """
+    if rewards_BG.dim() not in (1, 2) or rewards_BG.shape[-1] < 1:
+        raise ValueError(f"rewards must have shape (G,) or (B, G) with G >= 1, got {tuple(rewards_BG.shape)}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    r = rewards_BG.double() if rewards_BG.dtype == torch.float64 else rewards_BG.float()
+    adv = r - r.mean(dim=-1, keepdim=True)
+    std = r.std(dim=-1, keepdim=True, correction=0)
+    if scale_by_std:
+        adv = adv / (std + eps)
+    flat = (r == r[..., :1]).all(dim=-1, keepdim=True)
+    adv = adv.masked_fill(flat, 0.0)
+    metrics = {
+        "reward_mean": float(r.mean()),
+        "reward_std": float(std.mean()),
+        "zero_var_frac": float(flat.float().mean()),
+    }
+    return adv, metrics
+
+
+def clipped_policy_gradient(
+    logp_BT: torch.Tensor,
+    old_logp_BT: torch.Tensor,
+    advantages_B: torch.Tensor,
+    mask_BT: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    aggregation: str = "token-mean",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO clipped surrogate: - min(r A, clip(r, 1 - clip_low, 1 + clip_high) A), r = exp(logp - old_logp).
+
+    ``token-mean`` averages over all unmasked tokens of the batch (long sequences weigh more);
+    ``sequence-mean`` averages within each sequence, then over the sequences that have any token.
+    """
+    if aggregation not in ("token-mean", "sequence-mean"):
+        raise ValueError(f"aggregation must be 'token-mean' or 'sequence-mean', got {aggregation!r}")
+    if clip_low < 0 or clip_high < 0:
+        raise ValueError(f"clip_low and clip_high must be >= 0, got {clip_low}, {clip_high}")
+    mask_BT = mask_BT.bool()
+    log_ratio_BT = (logp_BT - old_logp_BT.detach()).masked_fill(~mask_BT, 0.0)
+    ratio_BT = log_ratio_BT.exp()
+    adv_BT = advantages_B.detach().to(ratio_BT.dtype)[:, None].expand_as(ratio_BT)
+    unclipped_BT = -adv_BT * ratio_BT
+    clipped_BT = -adv_BT * ratio_BT.clamp(1.0 - clip_low, 1.0 + clip_high)
+    per_token_BT = torch.maximum(unclipped_BT, clipped_BT).masked_fill(~mask_BT, 0.0)
+    len_B = mask_BT.sum(dim=1)
+    if aggregation == "token-mean":
+        loss = per_token_BT.sum() / len_B.sum().clamp(min=1)
+    else:
+        has_B = len_B > 0
+        loss = (per_token_BT.sum(dim=1)[has_B] / len_B[has_B]).sum() / has_B.sum().clamp(min=1)
+    n = len_B.sum().clamp(min=1)
+    metrics = {
+        "loss": float(loss.detach()),
+        "clip_frac": float(((clipped_BT > unclipped_BT) & mask_BT).sum() / n),
+        "ratio_mean": float(ratio_BT.detach()[mask_BT].sum() / n),
+        "tokens": float(len_B.sum()),
+    }
+    return loss, metrics

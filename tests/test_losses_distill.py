@@ -1,0 +1,489 @@
+"""losses: generalised JSD, sampled-token distillation, group advantages and the clipped policy gradient,
+against hand-computed numbers, naive full-tensor formulas, autograd, and each other."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mentor.losses import (
+    clipped_policy_gradient,
+    generalized_jsd,
+    group_advantages,
+    sampled_token_distill,
+    token_logprobs,
+)
+
+BETAS = [0.0, 0.3, 0.5, 1.0]
+
+
+def naive_jsd_terms(s_BTV: torch.Tensor, t_BTV: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-(position, vocab entry) terms straight from the definition, on probabilities."""
+    S, T = s_BTV.softmax(-1), t_BTV.softmax(-1)
+    if beta == 0.0:
+        return T * (T.log() - S.log())
+    if beta == 1.0:
+        return S * (S.log() - T.log())
+    M = (1 - beta) * S + beta * T
+    return beta * T * (T.log() - M.log()) + (1 - beta) * S * (S.log() - M.log())
+
+
+def naive_jsd(s_BTV, t_BTV, mask_BT, beta, temperature=1.0, clip=None):
+    terms = naive_jsd_terms(s_BTV / temperature, t_BTV.detach() / temperature, beta)
+    if clip is not None:
+        terms = terms.clamp(max=clip)
+    mask = mask_BT.to(terms.dtype)
+    return (terms.sum(-1) * mask).sum() / mask.sum()
+
+
+def random_case(B=2, T=5, V=7, seed=0, scale=2.0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(B, T, V, generator=g, dtype=dtype) * scale
+    t = torch.randn(B, T, V, generator=g, dtype=dtype) * scale
+    mask = torch.rand(B, T, generator=g) < 0.7
+    mask[:, 0] = True
+    return s, t, mask
+
+
+def logits_of(*probs) -> torch.Tensor:
+    """A 1 x len(probs) x V logits tensor whose softmax is exactly the given rows."""
+    return torch.tensor(probs, dtype=torch.float64).log()[None]
+
+
+# ----- generalized_jsd: closed forms --------------------------------------------------------------------
+
+
+def test_two_token_closed_forms():
+    s, t, mask = logits_of([0.5, 0.5]), logits_of([0.9, 0.1]), torch.ones(1, 1, dtype=torch.bool)
+    forward = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
+    reverse = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)
+    m = [0.7, 0.3]  # (S + T) / 2
+    half = 0.5 * (0.9 * math.log(0.9 / m[0]) + 0.1 * math.log(0.1 / m[1])) + 0.5 * (
+        0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1])
+    )
+    for beta, want in [(0.0, forward), (1.0, reverse), (0.5, half)]:
+        loss, metrics = generalized_jsd(s, t, mask, beta=beta)
+        assert loss.item() == pytest.approx(want, abs=1e-12)
+        assert metrics["loss"] == pytest.approx(want, abs=1e-12) and metrics["tokens"] == 1.0
+
+
+def test_beta_quarter_uses_the_weighted_mixture():
+    s, t, mask = logits_of([0.5, 0.5]), logits_of([0.9, 0.1]), torch.ones(1, 1, dtype=torch.bool)
+    beta, m = 0.25, [0.75 * 0.5 + 0.25 * 0.9, 0.75 * 0.5 + 0.25 * 0.1]
+    want = beta * (0.9 * math.log(0.9 / m[0]) + 0.1 * math.log(0.1 / m[1])) + (1 - beta) * (
+        0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1])
+    )
+    assert generalized_jsd(s, t, mask, beta=beta)[0].item() == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_matches_naive_formula(beta):
+    s, t, mask = random_case(seed=1)
+    got, _ = generalized_jsd(s, t, mask, beta=beta)
+    torch.testing.assert_close(got, naive_jsd(s, t, mask, beta), rtol=1e-10, atol=1e-12)
+
+
+def test_endpoints_are_forward_and_reverse_kl():
+    s, t, mask = random_case(seed=2)
+    S, T = s.log_softmax(-1), t.log_softmax(-1)
+    m = mask.double()
+    forward = ((T.exp() * (T - S)).sum(-1) * m).sum() / m.sum()
+    reverse = ((S.exp() * (S - T)).sum(-1) * m).sum() / m.sum()
+    torch.testing.assert_close(generalized_jsd(s, t, mask, beta=0.0)[0], forward, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(generalized_jsd(s, t, mask, beta=1.0)[0], reverse, rtol=1e-10, atol=1e-12)
+    # forward KL with S and T swapped is reverse KL
+    torch.testing.assert_close(generalized_jsd(t, s, mask, beta=0.0)[0], reverse, rtol=1e-10, atol=1e-12)
+
+
+def test_half_jsd_is_symmetric():
+    s, t, mask = random_case(seed=3)
+    a, _ = generalized_jsd(s, t, mask, beta=0.5)
+    b, _ = generalized_jsd(t, s, mask, beta=0.5)
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert a.item() <= math.log(2) + 1e-12  # JSD(1/2) is bounded by log 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(beta=st.floats(0.0, 1.0), seed=st.integers(0, 2**16), V=st.integers(1, 9))
+def test_nonnegative_and_zero_on_equal_inputs(beta, seed, V):
+    s, t, mask = random_case(B=2, T=3, V=V, seed=seed, scale=4.0)
+    assert generalized_jsd(s, t, mask, beta=beta)[0].item() >= -1e-12
+    assert generalized_jsd(s, s.clone(), mask, beta=beta)[0].item() == pytest.approx(0.0, abs=1e-12)
+
+
+# ----- top-k and tail -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("tail", [False, True])
+@pytest.mark.parametrize("source", ["teacher", "student"])
+def test_top_k_with_k_equal_vocab_is_the_full_loss(beta, tail, source):
+    s, t, mask = random_case(seed=4)
+    full, _ = generalized_jsd(s, t, mask, beta=beta)
+    for k in (7, 50):  # k = V and k > V
+        got, _ = generalized_jsd(s, t, mask, beta=beta, top_k=k, tail=tail, top_k_source=source)
+        torch.testing.assert_close(got, full, rtol=1e-10, atol=1e-12)
+
+
+def test_top_k_buckets_by_hand():
+    S, T = [0.6, 0.3, 0.1], [0.2, 0.5, 0.3]
+    s, t, mask = logits_of(S), logits_of(T), torch.ones(1, 1, dtype=torch.bool)
+
+    def kl(p, q):
+        return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+
+    cases = [
+        # teacher's top-1 is id 1; tail holds the other ids' mass: S -> [0.3, 0.7], T -> [0.5, 0.5]
+        (dict(top_k=1, tail=True), kl([0.5, 0.5], [0.3, 0.7])),
+        # renormalised over one id: both are [1.0]
+        (dict(top_k=1, tail=False), 0.0),
+        # teacher's top-2 are ids 1 and 2, renormalised
+        (dict(top_k=2, tail=False), kl([0.5 / 0.8, 0.3 / 0.8], [0.3 / 0.4, 0.1 / 0.4])),
+        (dict(top_k=2, tail=True), kl([0.5, 0.3, 0.2], [0.3, 0.1, 0.6])),
+        # student's top-1 is id 0
+        (dict(top_k=1, tail=True, top_k_source="student"), kl([0.2, 0.8], [0.6, 0.4])),
+    ]
+    for kwargs, want in cases:
+        got, _ = generalized_jsd(s, t, mask, beta=0.0, **kwargs)
+        assert got.item() == pytest.approx(want, abs=1e-12), kwargs
+        # beta = 1 on the same buckets is the reverse direction
+    got, _ = generalized_jsd(s, t, mask, beta=1.0, top_k=1, tail=True)
+    assert got.item() == pytest.approx(kl([0.3, 0.7], [0.5, 0.5]), abs=1e-12)
+
+
+def test_tail_bucket_holds_the_remaining_mass():
+    from mentor.losses import _with_tail
+
+    s, _, _ = random_case(B=1, T=4, V=11, seed=5)
+    logp = s[0].log_softmax(-1)
+    ids = logp.topk(3, dim=-1).indices
+    buckets = _with_tail(logp, ids).exp()
+    torch.testing.assert_close(buckets.sum(-1), torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close(buckets[:, -1], 1 - logp.exp().gather(-1, ids).sum(-1))
+
+
+def test_top_k_with_tail_never_exceeds_full_kl():
+    # merging vocabulary entries into buckets can only lower a KL (data processing inequality)
+    s, t, mask = random_case(seed=6, V=20)
+    full, _ = generalized_jsd(s, t, mask, beta=0.0)
+    for k in (1, 3, 10, 19):
+        assert generalized_jsd(s, t, mask, beta=0.0, top_k=k, tail=True)[0] <= full + 1e-12
+
+
+# ----- clip, chunking, temperature, mask ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_clip_caps_only_terms_above_it(beta):
+    s, t, mask = random_case(seed=7, scale=3.0)
+    terms = naive_jsd_terms(s, t, beta)[mask]
+    full, _ = generalized_jsd(s, t, mask, beta=beta)
+    clip = terms.max().item() / 2
+    got, metrics = generalized_jsd(s, t, mask, beta=beta, clip=clip)
+    torch.testing.assert_close(got, naive_jsd(s, t, mask, beta, clip=clip), rtol=1e-10, atol=1e-12)
+    lowered_by = (terms - clip).clamp(min=0).sum() / mask.sum()
+    torch.testing.assert_close(full - got, lowered_by, rtol=1e-10, atol=1e-12)
+    assert got < full
+    assert metrics["clip_frac"] == pytest.approx((terms > clip).double().mean().item())
+    # a clip above every term changes nothing
+    above, metrics = generalized_jsd(s, t, mask, beta=beta, clip=terms.max().item() + 1)
+    torch.testing.assert_close(above, full, rtol=0, atol=0)
+    assert metrics["clip_frac"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"beta": 0.5}, {"beta": 1.0, "top_k": 3, "tail": True}, {"clip": 0.05}]
+)
+def test_chunked_equals_unchunked_value_and_gradient(kwargs):
+    s, t, mask = random_case(B=3, T=9, V=6, seed=8)
+    results = []
+    for chunk in (1, 2, 4, 9, 128):
+        leaf = s.clone().requires_grad_()
+        loss, _ = generalized_jsd(leaf, t, mask, chunk=chunk, **kwargs)
+        loss.backward()
+        results.append((loss.detach(), leaf.grad))
+    for loss, grad in results[1:]:
+        torch.testing.assert_close(loss, results[0][0], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(grad, results[0][1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"beta": 0.5, "clip": 0.05}, {"top_k": 4, "tail": True}])
+def test_autograd_saves_only_views_of_the_inputs(kwargs):
+    # checkpointed chunks: the graph keeps the logits themselves, never a B x T x V softmax copy
+    s, t, mask = random_case(B=2, T=8, V=30, seed=17, dtype=torch.float32)
+    student = s.clone().requires_grad_()
+    inputs = {x.untyped_storage().data_ptr() for x in (student, t, mask)}
+    extra = []
+
+    def pack(x):
+        if x.untyped_storage().data_ptr() not in inputs:
+            extra.append(x.numel())
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        loss, _ = generalized_jsd(student, t, mask, chunk=3, **kwargs)
+    loss.backward()
+    assert sum(extra) < 30 and torch.isfinite(student.grad).all()
+
+
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_gradient_matches_naive_autograd_and_teacher_gets_none(beta, clip):
+    s, t, mask = random_case(seed=9)
+    student, teacher = s.clone().requires_grad_(), t.clone().requires_grad_()
+    loss, _ = generalized_jsd(student, teacher, mask, beta=beta, temperature=1.3, clip=clip, chunk=2)
+    loss.backward()
+    ref = s.clone().requires_grad_()
+    naive_jsd(ref, t, mask, beta, temperature=1.3, clip=clip).backward()
+    torch.testing.assert_close(student.grad, ref.grad, rtol=1e-9, atol=1e-12)
+    assert teacher.grad is None
+
+
+def test_float32_and_bfloat16_inputs():
+    s, t, mask = random_case(seed=10)
+    ref = naive_jsd(s, t, mask, 0.5)
+    got32, _ = generalized_jsd(s.float(), t.float(), mask, beta=0.5)
+    assert got32.dtype == torch.float32
+    torch.testing.assert_close(got32.double(), ref, rtol=1e-5, atol=1e-6)
+    got16, _ = generalized_jsd(s.bfloat16(), t.bfloat16(), mask, beta=0.5)
+    assert got16.dtype == torch.float32
+    torch.testing.assert_close(got16.double(), ref, rtol=0.05, atol=0.02)
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_temperature_divides_logits(beta):
+    s, t, mask = random_case(seed=11)
+    got, _ = generalized_jsd(s, t, mask, beta=beta, temperature=2.5, top_k=4, tail=True)
+    want, _ = generalized_jsd(s / 2.5, t / 2.5, mask, beta=beta, top_k=4, tail=True)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    # a high temperature flattens both distributions, so the divergence shrinks
+    hot, _ = generalized_jsd(s, t, mask, beta=beta, temperature=100.0)
+    assert hot < generalized_jsd(s, t, mask, beta=beta)[0]
+
+
+def test_masked_positions_contribute_nothing():
+    s, t, mask = random_case(B=2, T=6, V=5, seed=12)
+    garbage_s, garbage_t = s.clone(), t.clone()
+    garbage_s[~mask] = 1e4 * torch.randn_like(s[~mask])
+    garbage_t[~mask] = float("nan")
+    leaf = garbage_s.clone().requires_grad_()
+    loss, metrics = generalized_jsd(leaf, garbage_t, mask, beta=0.5, chunk=4)
+    loss.backward()
+    torch.testing.assert_close(loss, generalized_jsd(s, t, mask, beta=0.5)[0])
+    assert metrics["tokens"] == float(mask.sum())
+    assert torch.all(leaf.grad[~mask] == 0)
+    # the mean runs over unmasked tokens only: the same as the loss of just those rows
+    ones = torch.ones(1, int(mask.sum()), dtype=torch.bool)
+    rows = generalized_jsd(s[mask][None], t[mask][None], ones, beta=0.5)[0]
+    torch.testing.assert_close(loss, rows)
+
+
+def test_fully_masked_batch_gives_zero_with_a_gradient_path():
+    s, t, _ = random_case(seed=13)
+    leaf = s.clone().requires_grad_()
+    loss, _ = generalized_jsd(leaf, t, torch.zeros(2, 5, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(leaf.grad == 0)
+
+
+def test_banned_ids_with_minus_inf_logits_are_probability_zero():
+    s, t, mask = random_case(seed=14)
+    s[..., 0], t[..., 0] = float("-inf"), float("-inf")
+    for kwargs in ({"beta": 0.0}, {"beta": 0.5}, {"beta": 1.0, "top_k": 6, "tail": True}):
+        leaf = s.clone().requires_grad_()
+        loss, _ = generalized_jsd(leaf, t, mask, **kwargs)
+        loss.backward()
+        want, _ = generalized_jsd(s[..., 1:], t[..., 1:], mask, **kwargs)
+        torch.testing.assert_close(loss, want)
+        assert torch.isfinite(leaf.grad).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"beta": -0.1}, "beta"),
+        ({"beta": 1.5}, "beta"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": 2, "top_k_source": "mixture"}, "top_k_source"),
+        ({"tail": True}, "tail"),
+        ({"clip": 0.0}, "clip"),
+        ({"chunk": 0}, "chunk"),
+    ],
+)
+def test_generalized_jsd_validates_arguments(kwargs, match):
+    s, t, mask = random_case()
+    with pytest.raises(ValueError, match=match):
+        generalized_jsd(s, t, mask, **kwargs)
+
+
+def test_generalized_jsd_rejects_mismatched_shapes():
+    s, t, mask = random_case()
+    with pytest.raises(ValueError, match="shape"):
+        generalized_jsd(s, t[:, :-1], mask)
+
+
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("temperature", [1.0, 1.7])
+def test_agrees_with_trl_gkd(beta, temperature):
+    pytest.importorskip("trl")
+    gkd = pytest.importorskip("trl.experimental.gkd")
+    s, t, mask = random_case(B=3, T=6, V=9, seed=15)
+    labels = torch.where(mask, 1, -100)  # TRL masks label == -100 and divides the sum by the token count
+    theirs = gkd.GKDTrainer.generalized_jsd_loss(s, t, labels=labels, beta=beta, temperature=temperature)
+    ours, _ = generalized_jsd(s, t, mask, beta=beta, temperature=temperature)
+    torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
+
+
+# ----- sampled-token distillation -----------------------------------------------------------------------
+
+
+def test_sampled_token_value_gradient_and_metrics():
+    student = torch.tensor([[-1.0, -2.0, -0.5], [-0.1, -3.0, -9.0]], dtype=torch.float64, requires_grad=True)
+    teacher = torch.tensor([[-0.5, -2.5, -0.5], [-0.3, -1.0, float("nan")]], dtype=torch.float64)
+    teacher.requires_grad_()
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    adv = torch.tensor([[0.5, -0.5, 0.0], [-0.2, 2.0, 0.0]], dtype=torch.float64)
+    loss, metrics = sampled_token_distill(student, teacher, mask)
+    want = -(adv * student.detach() * mask).sum() / 5
+    assert loss.item() == pytest.approx(want.item())
+    loss.backward()
+    torch.testing.assert_close(student.grad, -adv * mask / 5)  # -A_t grad log S(y_t) / N
+    assert teacher.grad is None
+    assert metrics["adv_mean"] == pytest.approx(1.8 / 5)
+    assert metrics["adv_neg_frac"] == pytest.approx(2 / 5)
+    assert metrics["tokens"] == 5.0
+
+
+def test_sampled_token_gradient_through_logits():
+    g = torch.Generator().manual_seed(16)
+    logits = torch.randn(2, 4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    tokens = torch.randint(0, 6, (2, 4), generator=g)
+    teacher_logp = token_logprobs(torch.randn(2, 4, 6, generator=g, dtype=torch.float64), tokens)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    student_logp = token_logprobs(logits, tokens)
+    loss, _ = sampled_token_distill(student_logp, teacher_logp, mask)
+    (grad,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    adv = (teacher_logp - student_logp).detach()
+    want = torch.zeros_like(logits)
+    for b, t in mask.nonzero().tolist():
+        (g_bt,) = torch.autograd.grad(student_logp[b, t], logits, retain_graph=True)
+        want -= adv[b, t] * g_bt / mask.sum()
+    torch.testing.assert_close(grad, want)
+
+
+# ----- group advantages ---------------------------------------------------------------------------------
+
+
+def test_group_advantages_closed_form():
+    adv, metrics = group_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0]), eps=0.0)
+    std = math.sqrt(0.25 * 0.75)  # population std of one success in four
+    torch.testing.assert_close(adv, torch.tensor([0.75, -0.25, -0.25, -0.25]) / std)
+    assert metrics["zero_var_frac"] == 0.0
+    adv, _ = group_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0]), eps=1e-6)
+    torch.testing.assert_close(adv, torch.tensor([1.0, -1.0, -1.0, 1.0]) * 0.5 / (0.5 + 1e-6))
+
+
+def test_group_advantages_batched_with_a_zero_variance_group():
+    rewards = torch.tensor([[0.1, 0.1, 0.1], [2.0, 4.0, 6.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    adv, metrics = group_advantages(rewards)
+    assert torch.all(adv[0] == 0) and torch.all(adv[2] == 0)
+    std = math.sqrt(8 / 3)
+    torch.testing.assert_close(adv[1], torch.tensor([-2.0, 0.0, 2.0], dtype=torch.float64) / (std + 1e-6))
+    assert metrics["zero_var_frac"] == pytest.approx(2 / 3)
+    centered, _ = group_advantages(rewards, scale_by_std=False)
+    torch.testing.assert_close(centered[1], torch.tensor([-2.0, 0.0, 2.0], dtype=torch.float64))
+    assert group_advantages(torch.tensor([3.0]))[0].item() == 0.0  # a group of one has no signal
+    assert group_advantages(torch.tensor([1, 0]))[0].dtype == torch.float32  # integer rewards are fine
+
+
+def test_group_advantages_validates():
+    with pytest.raises(ValueError, match="shape"):
+        group_advantages(torch.zeros(2, 2, 2))
+    with pytest.raises(ValueError, match="eps"):
+        group_advantages(torch.zeros(3), eps=-1.0)
+
+
+# ----- clipped policy gradient --------------------------------------------------------------------------
+
+
+def pg_case():
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -1.2, -4.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]], dtype=torch.bool)
+    return logp, mask, torch.tensor([2.0, -1.0], dtype=torch.float64)
+
+
+def test_ratio_one_gives_minus_mean_advantage():
+    logp, mask, adv = pg_case()
+    leaf = logp.clone().requires_grad_()
+    loss, metrics = clipped_policy_gradient(leaf, logp, adv, mask)
+    assert loss.item() == pytest.approx(-(3 * 2.0 + 1 * -1.0) / 4)  # token-mean weighs by length
+    loss.backward()
+    torch.testing.assert_close(leaf.grad, -adv[:, None] * mask / 4)
+    assert metrics["ratio_mean"] == pytest.approx(1.0) and metrics["clip_frac"] == 0.0
+    seq, _ = clipped_policy_gradient(logp, logp, adv, mask, aggregation="sequence-mean")
+    assert seq.item() == pytest.approx(-(2.0 + -1.0) / 2)
+
+
+def test_token_mean_and_sequence_mean_on_unequal_lengths():
+    logp, mask, adv = pg_case()
+    old = logp - torch.tensor([[0.1, 0.0, -0.1], [0.05, 9.0, 9.0]], dtype=torch.float64)  # ratios near 1
+    ratio = (logp - old).exp()
+    per_token = -adv[:, None] * ratio
+    tok, _ = clipped_policy_gradient(logp, old, adv, mask, clip_low=1.0, clip_high=1.0)
+    seq, _ = clipped_policy_gradient(
+        logp, old, adv, mask, clip_low=1.0, clip_high=1.0, aggregation="sequence-mean"
+    )
+    assert tok.item() == pytest.approx(((per_token * mask).sum() / 4).item())
+    assert seq.item() == pytest.approx(((per_token[0].sum() / 3 + per_token[1, 0]) / 2).item())
+    assert tok.item() != pytest.approx(seq.item())
+    # a sequence with no tokens is left out of the sequence mean
+    empty = torch.cat([mask, torch.zeros(1, 3, dtype=torch.bool)])
+    logp3, old3, adv3 = (torch.cat([x, x[:1]]) for x in (logp, old, adv))
+    seq3, _ = clipped_policy_gradient(
+        logp3, old3, adv3, empty, clip_low=1.0, clip_high=1.0, aggregation="sequence-mean"
+    )
+    torch.testing.assert_close(seq3, seq)
+
+
+def test_clipping_engages_exactly_beyond_the_bounds():
+    # one sequence per token; ratios just inside and just outside [1 - 0.2, 1 + 0.3]
+    ratio = torch.tensor([0.7, 0.85, 1.0, 1.25, 1.4, 0.7, 0.85, 1.25, 1.4], dtype=torch.float64)
+    adv = torch.tensor([1.0] * 5 + [-1.0] * 4, dtype=torch.float64)
+    old = torch.full((9, 1), -1.0, dtype=torch.float64)
+    leaf = (old + ratio.log()[:, None]).clone().requires_grad_()
+    mask = torch.ones(9, 1, dtype=torch.bool)
+    loss, metrics = clipped_policy_gradient(leaf, old, adv, mask, clip_low=0.2, clip_high=0.3)
+    loss.backward()
+    # A > 0: only r > 1 + clip_high is clipped (r = 1.4); A < 0: only r < 1 - clip_low (r = 0.7)
+    clipped = torch.tensor([0, 0, 0, 0, 1, 1, 0, 0, 0], dtype=torch.bool)
+    assert torch.all(leaf.grad[clipped] == 0)
+    # d/dlogp of -A r / N is -A r / N where the unclipped term is active
+    torch.testing.assert_close(leaf.grad[~clipped, 0], (-adv * ratio / 9)[~clipped])
+    assert metrics["clip_frac"] == pytest.approx(2 / 9)
+    assert metrics["ratio_mean"] == pytest.approx(ratio.mean().item())
+    clamped = ratio.clamp(0.8, 1.3)
+    want = torch.maximum(-adv * ratio, -adv * clamped).mean()
+    assert loss.item() == pytest.approx(want.item())
+
+
+def test_clipped_pg_masked_padding_and_old_logp_get_no_gradient():
+    logp, mask, adv = pg_case()
+    logp[1, 1:] = float("-inf")
+    old = logp.clone().requires_grad_()
+    leaf = logp.clone().requires_grad_()
+    loss, _ = clipped_policy_gradient(leaf, old, adv, mask)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.all(leaf.grad[~mask] == 0) and old.grad is None
+
+
+def test_clipped_pg_validates():
+    logp, mask, adv = pg_case()
+    with pytest.raises(ValueError, match="aggregation"):
+        clipped_policy_gradient(logp, logp, adv, mask, aggregation="seq-sum")
+    with pytest.raises(ValueError, match="clip"):
+        clipped_policy_gradient(logp, logp, adv, mask, clip_low=-0.1)
