@@ -2,7 +2,8 @@
 
 Each context kind is a plain template a user can read and override. ``none`` is the student's own
 prompt; ``reference`` adds a complete reference solution; ``critique`` adds a critic's step-aligned
-critique of the student's own attempt.
+critique of the student's own attempt; ``success`` adds a sibling rollout that the verifier accepted
+(SDPO's self-teacher context).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ TEMPLATES = {
         "{question}\n\nHere is feedback on your previous attempt:\n{critique}\n\n"
         "Now write a corrected step-by-step solution."
     ),
+    "success": (
+        "{question}\n\nHere is a correct solution to this problem:\n{success}\n\n"
+        "Now write your own step-by-step solution."
+    ),
 }
 CONTEXT_KINDS = tuple(TEMPLATES)
 
@@ -29,6 +34,7 @@ def build_context_prompt(
     *,
     problem: Problem | None = None,
     critique: str | None = None,
+    success: str | None = None,
     templates: dict[str, str] | None = None,
 ) -> str:
     """The user message of the self-teacher for one context ``kind``."""
@@ -39,8 +45,11 @@ def build_context_prompt(
         raise ValueError(f"context 'reference' needs a reference solution (problem {getattr(problem, 'id', '?')})")
     if kind == "critique" and not critique:
         raise ValueError("context 'critique' needs a critique")
+    if kind == "success" and not success:
+        raise ValueError("context 'success' needs a successful sibling rollout")
     return templates[kind].format(
         question=question,
         reference=problem.solution if problem is not None else "",
         critique=critique or "",
+        success=success or "",
     )

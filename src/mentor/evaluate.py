@@ -14,13 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mentor.contexts import CONTEXT_KINDS, build_context_prompt
+from mentor.contexts import build_context_prompt
 from mentor.metrics import summarize
 from mentor.models import render_prompt
 from mentor.records import Problem, Rollout, write_jsonl
 from mentor.sampling import SamplingParams
 from mentor.sampling.local import LocalSampler
 from mentor.tasks import Task
+
+EVAL_CONTEXTS = ("none", "reference", "critique")  # ``success`` needs a training run's sibling rollouts
 
 
 @dataclass
@@ -44,9 +46,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.n_problems < 1 or self.k < 1:
             raise ValueError(f"n_problems and k must be >= 1, got {self.n_problems} and {self.k}")
-        bad = [c for c in self.contexts if c not in CONTEXT_KINDS]
+        bad = [c for c in self.contexts if c not in EVAL_CONTEXTS]
         if bad or not self.contexts:
-            raise ValueError(f"unknown context {bad}; choose from {', '.join(CONTEXT_KINDS)}")
+            raise ValueError(f"unknown context {bad}; choose from {', '.join(EVAL_CONTEXTS)}")
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(
