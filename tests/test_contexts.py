@@ -35,3 +35,19 @@ def test_templates_can_be_overridden():
     prompt = build_context_prompt("critique", "Q?", critique="C.", templates={"critique": "{critique} then {question}"})
     assert prompt == "C. then Q?"
     assert TEMPLATES["critique"] != "{critique} then {question}"  # the defaults are untouched
+
+
+def test_completion_tokenisation_check_on_the_world_tokenizer():
+    from transformers import AutoTokenizer
+
+    from mentor.contexts import completion_token_mismatch
+    from mentor.models import render_prompt
+    from mentor.world_model import SHIPPED_DIR
+
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED_DIR)
+    student = render_prompt(tokenizer, PROBLEM.question)
+    teacher = render_prompt(tokenizer, build_context_prompt("reference", PROBLEM.question, problem=PROBLEM))
+    assert completion_token_mismatch(tokenizer, student, teacher, "<step_1> d is a + b\n<answer> 5") is None
+    # a prompt that ends in the middle of a word: the completion's first token merges across the boundary
+    problem = completion_token_mismatch(tokenizer, student + "Work modu", teacher, "lo 10")
+    assert problem is not None and "student prompt" in problem

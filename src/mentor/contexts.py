@@ -53,3 +53,20 @@ def build_context_prompt(
         critique=critique or "",
         success=success or "",
     )
+
+
+def completion_token_mismatch(tokenizer, student_prompt: str, teacher_prompt: str, completion: str) -> str | None:
+    """Why the student and the teacher would score different tokens for the same completion, or None.
+
+    The self-teacher scores the student's own tokens after its own prompt. That is only the same sequence
+    when the completion tokenises identically after either prompt (a merge across the prompt boundary or a
+    template that adds a space would shift it). Checked at start-up, warned about, not silently trained on.
+    """
+    own = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    for name, prompt in (("student", student_prompt), ("teacher", teacher_prompt)):
+        n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        joined = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
+        if joined[n_prompt:] != own or len(joined) != n_prompt + len(own):
+            return (f"the completion tokenises differently after the {name} prompt "
+                    f"({len(joined) - n_prompt} tokens instead of {len(own)})")
+    return None

@@ -85,7 +85,9 @@ _HEADERS = {
 }
 
 
-def build_critic_messages(problem: Problem, trace: str, *, instructions: str = CRITIC_INSTRUCTIONS) -> list[dict]:
+def build_critic_messages(
+    problem: Problem, trace: str, *, instructions: str = CRITIC_INSTRUCTIONS
+) -> list[dict]:
     """One user message asking for the step-aligned critique of ``trace``."""
     if problem.solution:
         kind, reference = "reference solution", problem.solution
@@ -106,16 +108,6 @@ def strip_thinking(text: str) -> str:
     if ends:
         text = text[ends[-1].end():]
     return _THINK_OPEN.sub("", text).strip()
-
-
-def _squash(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _solver_steps(trace: str) -> list[str]:
-    answer = _ANSWER.search(trace)
-    pieces = _STEP_TAG.split(trace[: answer.start()] if answer else trace)
-    return [_squash(_STEP_CLOSE.sub("", body)) for body in pieces[2::2]]
 
 
 def parse_critique(problem: Problem, text: str, *, author: str, trace: str | None = None) -> Feedback:
