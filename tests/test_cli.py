@@ -57,6 +57,9 @@ def test_world_build_refuses_to_overwrite_a_folder_that_is_not_a_build(tmp_path)
 def test_world_build_is_cached(tiny_world_model, capsys):
     assert main(["world", "build", "--out", str(tiny_world_model), *TINY_BUILD]) == 0
     assert "already built" in capsys.readouterr().err
+    # the same folder with another config is not "already built": it is an error without --force
+    assert main(["world", "build", "--out", str(tiny_world_model), *TINY_BUILD, "seed=5"]) == 2
+    assert "another config" in capsys.readouterr().err
 
 
 def test_eval_writes_results_with_every_sampling_parameter(tiny_world_model, tmp_path):

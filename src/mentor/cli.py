@@ -6,6 +6,7 @@ Errors a user can cause (a bad path, config key, task or model) print one line a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -44,7 +45,10 @@ def world_build(args) -> int:
 
     config = load_config(WorldModelConfig, args.config, args.overrides)
     out = Path(args.out) if args.out else world_model_dir(config)
-    if (out / "mentor_world.json").is_file() and not args.force:
+    record = out / "mentor_world.json"
+    if record.is_file() and not args.force:
+        if json.loads(record.read_text()).get("key") != config.key():
+            raise FileExistsError(f"{out} holds a world model built with another config; use --force or another --out")
         _console().print(f"world model already built at {out} (use --force to rebuild)")
         print(out)
         return 0
