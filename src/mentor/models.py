@@ -208,6 +208,9 @@ def gguf_to_folder(gguf_path: str | Path) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict(), strict=True)
     model.generation_config = gguf_model.generation_config
+    # a GGUF carries no sampling defaults; without do_sample, servers and generate() that read this folder
+    # (e.g. `transformers serve`) silently decode greedily whatever temperature a request asks for
+    model.generation_config.do_sample = True
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
