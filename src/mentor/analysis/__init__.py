@@ -1,0 +1,1 @@
+"""Analyses of runs: the per-token advantage of a context."""

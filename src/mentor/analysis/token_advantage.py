@@ -1,0 +1,81 @@
+"""Per-token advantage of a context: A_t = log pi(y_t | x, c, y_<t) - log pi(y_t | x, y_<t).
+
+For each sampled token of a rollout, how much more (A_t > 0) or less (A_t < 0) likely the self-teacher,
+who sees the context c, finds it than the student, who does not. METHODS.md section 1: with a
+step-aligned critique A_t should be near zero on the correct prefix and sharply negative at the first
+error; with a reference solution, negative almost everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mentor.losses import causal_lm_logprobs
+from mentor.models import encode_prompt, teacher_mode
+
+STEP_TAG = re.compile(r"<step_(\d+)>|<answer>")
+
+
+@torch.no_grad()
+def completion_logprobs(model, tokenizer, prompt: str, completion_ids: Sequence[int]) -> torch.Tensor:
+    """log p of each completion token after the rendered ``prompt`` (one unpadded forward pass)."""
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    device = next(model.parameters()).device
+    ids_1L = torch.tensor([prompt_ids + list(completion_ids)], device=device)
+    logp_1L = causal_lm_logprobs(model, ids_1L, torch.ones_like(ids_1L))
+    return logp_1L[0, len(prompt_ids) - 1 :].cpu()
+
+
+def token_advantages(model, tokenizer, student_prompt: str, teacher_prompt: str,
+                     completion_ids: Sequence[int]) -> torch.Tensor:
+    """A_t for every completion token; the teacher is the frozen model (LoRA adapter disabled)."""
+    student = completion_logprobs(model, tokenizer, student_prompt, completion_ids)
+    with teacher_mode(model):
+        teacher = completion_logprobs(model, tokenizer, teacher_prompt, completion_ids)
+    return teacher - student
+
+
+def token_steps(tokenizer, completion_ids: Sequence[int]) -> list[int]:
+    """The step each token belongs to in a step-tagged trace: k for ``<step_k>`` text, 0 before the first
+    tag, and one more than the last step for the ``<answer>`` line."""
+    steps, current, last_step = [], 0, 0
+    text_before = ""
+    for i in range(len(completion_ids)):
+        text = tokenizer.decode(completion_ids[: i + 1], skip_special_tokens=False)
+        for match in STEP_TAG.finditer(text, max(0, len(text_before) - 12)):
+            if match.end() > len(text_before):  # a tag completed by this token
+                last_step = int(match.group(1)) if match.group(1) else last_step + 1
+                current = last_step
+        steps.append(current)
+        text_before = text
+    return steps
+
+
+@dataclass
+class StepAggregate:
+    """Mean A_t over tokens on the correct prefix, on the first wrong step, and after it."""
+
+    prefix: float
+    first_error: float
+    after: float
+    tokens: tuple[int, int, int]
+
+
+def aggregate_by_error(advantages: Sequence[torch.Tensor], steps: Sequence[Sequence[int]],
+                       first_error: Sequence[int | None]) -> StepAggregate:
+    """Pool tokens of many rollouts by where they stand relative to each rollout's first wrong step
+    (``None``: a correct rollout, all prefix)."""
+    groups: tuple[list[float], list[float], list[float]] = ([], [], [])
+    for adv_T, steps_T, error in zip(advantages, steps, first_error):
+        for a, step in zip(adv_T.tolist(), steps_T):
+            index = 0 if error is None or step < error else (1 if step == error else 2)
+            groups[index].append(a)
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else float("nan")
+
+    return StepAggregate(*(mean(g) for g in groups), tuple(len(g) for g in groups))
