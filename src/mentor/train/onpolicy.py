@@ -1,0 +1,188 @@
+"""The on-policy loop: GRPO and self-distillation with a designed context are configurations of it.
+
+One step, top to bottom (:func:`train_step`):
+1. the student samples ``rollouts_per_prompt`` completions of each prompt (no context);
+2. the task's verifier scores them (reward);
+3. the token signal: ``grpo`` - group-normalised advantage on every token, clipped policy gradient
+   against the sampling log-probs; ``sd-reference`` / ``sd-critique`` - the frozen initial model (the
+   self-teacher) reads the prompt plus a context (the reference solution, or the task critic's critique
+   of this very rollout) and scores the student's tokens; the student moves toward it with the
+   generalised JSD over the vocabulary (``divergence="full"``) or the sampled-token form;
+4. one optimizer step.
+
+First version (issue 3 in progress): no checkpoint resume, evaluation or guards yet.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mentor.contexts import build_context_prompt
+from mentor.losses import clipped_policy_gradient, generalized_jsd, group_advantages, sampled_token_distill
+from mentor.models import encode_prompt, render_prompt
+from mentor.sampling import SamplingParams
+from mentor.sampling.local import LocalSampler
+from mentor.tasks import Task
+
+METHODS = {"grpo": None, "sd-reference": "reference", "sd-critique": "critique"}
+
+
+@dataclass
+class OnPolicyConfig:
+    """One method of METHODS.md section 1; everything but ``method`` is shared by all of them."""
+
+    method: str = "sd-critique"
+    steps: int = 20
+    prompts_per_step: int = 8
+    rollouts_per_prompt: int | None = None  # default: 8 for grpo, 1 for self-distillation (the study's)
+    temperature: float = 1.0
+    max_new_tokens: int = 160
+    lr: float = 1e-4
+    max_grad_norm: float = 1.0
+    divergence: str = "full"  # full (generalised JSD over the vocabulary) or sampled (sampled-token form)
+    beta: float = 0.0  # 0: forward KL(T||S), the study's choice
+    clip: float = 0.2  # GRPO's ratio clip
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.divergence not in ("full", "sampled"):
+            raise ValueError(f"divergence must be 'full' or 'sampled', got {self.divergence!r}")
+        if self.rollouts_per_prompt is None:
+            self.rollouts_per_prompt = 8 if self.method == "grpo" else 1
+        for name in ("steps", "prompts_per_step", "rollouts_per_prompt", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0 or self.lr <= 0:
+            raise ValueError("temperature and lr must be > 0")
+
+    @property
+    def context(self) -> str | None:
+        return METHODS[self.method]
+
+
+def _batch(sequences: list[tuple[list[int], list[int]]], pad_id: int, device) -> dict[str, torch.Tensor]:
+    """Right-padded prompt+completion ids, and for each row where its completion starts and its length."""
+    width = max(len(p) + len(c) for p, c in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for row, (p, c) in enumerate(sequences):
+        ids[row, : len(p) + len(c)] = torch.tensor(p + c)
+        attention[row, : len(p) + len(c)] = 1
+    return {"input_ids": ids.to(device), "attention_mask": attention.to(device),
+            "starts": [len(p) for p, _ in sequences], "lengths": [len(c) for _, c in sequences]}
+
+
+def completion_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits that predict each completion token, aligned across rows: B x T x V, and the B x T mask."""
+    logits_BLV = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    width = max(batch["lengths"])
+    out_BTV = logits_BLV.new_zeros((logits_BLV.shape[0], width, logits_BLV.shape[-1]))
+    mask_BT = torch.zeros((logits_BLV.shape[0], width), device=logits_BLV.device)
+    for row, (start, length) in enumerate(zip(batch["starts"], batch["lengths"])):
+        out_BTV[row, :length] = logits_BLV[row, start - 1 : start - 1 + length]
+        mask_BT[row, :length] = 1.0
+    return out_BTV, mask_BT
+
+
+def train_step(model, teacher, tokenizer, task: Task, problems, optimizer, config: OnPolicyConfig,
+               step: int) -> dict:
+    """One on-policy step on ``problems``; returns its metrics."""
+    times = {}
+    start = time.time()
+    prompts = [render_prompt(tokenizer, task.prompt(p)) for p in problems]
+    params = SamplingParams(n=config.rollouts_per_prompt, temperature=config.temperature,
+                            max_new_tokens=config.max_new_tokens, seed=config.seed * 100_003 + step)
+    samples = LocalSampler(model, tokenizer, batch_size=64).generate(prompts, params)
+    times["generate"] = time.time() - start
+    rows = [(problem, prompt, s) for problem, prompt, group in zip(problems, prompts, samples) for s in group]
+    rewards = torch.tensor([task.verify(problem, s.text).reward for problem, _, s in rows])
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    student = _batch([(encode_prompt(tokenizer, prompt), s.token_ids) for _, prompt, s in rows], pad_id, device)
+    metrics = {"step": step, "reward": float(rewards.mean()), "rollouts": len(rows)}
+    start = time.time()
+    model.train()
+    logits_BTV, mask_BT = completion_logits(model, student)
+    logits_BTV = logits_BTV / config.temperature
+    if config.context is None:
+        adv_B, adv_metrics = group_advantages(rewards.view(len(problems), -1))
+        tokens_BT = torch.zeros(mask_BT.shape, dtype=torch.long, device=device)
+        old_BT = torch.zeros(mask_BT.shape, device=device)
+        for row, (_, _, s) in enumerate(rows):
+            tokens_BT[row, : len(s.token_ids)] = torch.tensor(s.token_ids)
+            old_BT[row, : len(s.logprobs)] = torch.tensor(s.logprobs)
+        logp_BT = torch.log_softmax(logits_BTV.float(), -1).gather(-1, tokens_BT[..., None]).squeeze(-1)
+        loss, loss_metrics = clipped_policy_gradient(logp_BT, old_BT, adv_B.reshape(-1).to(device), mask_BT,
+                                                     clip_low=config.clip, clip_high=config.clip)
+        metrics.update(adv_metrics)
+        signal = 1.0
+    else:
+        teacher_prompts, keep = [], []
+        for problem, _, s in rows:
+            critique = task.critique(problem, s.text) if config.context == "critique" else None
+            usable = config.context != "critique" or (critique is not None and critique.case != "unusable")
+            keep.append(usable)
+            user = build_context_prompt(config.context, task.prompt(problem), problem=problem,
+                                        critique=critique.critique if usable and critique else "unused")
+            teacher_prompts.append(encode_prompt(tokenizer, render_prompt(tokenizer, user)))
+        times["critic"] = time.time() - start
+        teacher_batch = _batch([(p, s.token_ids) for p, (_, _, s) in zip(teacher_prompts, rows)], pad_id, device)
+        with torch.no_grad():
+            teacher_BTV, _ = completion_logits(teacher, teacher_batch)
+        teacher_BTV = teacher_BTV / config.temperature
+        mask_BT = mask_BT * torch.tensor(keep, dtype=mask_BT.dtype, device=device)[:, None]
+        if config.divergence == "full":
+            loss, loss_metrics = generalized_jsd(logits_BTV, teacher_BTV, mask_BT, beta=config.beta)
+        else:
+            tokens_BT = student["input_ids"].new_zeros(mask_BT.shape)
+            for row, (_, _, s) in enumerate(rows):
+                tokens_BT[row, : len(s.token_ids)] = torch.tensor(s.token_ids)
+            student_BT = torch.log_softmax(logits_BTV.float(), -1).gather(-1, tokens_BT[..., None]).squeeze(-1)
+            teacher_BT = torch.log_softmax(teacher_BTV.float(), -1).gather(-1, tokens_BT[..., None]).squeeze(-1)
+            loss, loss_metrics = sampled_token_distill(student_BT, teacher_BT, mask_BT)
+        signal = sum(keep) / len(keep)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    optimizer.step()
+    model.eval()
+    times["update"] = time.time() - start - times.get("critic", 0.0)
+    metrics.update(loss_metrics, grad_norm=float(grad_norm), signal_fraction=signal,
+                   generated_tokens=sum(len(s.token_ids) for _, _, s in rows),
+                   **{f"time_{k}": round(v, 3) for k, v in times.items()})
+    return metrics
+
+
+def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, split: str = "train",
+                   log_path: str | Path | None = None,
+                   progress: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Run ``config.steps`` steps in place on ``model``; the self-teacher is a frozen copy of its initial
+    weights. Returns the per-step metrics (also appended to ``log_path`` as JSON lines)."""
+    torch.manual_seed(config.seed)
+    teacher = copy.deepcopy(model).eval() if config.context else None
+    if teacher is not None:
+        teacher.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    pool = task.problems(split, n=config.steps * config.prompts_per_step, seed=config.seed)
+    random.Random(config.seed).shuffle(pool)
+    history = []
+    for step in range(config.steps):
+        batch = pool[step * config.prompts_per_step : (step + 1) * config.prompts_per_step]
+        metrics = train_step(model, teacher, tokenizer, task, batch, optimizer, config, step)
+        history.append(metrics)
+        if log_path is not None:
+            with open(log_path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(metrics) + "\n")
+        if progress is not None:
+            progress(step + 1, metrics)
+    return history
