@@ -53,3 +53,18 @@ def test_same_seed_same_weights():
         train_onpolicy(model, tokenizer, load_task("world"), OnPolicyConfig(steps=2, prompts_per_step=3, lr=1e-3))
         runs.append(weights(model))
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_completion_logits_align_rows_of_different_prompt_lengths():
+    from mentor.train.onpolicy import _batch, completion_logits
+
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    rows = [([5, 6, 7, 8, 9], [10, 11, 12]), ([5, 6], [13, 14, 15, 16, 17])]
+    batch = _batch(rows, tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():
+        logits_BTV, mask_BT = completion_logits(model, batch)
+        for row, (prompt, completion) in enumerate(rows):
+            alone = model(input_ids=torch.tensor([prompt + completion])).logits[0]
+            expected = alone[len(prompt) - 1 : len(prompt) - 1 + len(completion)]
+            assert torch.allclose(logits_BTV[row, : len(completion)], expected, atol=1e-5)
+            assert mask_BT[row].sum() == len(completion)
