@@ -21,7 +21,6 @@ error, where it never saw training data.
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
 from collections.abc import Callable
@@ -33,9 +32,11 @@ import torch
 from mentor.contexts import build_context_prompt
 from mentor.losses import clipped_policy_gradient, generalized_jsd, group_advantages, sampled_token_distill
 from mentor.models import encode_prompt, render_prompt
+from mentor.records import append_jsonl
 from mentor.sampling import SamplingParams
 from mentor.sampling.local import LocalSampler
 from mentor.tasks import Task
+from mentor.train.common import optimizer_step
 
 METHODS = {"grpo": None, "sd-reference": "reference", "sd-critique": "critique"}
 
@@ -156,13 +157,10 @@ def train_step(model, teacher, tokenizer, task: Task, problems, optimizer, confi
             teacher_BT = torch.log_softmax(teacher_BTV.float(), -1).gather(-1, tokens_BT[..., None]).squeeze(-1)
             loss, loss_metrics = sampled_token_distill(student_BT, teacher_BT, mask_BT)
         signal = sum(keep) / len(keep)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-    optimizer.step()
+    grad_norm = optimizer_step(model, optimizer, loss, config.max_grad_norm)
     model.eval()
     times["update"] = time.time() - start - times.get("critic", 0.0)
-    metrics.update(loss_metrics, grad_norm=float(grad_norm), signal_fraction=signal,
+    metrics.update(loss_metrics, grad_norm=grad_norm, signal_fraction=signal,
                    generated_tokens=sum(len(s.token_ids) for _, _, s in rows),
                    **{f"time_{k}": round(v, 3) for k, v in times.items()})
     return metrics
@@ -186,8 +184,7 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, spli
         metrics = train_step(model, teacher, tokenizer, task, batch, optimizer, config, step)
         history.append(metrics)
         if log_path is not None:
-            with open(log_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(metrics) + "\n")
+            append_jsonl(log_path, metrics)
         if progress is not None:
             progress(step + 1, metrics)
     return history

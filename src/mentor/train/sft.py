@@ -7,7 +7,6 @@ A reader can follow one step top to bottom in :func:`train_sft`.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import warnings
@@ -18,6 +17,8 @@ from pathlib import Path
 import torch
 
 from mentor.losses import causal_lm_logprobs, weighted_nll
+from mentor.records import append_jsonl
+from mentor.train.common import optimizer_step
 
 
 @dataclass
@@ -153,16 +154,12 @@ def train_sft(
             group["lr"] = lr_at(step, config)
         logp_BT = causal_lm_logprobs(model, batch["input_ids"], batch["attention_mask"])
         loss, metrics = weighted_nll(logp_BT, batch["loss_mask"], batch["weight"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        metrics.update(step=step + 1, lr=lr_at(step, config), grad_norm=float(grad_norm))
+        grad_norm = optimizer_step(model, optimizer, loss, config.max_grad_norm)
+        metrics.update(step=step + 1, lr=lr_at(step, config), grad_norm=grad_norm)
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             history.append(metrics)
             if log_path is not None:
-                with open(log_path, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(metrics) + "\n")
+                append_jsonl(log_path, metrics)
         if progress is not None:
             progress(step + 1, metrics)
     model.eval()
