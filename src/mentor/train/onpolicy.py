@@ -30,7 +30,13 @@ from pathlib import Path
 import torch
 
 from mentor.contexts import build_context_prompt
-from mentor.losses import clipped_policy_gradient, generalized_jsd, group_advantages, sampled_token_distill
+from mentor.losses import (
+    clipped_policy_gradient,
+    generalized_jsd,
+    group_advantages,
+    sampled_token_distill,
+    token_logprobs,
+)
 from mentor.models import encode_prompt, render_prompt
 from mentor.records import append_jsonl
 from mentor.sampling import SamplingParams
@@ -88,6 +94,13 @@ def _batch(sequences: list[tuple[list[int], list[int]]], pad_id: int, device) ->
             "starts": [len(p) for p, _ in sequences], "lengths": [len(c) for _, c in sequences]}
 
 
+def _right_padded(values: list[list], shape: tuple[int, int], dtype, device) -> torch.Tensor:
+    out = torch.zeros(shape, dtype=dtype)
+    for row, row_values in enumerate(values):
+        out[row, : len(row_values)] = torch.tensor(row_values, dtype=dtype)
+    return out.to(device)
+
+
 def completion_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits that predict each completion token, aligned across rows: B x T x V, and the B x T mask."""
     logits_BLV = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -120,28 +133,29 @@ def train_step(model, teacher, tokenizer, task: Task, problems, optimizer, confi
     model.train()
     logits_BTV, mask_BT = completion_logits(model, student)
     logits_BTV = logits_BTV / config.temperature
+    tokens_BT = _right_padded([s.token_ids for _, _, s in rows], tuple(mask_BT.shape), torch.long, device)
     if config.context is None:
         adv_B, adv_metrics = group_advantages(rewards.view(len(problems), -1))
-        tokens_BT = torch.zeros(mask_BT.shape, dtype=torch.long, device=device)
-        old_BT = torch.zeros(mask_BT.shape, device=device)
-        for row, (_, _, s) in enumerate(rows):
-            tokens_BT[row, : len(s.token_ids)] = torch.tensor(s.token_ids)
-            old_BT[row, : len(s.logprobs)] = torch.tensor(s.logprobs)
-        logp_BT = torch.log_softmax(logits_BTV.float(), -1).gather(-1, tokens_BT[..., None]).squeeze(-1)
+        old_BT = _right_padded([s.logprobs for _, _, s in rows], tuple(mask_BT.shape), torch.float32, device)
+        logp_BT = token_logprobs(logits_BTV, tokens_BT)
         loss, loss_metrics = clipped_policy_gradient(logp_BT, old_BT, adv_B.reshape(-1).to(device), mask_BT,
                                                      clip_low=config.clip, clip_high=config.clip)
         metrics.update(adv_metrics)
         signal = 1.0
     else:
+        critic_start = time.time()
         teacher_prompts, keep = [], []
-        for problem, _, s in rows:
+        for problem, prompt, s in rows:
             critique = task.critique(problem, s.text) if config.context == "critique" else None
             usable = config.context != "critique" or (critique is not None and critique.case != "unusable")
             keep.append(usable)
-            user = build_context_prompt(config.context, task.prompt(problem), problem=problem,
-                                        critique=critique.critique if usable and critique else "unused")
-            teacher_prompts.append(encode_prompt(tokenizer, render_prompt(tokenizer, user)))
-        times["critic"] = time.time() - start
+            if usable:
+                user = build_context_prompt(config.context, task.prompt(problem), problem=problem,
+                                            critique=critique.critique if critique else None)
+                prompt = render_prompt(tokenizer, user)
+            # a rollout without a usable critique keeps its own prompt: masked out, it gives no signal
+            teacher_prompts.append(encode_prompt(tokenizer, prompt))
+        times["critic"] = time.time() - critic_start
         teacher_batch = _batch([(p, s.token_ids) for p, (_, _, s) in zip(teacher_prompts, rows)], pad_id, device)
         with torch.no_grad():
             teacher_BTV, _ = completion_logits(teacher, teacher_batch)
@@ -150,12 +164,8 @@ def train_step(model, teacher, tokenizer, task: Task, problems, optimizer, confi
         if config.divergence == "full":
             loss, loss_metrics = generalized_jsd(logits_BTV, teacher_BTV, mask_BT, beta=config.beta)
         else:
-            tokens_BT = student["input_ids"].new_zeros(mask_BT.shape)
-            for row, (_, _, s) in enumerate(rows):
-                tokens_BT[row, : len(s.token_ids)] = torch.tensor(s.token_ids)
-            student_BT = torch.log_softmax(logits_BTV.float(), -1).gather(-1, tokens_BT[..., None]).squeeze(-1)
-            teacher_BT = torch.log_softmax(teacher_BTV.float(), -1).gather(-1, tokens_BT[..., None]).squeeze(-1)
-            loss, loss_metrics = sampled_token_distill(student_BT, teacher_BT, mask_BT)
+            loss, loss_metrics = sampled_token_distill(token_logprobs(logits_BTV, tokens_BT),
+                                                       token_logprobs(teacher_BTV, tokens_BT), mask_BT)
         signal = sum(keep) / len(keep)
     grad_norm = optimizer_step(model, optimizer, loss, config.max_grad_norm)
     model.eval()
