@@ -13,7 +13,7 @@ One step, top to bottom (:func:`train_step`):
 First version (issue 3 in progress): no checkpoint resume, evaluation or guards yet. The first short runs
 on the world (``benchmarks/onpolicy_world.py``) lower the base solver's Avg@8 (25.12) for every method:
 sd-critique 60 steps at lr 1e-3 -> 14.50, sd-reference -> 14.13, sd-critique 100 steps at 2e-4 -> 14.50,
-grpo 100 steps at 2e-4 -> 18.62. Open questions: the learning rate, lucky answers in the reward (a wrong
+grpo 100 steps at 2e-4 -> 17.88. Open questions: the learning rate, lucky answers in the reward (a wrong
 mod-10 trace hits the answer about one time in ten), and the world teacher's behaviour after a student's
 error, where it never saw training data.
 """
