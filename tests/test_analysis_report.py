@@ -1,0 +1,190 @@
+"""The token-advantage report on the shipped world model: hand-built correct and corrupted rollouts."""
+
+from __future__ import annotations
+
+import html
+import random
+import re
+
+import pytest
+import torch
+
+from mentor.analysis.report import (
+    AnalysisResult,
+    aggregate_table,
+    analyze_rollouts,
+    run_analysis,
+    write_html,
+    write_plots,
+)
+from mentor.analysis.token_advantage import aggregate_by_error, token_advantages, token_steps
+from mentor.contexts import build_context_prompt
+from mentor.models import render_prompt
+from mentor.records import Feedback, Rollout
+from mentor.tasks import load_task
+from mentor.tasks.world import WorldProblem, canonical_solution, corrupt_trace
+from mentor.world_model import load_world_model
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TOKEN_SPAN = re.compile(r'<span class="t[ "][^>]*>(.*?)</span>', re.S)
+
+
+@pytest.fixture(scope="module")
+def world():
+    model, tokenizer = load_world_model()
+    task = load_task("world")
+    return model, tokenizer, task, task.problems("test", n=2)
+
+
+def _rollout(tokenizer, task, problem, completion, with_ids=True, index=0):
+    ids = tokenizer(completion, add_special_tokens=False)["input_ids"] if with_ids else []
+    return Rollout(problem.id, render_prompt(tokenizer, task.prompt(problem)), completion, ids, sample_index=index)
+
+
+@pytest.fixture(scope="module")
+def rollouts(world):
+    _, tokenizer, task, problems = world
+    out = []
+    for i, problem in enumerate(problems):
+        wp = WorldProblem.from_meta(problem.meta)
+        out.append(_rollout(tokenizer, task, problem, canonical_solution(wp), with_ids=i == 0))
+        out.append(_rollout(tokenizer, task, problem, corrupt_trace(wp, random.Random(i), "result", 2), index=1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(world, rollouts, tmp_path_factory):
+    model, tokenizer, task, problems = world
+    out_dir = tmp_path_factory.mktemp("analysis") / "run"
+    return run_analysis(model, tokenizer, task, problems, rollouts, out_dir), out_dir
+
+
+def _ids(tokenizer, rollout):
+    return rollout.token_ids or tokenizer(rollout.completion, add_special_tokens=False)["input_ids"]
+
+
+def test_advantages_equal_token_advantages_one_per_token(world, rollouts, report):
+    model, tokenizer, task, problems = world
+    result, _ = report
+    by_id = {p.id: p for p in problems}
+    assert set(result.contexts) == {"reference", "critique"}
+    for kind, ctx in result.contexts.items():
+        assert len(ctx.rollouts) == len(rollouts) and ctx.skipped == {}
+        for rollout, entry in zip(rollouts, ctx.rollouts):
+            problem, ids = by_id[rollout.problem_id], _ids(tokenizer, rollout)
+            assert len(entry.advantages) == len(entry.tokens) == len(entry.steps) == len(ids) > 0
+            critique = task.critique(problem, rollout.completion).critique
+            teacher = build_context_prompt(kind, task.prompt(problem), problem=problem, critique=critique)
+            expected = token_advantages(model, tokenizer, render_prompt(tokenizer, task.prompt(problem)),
+                                        render_prompt(tokenizer, teacher), ids)
+            torch.testing.assert_close(torch.tensor(entry.advantages), expected)
+            assert entry.context == (problem.solution if kind == "reference" else critique)
+
+
+def test_steps_and_first_error_follow_the_critic(world, rollouts, report):
+    _, tokenizer, task, problems = world
+    result, _ = report
+    by_id = {p.id: p for p in problems}
+    for rollout, ref, crit in zip(rollouts, result.contexts["reference"].rollouts,
+                                  result.contexts["critique"].rollouts):
+        feedback = task.critique(by_id[rollout.problem_id], rollout.completion)
+        expected_error = None if feedback.case == "correct" else feedback.first_error_step
+        for entry in (ref, crit):
+            assert entry.steps == token_steps(tokenizer, _ids(tokenizer, rollout))
+            assert (entry.first_error_step, entry.case, entry.located) == (expected_error, feedback.case, True)
+            assert entry.correct == task.verify(by_id[rollout.problem_id], rollout.completion).correct
+            assert "".join(entry.tokens) == rollout.completion
+    cases = [e.case for e in result.contexts["critique"].rollouts]
+    assert cases == ["correct", "incorrect", "correct", "incorrect"]
+    assert [e.first_error_step for e in result.contexts["critique"].rollouts] == [None, 2, None, 2]
+
+
+def test_aggregates_equal_aggregate_by_error(report):
+    result, _ = report
+    for ctx in result.contexts.values():
+        rows = ctx.rollouts
+        direct = aggregate_by_error([torch.tensor(r.advantages) for r in rows], [r.steps for r in rows],
+                                    [r.first_error_step for r in rows])
+        assert ctx.aggregate.tokens == direct.tokens and sum(direct.tokens) == sum(len(r.tokens) for r in rows)
+        assert [ctx.aggregate.prefix, ctx.aggregate.first_error, ctx.aggregate.after] == pytest.approx(
+            [direct.prefix, direct.first_error, direct.after])
+        at_error = next(p for p in ctx.by_error_offset if p.position == 0)
+        assert at_error.mean == pytest.approx(direct.first_error) and at_error.tokens == direct.tokens[1]
+        assert sum(p.tokens for p in ctx.by_error_offset if p.position > 0) == direct.tokens[2]
+        assert sum(p.tokens for p in ctx.by_step) == sum(direct.tokens)
+    table = aggregate_table(result).splitlines()
+    assert len(table) == 2 + len(result.contexts) and table[0].startswith("| context | prefix | first error |")
+    assert f"{result.contexts['critique'].aggregate.first_error:+.3f}" in table[3]
+
+
+def test_json_round_trips_and_files_are_written(report):
+    result, out_dir = report
+    text = (out_dir / "analysis.json").read_text(encoding="utf-8")
+    assert AnalysisResult.from_json(text).to_json() == result.to_json() == text.strip()
+    again = AnalysisResult.from_json(text)
+    assert again.contexts["critique"].aggregate == result.contexts["critique"].aggregate
+    assert {p.name for p in out_dir.iterdir()} == {
+        "analysis.json", "analysis.html", "advantage_by_error_offset.png", "advantage_by_region.png"}
+
+
+def test_plots_are_png_files(report, tmp_path):
+    result, _ = report
+    paths = write_plots(result, tmp_path / "plots")
+    assert len(paths) == 2
+    for path in paths:
+        assert path.is_file() and path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_html_escapes_model_text_and_has_one_span_per_token(world, report, tmp_path):
+    model, tokenizer, task, problems = world
+    completion = "<step_1> <script>alert(1)</script>\n<answer> 99"
+
+    def quoting_critic(problem, text):  # a bad critic that echoes the model's text into the context
+        return Feedback(problem.id, f"Step 1 is wrong: {text}", "incorrect", first_error_step=1)
+
+    rollout = _rollout(tokenizer, task, problems[0], completion)
+    result = analyze_rollouts(model, tokenizer, task, {problems[0].id: problems[0]}, [rollout],
+                              critic=quoting_critic)
+    page = write_html(result, tmp_path / "page.html").read_text(encoding="utf-8")
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    spans = TOKEN_SPAN.findall(page)
+    assert len(spans) == 2 * len(rollout.token_ids)
+    assert "".join(html.unescape(s) for s in spans[: len(rollout.token_ids)]) == completion
+
+    shown = report[0]
+    page = write_html(shown, tmp_path / "limited.html", max_rollouts=1).read_text(encoding="utf-8")
+    expected = sum(len(ctx.rollouts[0].tokens) for ctx in shown.contexts.values())
+    assert len(TOKEN_SPAN.findall(page)) == expected and "showing 1 of 4 rollouts" in page
+    first = shown.contexts["reference"].rollouts[0]
+    assert f'title="A_t={first.advantages[0]!r} step {first.steps[0]}"' in page
+
+
+def test_unusable_or_missing_critique_is_counted_not_used(world, rollouts):
+    model, tokenizer, task, problems = world
+    wrong, correct = rollouts[1], rollouts[2]
+
+    def flaky_critic(problem, text):
+        if text == wrong.completion:
+            return Feedback(problem.id, "garbled", "unusable")
+        return None if text == correct.completion else task.critique(problem, text)
+
+    result = analyze_rollouts(model, tokenizer, task, {p.id: p for p in problems}, rollouts[:3],
+                              critic=flaky_critic)
+    critique, reference = result.contexts["critique"], result.contexts["reference"]
+    assert critique.skipped == {"unusable": 1, "no_critique": 1} and len(critique.rollouts) == 1
+    assert "garbled" not in result.to_json()
+    # the reference still scores both, but a wrong rollout with no located error is left out of the split
+    assert [r.located for r in reference.rollouts] == [True, False, True] and reference.unlocated == 1
+    assert sum(reference.aggregate.tokens) == len(reference.rollouts[0].tokens) + len(reference.rollouts[2].tokens)
+    assert "unusable: 1" in aggregate_table(result)
+
+
+def test_unknown_problems_are_counted_and_contexts_checked(world, rollouts):
+    model, tokenizer, task, _ = world
+    calls = []
+    result = analyze_rollouts(model, tokenizer, task, {}, rollouts[:2], contexts=("critique",),
+                              progress=lambda done, total: calls.append((done, total)))
+    assert result.contexts["critique"].skipped == {"unknown_problem": 2} and calls == [(1, 2), (2, 2)]
+    assert result.contexts["critique"].rollouts == []
+    with pytest.raises(ValueError, match="unknown context kind 'none'"):
+        analyze_rollouts(model, tokenizer, task, {}, rollouts, contexts=("none",))
