@@ -1,70 +1,272 @@
-"""The on-policy loop (first version): every method runs, learns something, and is deterministic."""
+"""The on-policy loop: every method runs, micro-batches add up, a killed run resumes bit for bit,
+evaluation keeps the best weights and stops early, the guards fire, trackers receive the metrics."""
 
 from __future__ import annotations
 
+import json
 import math
+import random
 
 import pytest
 import torch
+from accelerate.tracking import GeneralTracker
 
+from mentor.models import render_prompt
+from mentor.sampling import Sample
 from mentor.tasks import load_task
-from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy
+from mentor.tasks.world import WorldProblem, canonical_solution, corrupt_trace
+from mentor.train.onpolicy import (
+    OnPolicyConfig,
+    Row,
+    attach_contexts,
+    completion_logits,
+    signal_tokens,
+    task_critic,
+    train_onpolicy,
+    train_step,
+)
+from mentor.train.teacher import SelfTeacher
 from mentor.world_model import SHIPPED_DIR, load_world_folder
+
+FAST = {"eval_problems": 4, "eval_k": 2, "max_new_tokens": 120}
 
 
 def weights(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_config_defaults_and_errors():
     assert OnPolicyConfig(method="grpo").rollouts_per_prompt == 8
     assert OnPolicyConfig(method="sd-critique").rollouts_per_prompt == 1
-    with pytest.raises(ValueError, match="unknown method 'ppo'"):
+    assert OnPolicyConfig(method="sd-critique", grpo_weight=0.5).rollouts_per_prompt == 8  # a blend has groups
+    assert OnPolicyConfig(method="grpo").grpo_weight == 1.0 and OnPolicyConfig().grpo_weight == 0.0
+    with pytest.raises(ValueError, match="method must be one of .* got 'ppo'"):
         OnPolicyConfig(method="ppo")
     with pytest.raises(ValueError, match="divergence"):
         OnPolicyConfig(divergence="l2")
+    with pytest.raises(ValueError, match="grpo_weight"):
+        OnPolicyConfig(method="grpo", grpo_weight=0.5)
+    with pytest.raises(ValueError, match="rollouts_per_prompt >= 2"):
+        OnPolicyConfig(method="sd-success", rollouts_per_prompt=1)
+    with pytest.raises(ValueError, match="teacher"):
+        OnPolicyConfig(teacher="oracle")
 
 
 @pytest.mark.parametrize(
     "overrides",
     [{"method": "grpo", "rollouts_per_prompt": 4}, {"method": "sd-reference"}, {"method": "sd-critique"},
-     {"method": "sd-critique", "divergence": "sampled"}],
-    ids=["grpo", "sd-reference", "sd-critique", "sd-critique-sampled"],
+     {"method": "sd-critique", "divergence": "sampled"}, {"method": "sd-critique", "divergence": "top-k", "top_k": 5},
+     {"method": "sd-critique", "signal_span": "to-divergence", "teacher": "ema"},
+     {"method": "sd-success", "rollouts_per_prompt": 4, "teacher": "live"},
+     {"method": "sd-critique", "grpo_weight": 0.5, "rollouts_per_prompt": 4}],
+    ids=["grpo", "sd-reference", "sd-critique", "sampled", "top-k", "to-divergence-ema", "sd-success-live", "blend"],
 )
-def test_every_method_takes_steps_on_the_world(overrides, tmp_path):
+def test_every_method_takes_steps_on_the_world(overrides):
     model, tokenizer = load_world_folder(SHIPPED_DIR)
     before = weights(model)
-    config = OnPolicyConfig(steps=2, prompts_per_step=4, max_new_tokens=120, lr=1e-3, **overrides)
-    history = train_onpolicy(model, tokenizer, load_task("world"), config, log_path=tmp_path / "log.jsonl")
-    assert len(history) == 2 and len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
-    for metrics in history:
+    config = OnPolicyConfig(steps=2, prompts_per_step=4, lr=1e-3, **FAST, **overrides)
+    result = train_onpolicy(model, tokenizer, load_task("world"), config)
+    assert len(result.history) == 2 and [e["step"] for e in result.evals] == [0, 2]
+    for metrics in result.history:
         assert math.isfinite(metrics["loss"]) and 0.0 <= metrics["reward"] <= 1.0
         assert metrics["rollouts"] == 4 * config.rollouts_per_prompt
-        assert metrics["signal_fraction"] == 1.0  # the world's exact critic never gives an unusable critique
-    changed = any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
-    # GRPO moves nothing when every group has one reward (zero advantages); the others always move
-    assert changed or overrides["method"] == "grpo" and all(m["zero_var_frac"] == 1.0 for m in history)
+        assert metrics["generated_tokens"] > 0 and metrics["tokens_per_s"] > 0
+        assert {"time_generate", "time_critic", "time_teacher", "time_update"} <= set(metrics)
+        if config.grpo_weight < 1 and config.method != "sd-success":
+            assert metrics["signal_fraction"] == 1.0  # the world's exact critic is always usable
+    moved = not same(before, weights(model))
+    no_signal = all(m.get("zero_var_frac", 0) == 1.0 for m in result.history) and (
+        config.method == "grpo" or all(m.get("signal_fraction", 1) == 0 for m in result.history))
+    assert moved or no_signal
 
 
 def test_same_seed_same_weights():
     runs = []
     for _ in range(2):
         model, tokenizer = load_world_folder(SHIPPED_DIR)
-        train_onpolicy(model, tokenizer, load_task("world"), OnPolicyConfig(steps=2, prompts_per_step=3, lr=1e-3))
+        train_onpolicy(model, tokenizer, load_task("world"), OnPolicyConfig(steps=2, prompts_per_step=3, lr=1e-3,
+                                                                            **FAST))
         runs.append(weights(model))
-    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert same(*runs)
+
+
+@pytest.mark.parametrize("method", ["sd-critique", "grpo"])
+def test_micro_batches_add_up_to_the_full_batch(method):
+    task = load_task("world")
+    problems = task.problems("train", n=4)
+    results = []
+    for micro in (None, 3):
+        model, tokenizer = load_world_folder(SHIPPED_DIR)
+        before = weights(model)
+        config = OnPolicyConfig(method=method, prompts_per_step=4, rollouts_per_prompt=2, micro_batch_size=micro,
+                                max_grad_norm=1e9, **FAST)
+        teacher = SelfTeacher(model) if method != "grpo" else None
+        sgd = torch.optim.SGD(model.parameters(), lr=1.0)  # the weight change is the gradient
+        metrics = train_step(model, teacher, tokenizer, task, problems, sgd, config, 0, task_critic(task))
+        results.append(({k: before[k] - v for k, v in weights(model).items()}, metrics))
+    (g_full, m_full), (g_micro, m_micro) = results
+    assert m_full["loss"] == pytest.approx(m_micro["loss"], rel=1e-5, abs=1e-8)
+    assert m_full["grad_norm"] > 0 or method == "grpo"
+    assert all(torch.allclose(g_full[k], g_micro[k], rtol=1e-4, atol=1e-7) for k in g_full)
+
+
+@pytest.mark.parametrize("teacher", ["initial", "ema"])
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path, teacher):
+    task = load_task("world")
+    config = OnPolicyConfig(steps=4, prompts_per_step=3, lr=1e-3, save_every=2, eval_every=2, teacher=teacher,
+                            ema_decay=0.5, **FAST)
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    straight = train_onpolicy(model, tokenizer, task, config, run_dir=tmp_path / "straight")
+    expected = weights(model)
+
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    train_onpolicy(model, tokenizer, task, config, run_dir=tmp_path / "killed", stop_after=3)  # dies after step 3
+    assert len((tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()) == 3  # checkpoint is at 2
+    model, tokenizer = load_world_folder(SHIPPED_DIR)  # a new process: fresh initial weights
+    resumed = train_onpolicy(model, tokenizer, task, config, run_dir=tmp_path / "killed")
+    assert same(expected, weights(model))
+    lines = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [0, 1, 2, 3]
+    assert [m["reward"] for m in lines] == [m["reward"] for m in straight.history]
+    def scores(evals):
+        return [{k: v for k, v in e.items() if k not in ("seconds", "tokens_per_second")} for e in evals]
+
+    assert scores(resumed.evals) == scores(straight.evals) and resumed.best["step"] == straight.best["step"]
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert summary["rollouts"] == 12 and scores([summary["final"]]) == scores([straight.final])
+
+
+def test_a_run_folder_refuses_another_configuration(tmp_path):
+    task = load_task("world")
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    train_onpolicy(model, tokenizer, task, OnPolicyConfig(steps=1, prompts_per_step=2, **FAST), run_dir=tmp_path)
+    with pytest.raises(ValueError, match="differs in lr"):
+        train_onpolicy(model, tokenizer, task, OnPolicyConfig(steps=1, prompts_per_step=2, lr=0.1, **FAST),
+                       run_dir=tmp_path)
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path):
+    task = load_task("world")
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    before = weights(model)
+    # a learning rate this large wrecks the model: the first evaluation stays the best
+    config = OnPolicyConfig(steps=6, prompts_per_step=4, lr=0.5, eval_every=1, early_stopping_patience=2,
+                            eval_problems=8, eval_k=2, max_new_tokens=120)
+    result = train_onpolicy(model, tokenizer, task, config, run_dir=tmp_path)
+    assert result.stopped_early and len(result.history) == 2
+    assert result.best["step"] == 0 and result.best["avg@2"] > 0
+    best, _ = load_world_folder(tmp_path / "best")
+    assert same(before, weights(best))
+    assert [json.loads(x)["step"] for x in (tmp_path / "evals.jsonl").read_text().splitlines()] == [0, 1, 2]
+
+
+def _rows(task, tokenizer, completions):
+    problems = task.problems("train", n=len(completions))
+    rows = []
+    for problem, completion in zip(problems, completions):
+        text = completion(problem)
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        rows.append(Row(problem, render_prompt(tokenizer, task.prompt(problem)),
+                        Sample(text=text, token_ids=ids, logprobs=[0.0] * len(ids), finish_reason="stop"),
+                        task.verify(problem, text).reward))
+    return rows
+
+
+def test_signal_span_ends_at_the_token_where_the_rollout_leaves_the_critique():
+    task = load_task("world")
+    _, tokenizer = load_world_folder(SHIPPED_DIR)
+
+    def right(p):
+        return canonical_solution(WorldProblem.from_meta(p.meta))
+
+    def wrong(p):
+        return corrupt_trace(WorldProblem.from_meta(p.meta), random.Random(0), "result", 1)
+
+    rows = _rows(task, tokenizer, [right, wrong])
+    config = OnPolicyConfig(method="sd-critique", signal_span="to-divergence")
+    attach_contexts(rows, task, tokenizer, config, task_critic(task), 1)
+    assert rows[0].keep_tokens is None and signal_tokens(rows[0]) == len(rows[0].sample.token_ids)
+    ids, keep = rows[1].sample.token_ids, rows[1].keep_tokens
+    assert keep < len(ids)
+    wrong_prefix = tokenizer.decode(ids[:keep])
+    assert right(rows[1].problem).startswith(tokenizer.decode(ids[: keep - 1]))
+    assert not right(rows[1].problem).startswith(wrong_prefix)  # the last kept token is the wrong one
+
+
+def test_sd_success_needs_a_successful_sibling():
+    task = load_task("world")
+    _, tokenizer = load_world_folder(SHIPPED_DIR)
+
+    def right(p):
+        return canonical_solution(WorldProblem.from_meta(p.meta))
+
+    rows = _rows(task, tokenizer, [right, right])
+    rows[1].problem = rows[0].problem  # one group of two: both correct
+    rows[1].reward = 0.0  # now only row 0 succeeded: row 1 learns from it, row 0 has no other winner
+    counts = attach_contexts(rows, task, tokenizer, OnPolicyConfig(method="sd-success", rollouts_per_prompt=2),
+                             task_critic(task), 2)
+    assert rows[0].teacher_prompt is None and counts["no_success"] == 1
+    assert right(rows[0].problem) in rows[1].teacher_prompt
+
+
+def test_unusable_critiques_give_no_signal_and_warn(caplog):
+    task = load_task("world")
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    before = weights(model)
+
+    def broken_critic(problems, traces):
+        return [None] * len(problems)
+
+    with caplog.at_level("WARNING", logger="mentor"):
+        result = train_onpolicy(model, tokenizer, task, OnPolicyConfig(steps=1, prompts_per_step=3, **FAST),
+                                critic=broken_critic)
+    metrics = result.history[0]
+    assert metrics["signal_fraction"] == 0.0 and metrics["critic_unusable"] == 3
+    assert same(before, weights(model))  # no signal, no update
+    assert "teacher signal" in caplog.text
 
 
 def test_completion_logits_align_rows_of_different_prompt_lengths():
-    from mentor.train.onpolicy import _batch, completion_logits
-
-    model, tokenizer = load_world_folder(SHIPPED_DIR)
-    rows = [([5, 6, 7, 8, 9], [10, 11, 12]), ([5, 6], [13, 14, 15, 16, 17])]
-    batch = _batch(rows, tokenizer.pad_token_id, "cpu")
+    model, _ = load_world_folder(SHIPPED_DIR)
+    prompts, completions = [[5, 6, 7, 8, 9], [5, 6]], [[10, 11, 12], [13, 14, 15, 16, 17]]
     with torch.no_grad():
-        logits_BTV, mask_BT = completion_logits(model, batch)
-        for row, (prompt, completion) in enumerate(rows):
+        logits_BTV, mask_BT = completion_logits(model, prompts, completions)
+        for row, (prompt, completion) in enumerate(zip(prompts, completions)):
             alone = model(input_ids=torch.tensor([prompt + completion])).logits[0]
             expected = alone[len(prompt) - 1 : len(prompt) - 1 + len(completion)]
             assert torch.allclose(logits_BTV[row, : len(completion)], expected, atol=1e-5)
             assert mask_BT[row].sum() == len(completion)
+
+
+class RecordingTracker(GeneralTracker):
+    name = "recording"
+    requires_logging_directory = False
+
+    def __init__(self):
+        super().__init__()
+        self.logged, self.config = [], None
+
+    @property
+    def tracker(self):
+        return self
+
+    def store_init_configuration(self, values):
+        self.config = values
+
+    def log(self, values, step=None, **kwargs):
+        self.logged.append((step, values))
+
+
+def test_metrics_reach_accelerate_trackers():
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    tracker = RecordingTracker()
+    train_onpolicy(model, tokenizer, load_task("world"), OnPolicyConfig(steps=2, prompts_per_step=2, **FAST),
+                   trackers=[tracker])
+    assert tracker.config["method"] == "sd-critique"
+    steps = [step for step, values in tracker.logged if "reward" in values]
+    assert steps == [1, 2]
+    assert any("eval/avg@2" in values for _, values in tracker.logged)

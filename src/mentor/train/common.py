@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+
+def clip_and_step(model, optimizer, max_grad_norm: float) -> float:
+    """Clip the accumulated gradient's norm and step; returns the norm before clipping."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    return float(grad_norm)
 
 
 def optimizer_step(model, optimizer, loss: torch.Tensor, max_grad_norm: float) -> float:
     """Backward, clip the gradient norm, step; returns the norm before clipping."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
-    return float(grad_norm)
+    return clip_and_step(model, optimizer, max_grad_norm)
+
+
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
+    """Multiplier of the base learning rate at each step: linear warmup, then constant, cosine or linear
+    decay to ``min_ratio``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        decay = 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+        return min_ratio + (1 - min_ratio) * decay
+
+    return factor

@@ -1,35 +1,35 @@
 """The on-policy loop: GRPO and self-distillation with a designed context are configurations of it.
 
 One step, top to bottom (:func:`train_step`):
-1. the student samples ``rollouts_per_prompt`` completions of each prompt (no context);
-2. the task's verifier scores them (reward);
-3. the token signal: ``grpo`` - group-normalised advantage on every token, clipped policy gradient
-   against the sampling log-probs; ``sd-reference`` / ``sd-critique`` - the frozen initial model (the
-   self-teacher) reads the prompt plus a context (the reference solution, or the task critic's critique
-   of this very rollout) and scores the student's tokens; the student moves toward it with the
-   generalised JSD over the vocabulary (``divergence="full"``) or the sampled-token form;
-4. one optimizer step.
+1. the student samples ``rollouts_per_prompt`` completions of each prompt, with no context;
+2. the task's verifier scores them (the reward);
+3. feedback and the self-teacher's context for each rollout: nothing (``grpo``), the reference solution
+   (``sd-reference``), the critic's step-aligned critique of this very rollout (``sd-critique``) or a
+   sibling rollout the verifier accepted (``sd-success``, SDPO); a rollout without a usable context gets
+   no teacher signal and is counted;
+4. the token signal, in micro-batches: GRPO's clipped policy gradient with the group-normalised
+   advantage, and/or the divergence from the self-teacher (full-vocabulary or top-k generalised JSD, or
+   the sampled-token form), blended as ``grpo_weight * L_grpo + (1 - grpo_weight) * L_sd``;
+5. one optimizer step, then the EMA teacher (if any) follows.
 
-First version (issue 3 in progress): no checkpoint resume, evaluation or guards yet. The first short runs
-on the world (``benchmarks/onpolicy_world.py``) lower the base solver's Avg@8 (25.12) for every method:
-sd-critique 60 steps at lr 1e-3 -> 14.50, sd-reference -> 14.13, sd-critique 100 steps at 2e-4 -> 14.50,
-grpo 100 steps at 2e-4 -> 17.88. Open questions: the learning rate, lucky answers in the reward (a wrong
-mod-10 trace hits the answer about one time in ten), and the world teacher's behaviour after a student's
-error, where it never saw training data.
+:func:`train_onpolicy` runs the steps with held-out evaluation, the best checkpoint, early stopping,
+the guards, metrics to JSON lines and accelerate trackers, and checkpoints that resume exactly.
 """
 
 from __future__ import annotations
 
-import copy
+import json
+import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from mentor.contexts import build_context_prompt
+from mentor.evaluate import EvalConfig, evaluate
 from mentor.losses import (
     clipped_policy_gradient,
     generalized_jsd,
@@ -38,163 +38,497 @@ from mentor.losses import (
     token_logprobs,
 )
 from mentor.models import encode_prompt, render_prompt
-from mentor.records import append_jsonl
-from mentor.sampling import SamplingParams
+from mentor.records import Feedback, Problem, append_jsonl, write_jsonl
+from mentor.sampling import Sample, SamplingParams
 from mentor.sampling.local import LocalSampler
 from mentor.tasks import Task
-from mentor.train.common import optimizer_step
+from mentor.tasks.world_critic import corrected_solution
+from mentor.train.checkpoint import load_checkpoint, restore_weights, save_checkpoint, set_rng_state
+from mentor.train.common import clip_and_step, lr_lambda
+from mentor.train.guards import Guards, copy_overlap
+from mentor.train.teacher import TEACHER_KINDS, SelfTeacher
 
-METHODS = {"grpo": None, "sd-reference": "reference", "sd-critique": "critique"}
+log = logging.getLogger("mentor")
+
+METHODS = {"grpo": None, "sd-reference": "reference", "sd-critique": "critique", "sd-success": "success"}
+DIVERGENCES = ("full", "top-k", "sampled")
+SIGNAL_SPANS = ("all", "to-divergence")
+SCHEDULES = ("constant", "cosine", "linear")
+Critic = Callable[[list[Problem], list[str]], list[Feedback]]
 
 
 @dataclass
 class OnPolicyConfig:
-    """One method of METHODS.md section 1; everything but ``method`` is shared by all of them."""
+    """One method of METHODS.md section 1; everything but ``method`` and ``grpo_weight`` is shared."""
 
-    method: str = "sd-critique"
-    steps: int = 20
+    method: str = "sd-critique"  # grpo | sd-reference | sd-critique | sd-success
+    grpo_weight: float | None = None  # lambda of the blend; default 1 for grpo, 0 for sd-*
+    steps: int = 100
     prompts_per_step: int = 8
-    rollouts_per_prompt: int | None = None  # default: 8 for grpo, 1 for self-distillation (the study's)
+    rollouts_per_prompt: int | None = None  # default: 8 for grpo or a blend, 1 for self-distillation
     temperature: float = 1.0
+    top_p: float = 1.0
     max_new_tokens: int = 160
+    # optimisation
     lr: float = 1e-4
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine | linear (decay to 0 after warmup)
+    warmup_steps: int = 0
     max_grad_norm: float = 1.0
-    divergence: str = "full"  # full (generalised JSD over the vocabulary) or sampled (sampled-token form)
-    beta: float = 0.0  # 0: forward KL(T||S), the study's choice
-    clip: float = 0.2  # GRPO's ratio clip
+    micro_batch_size: int | None = None  # rollouts per forward pass (gradient accumulation); None: all
+    # self-distillation
+    divergence: str = "full"  # full | top-k | sampled
+    beta: float = 0.0  # generalised JSD: 0 forward KL(T||S) (the study's), 1 reverse KL(S||T)
+    top_k: int = 20
+    top_k_source: str = "teacher"
+    tail: bool = True  # top-k: one bucket for the remaining mass
+    divergence_clip: float | None = None  # OPSD's per-term clip tau (0.05 in OPSD)
+    teacher: str = "initial"  # initial (LoRA: adapter disabled) | ema | live
+    ema_decay: float = 0.999
+    signal_span: str = "all"  # all tokens, or up to the first token where the rollout leaves the critique
+    # GRPO
+    clip: float = 0.2
+    scale_by_std: bool = True
+    aggregation: str = "token-mean"
+    # evaluation, checkpoints, guards
+    eval_every: int = 0  # 0: evaluate only at the start and the end
+    eval_problems: int = 50
+    eval_k: int = 4
+    early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0: never
+    save_every: int = 10
+    copy_ngram: int = 6
+    copy_margin: float = 0.15
+    min_signal_fraction: float = 0.5
+    report_to: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, ...
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.divergence not in ("full", "sampled"):
-            raise ValueError(f"divergence must be 'full' or 'sampled', got {self.divergence!r}")
+        choices = {"method": METHODS, "divergence": DIVERGENCES, "teacher": TEACHER_KINDS,
+                   "signal_span": SIGNAL_SPANS, "schedule": SCHEDULES,
+                   "top_k_source": ("teacher", "student"), "aggregation": ("token-mean", "sequence-mean")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.grpo_weight is None:
+            self.grpo_weight = 1.0 if self.method == "grpo" else 0.0
+        if not 0.0 <= self.grpo_weight <= 1.0 or (self.method == "grpo" and self.grpo_weight != 1.0):
+            raise ValueError(f"grpo_weight must be in [0, 1] (and 1 for grpo), got {self.grpo_weight}")
         if self.rollouts_per_prompt is None:
-            self.rollouts_per_prompt = 8 if self.method == "grpo" else 1
-        for name in ("steps", "prompts_per_step", "rollouts_per_prompt", "max_new_tokens"):
+            self.rollouts_per_prompt = 8 if self.grpo_weight > 0 or self.method == "sd-success" else 1
+        for name in ("steps", "prompts_per_step", "rollouts_per_prompt", "max_new_tokens", "save_every",
+                     "eval_problems", "eval_k", "top_k", "copy_ngram"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.temperature <= 0 or self.lr <= 0:
-            raise ValueError("temperature and lr must be > 0")
+        for name in ("eval_every", "early_stopping_patience", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.temperature <= 0 or self.lr <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError("temperature and lr must be > 0 and top_p in (0, 1]")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if (self.grpo_weight > 0 or self.method == "sd-success") and self.rollouts_per_prompt < 2:
+            raise ValueError(f"{self.method} with grpo_weight={self.grpo_weight} needs rollouts_per_prompt >= 2")
+        if not 0 <= self.beta <= 1:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
 
     @property
     def context(self) -> str | None:
         return METHODS[self.method]
 
-
-def _batch(sequences: list[tuple[list[int], list[int]]], pad_id: int, device) -> dict[str, torch.Tensor]:
-    """Right-padded prompt+completion ids, and for each row where its completion starts and its length."""
-    width = max(len(p) + len(c) for p, c in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention = torch.zeros_like(ids)
-    for row, (p, c) in enumerate(sequences):
-        ids[row, : len(p) + len(c)] = torch.tensor(p + c)
-        attention[row, : len(p) + len(c)] = 1
-    return {"input_ids": ids.to(device), "attention_mask": attention.to(device),
-            "starts": [len(p) for p, _ in sequences], "lengths": [len(c) for _, c in sequences]}
+    @property
+    def rollouts_per_step(self) -> int:
+        return self.prompts_per_step * self.rollouts_per_prompt
 
 
-def _right_padded(values: list[list], shape: tuple[int, int], dtype, device) -> torch.Tensor:
-    out = torch.zeros(shape, dtype=dtype)
+# ----- one step ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One rollout and everything the step derives from it."""
+
+    problem: Problem
+    prompt: str
+    sample: Sample
+    reward: float
+    teacher_prompt: str | None = None  # None: no teacher signal for this rollout
+    keep_tokens: int | None = None  # signal_span: how many leading tokens carry the teacher signal
+    overlap: float | None = None
+
+
+def _padded(values: Sequence[Sequence], width: int, dtype, device) -> torch.Tensor:
+    out = torch.zeros((len(values), width), dtype=dtype)
     for row, row_values in enumerate(values):
-        out[row, : len(row_values)] = torch.tensor(row_values, dtype=dtype)
+        out[row, : len(row_values)] = torch.tensor(list(row_values), dtype=dtype)
     return out.to(device)
 
 
-def completion_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits that predict each completion token, aligned across rows: B x T x V, and the B x T mask."""
-    logits_BLV = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    width = max(batch["lengths"])
-    out_BTV = logits_BLV.new_zeros((logits_BLV.shape[0], width, logits_BLV.shape[-1]))
-    mask_BT = torch.zeros((logits_BLV.shape[0], width), device=logits_BLV.device)
-    for row, (start, length) in enumerate(zip(batch["starts"], batch["lengths"])):
-        out_BTV[row, :length] = logits_BLV[row, start - 1 : start - 1 + length]
-        mask_BT[row, :length] = 1.0
+def completion_logits(model, prompts: Sequence[list[int]], completions: Sequence[list[int]]):
+    """Logits that predict each completion token after its prompt, aligned across rows: B x T x V, and the
+    B x T mask (rows are right-padded; only the completion positions are kept)."""
+    device = next(model.parameters()).device
+    width = max(len(p) + len(c) for p, c in zip(prompts, completions))
+    ids = _padded([p + c for p, c in zip(prompts, completions)], width, torch.long, device)
+    attention = _padded([[1] * (len(p) + len(c)) for p, c in zip(prompts, completions)], width, torch.long,
+                        device)
+    logits_BLV = model(input_ids=ids, attention_mask=attention).logits
+    steps = max(len(c) for c in completions)
+    out_BTV = logits_BLV.new_zeros((len(prompts), steps, logits_BLV.shape[-1]))
+    mask_BT = torch.zeros((len(prompts), steps), device=device)
+    for row, (p, c) in enumerate(zip(prompts, completions)):
+        out_BTV[row, : len(c)] = logits_BLV[row, len(p) - 1 : len(p) - 1 + len(c)]
+        mask_BT[row, : len(c)] = 1.0
     return out_BTV, mask_BT
 
 
-def train_step(model, teacher, tokenizer, task: Task, problems, optimizer, config: OnPolicyConfig,
-               step: int) -> dict:
-    """One on-policy step on ``problems``; returns its metrics."""
-    times = {}
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def attach_contexts(rows: list[Row], task: Task, tokenizer, config: OnPolicyConfig, critic: Critic,
+                    rollouts_per_prompt: int) -> dict[str, float]:
+    """Give each row its teacher prompt (or none), its signal span and its copy overlap; returns counts."""
+    counts = {"critic_unusable": 0, "no_success": 0}
+    feedback: list[Feedback | None] = [None] * len(rows)
+    if config.context == "critique":
+        feedback = critic([r.problem for r in rows], [r.sample.text for r in rows])
+    for i, row in enumerate(rows):
+        context = {}
+        if config.context == "critique":
+            if feedback[i] is None or feedback[i].case == "unusable":
+                counts["critic_unusable"] += 1
+                continue
+            context["critique"] = feedback[i].critique
+        elif config.context == "success":
+            group = rows[i - i % rollouts_per_prompt : i - i % rollouts_per_prompt + rollouts_per_prompt]
+            winners = [r for r in group if r is not row and r.reward > 0]
+            if not winners:
+                counts["no_success"] += 1
+                continue
+            context["success"] = winners[0].sample.text
+        question = task.prompt(row.problem)
+        user = build_context_prompt(config.context, question, problem=row.problem, **context)
+        row.teacher_prompt = render_prompt(tokenizer, user)
+        privileged = user[len(question):] if user.startswith(question) else user
+        row.overlap = copy_overlap(row.sample.text, privileged, question, config.copy_ngram)
+        if config.signal_span == "to-divergence" and config.context == "critique" and feedback[i].case != "correct":
+            target = tokenizer.encode(corrected_solution(feedback[i]), add_special_tokens=False)
+            row.keep_tokens = common_prefix(row.sample.token_ids, target) + 1  # through the first departure
+    return counts
+
+
+def signal_tokens(row: Row) -> int:
+    """How many of the row's tokens carry the teacher signal."""
+    if row.teacher_prompt is None:
+        return 0
+    n = len(row.sample.token_ids)
+    return n if row.keep_tokens is None else min(n, row.keep_tokens)
+
+
+def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row], adv_B: torch.Tensor,
+                 config: OnPolicyConfig, times: dict) -> tuple[torch.Tensor | None, torch.Tensor | None, dict]:
+    """GRPO's and the self-distillation loss of one micro-batch (each a mean over its own tokens; None when
+    the method does not use it), and their metrics."""
+    completions = [r.sample.token_ids for r in rows]
+    logits_BTV, mask_BT = completion_logits(model, [encode_prompt(tokenizer, r.prompt) for r in rows], completions)
+    logits_BTV = logits_BTV / config.temperature
+    device = logits_BTV.device
+    tokens_BT = _padded(completions, mask_BT.shape[1], torch.long, device)
+    logp_BT = token_logprobs(logits_BTV, tokens_BT)
+    pg = sd = None
+    metrics = {}
+    if config.grpo_weight > 0:
+        old_BT = _padded([r.sample.logprobs for r in rows], mask_BT.shape[1], torch.float32, device)
+        pg, pg_metrics = clipped_policy_gradient(logp_BT, old_BT, adv_B.to(device), mask_BT, clip_low=config.clip,
+                                                 clip_high=config.clip, aggregation=config.aggregation)
+        metrics.update({f"pg_{k}": v for k, v in pg_metrics.items()})
+    if config.grpo_weight < 1:
+        start = time.time()
+        keep_B = torch.tensor([r.teacher_prompt is not None for r in rows], device=device)
+        teacher_prompts = [encode_prompt(tokenizer, r.teacher_prompt or r.prompt) for r in rows]
+        with torch.no_grad(), teacher.scoring(model) as scorer:
+            teacher_BTV, _ = completion_logits(scorer, teacher_prompts, completions)
+        teacher_BTV = teacher_BTV / config.temperature
+        times["teacher"] += time.time() - start
+        sd_mask_BT = mask_BT * keep_B[:, None].to(mask_BT.dtype)
+        for row, r in enumerate(rows):
+            if r.keep_tokens is not None:
+                sd_mask_BT[row, r.keep_tokens :] = 0.0
+        teacher_logp_BT = token_logprobs(teacher_BTV, tokens_BT)
+        if config.divergence == "sampled":
+            sd, sd_metrics = sampled_token_distill(logp_BT, teacher_logp_BT, sd_mask_BT)
+        else:
+            sd, sd_metrics = generalized_jsd(logits_BTV, teacher_BTV, sd_mask_BT, beta=config.beta,
+                                             top_k=config.top_k if config.divergence == "top-k" else None,
+                                             top_k_source=config.top_k_source,
+                                             tail=config.tail and config.divergence == "top-k",
+                                             clip=config.divergence_clip)
+        adv_T = (teacher_logp_BT - logp_BT.detach())[sd_mask_BT.bool()]
+        sd_metrics.update(adv_t_mean=float(adv_T.mean()) if adv_T.numel() else 0.0,
+                          adv_t_min=float(adv_T.min()) if adv_T.numel() else 0.0,
+                          adv_t_neg_frac=float((adv_T < -0.1).float().mean()) if adv_T.numel() else 0.0)
+        metrics.update({f"sd_{k}": v for k, v in sd_metrics.items()})
+    return pg, sd, metrics
+
+
+def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, problems: list[Problem], optimizer,
+               config: OnPolicyConfig, step: int, critic: Critic) -> dict:
+    """One on-policy step on ``problems`` (sample, score, context, loss, update); returns its metrics."""
+    times = dict.fromkeys(("generate", "critic", "teacher", "update"), 0.0)
     start = time.time()
     prompts = [render_prompt(tokenizer, task.prompt(p)) for p in problems]
-    params = SamplingParams(n=config.rollouts_per_prompt, temperature=config.temperature,
+    params = SamplingParams(n=config.rollouts_per_prompt, temperature=config.temperature, top_p=config.top_p,
                             max_new_tokens=config.max_new_tokens, seed=config.seed * 100_003 + step)
+    model.eval()
     samples = LocalSampler(model, tokenizer, batch_size=64).generate(prompts, params)
     times["generate"] = time.time() - start
-    rows = [(problem, prompt, s) for problem, prompt, group in zip(problems, prompts, samples) for s in group]
-    rewards = torch.tensor([task.verify(problem, s.text).reward for problem, _, s in rows])
-    device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    student = _batch([(encode_prompt(tokenizer, prompt), s.token_ids) for _, prompt, s in rows], pad_id, device)
-    metrics = {"step": step, "reward": float(rewards.mean()), "rollouts": len(rows)}
+    rows = [Row(problem, prompt, s, task.verify(problem, s.text).reward)
+            for problem, prompt, group in zip(problems, prompts, samples) for s in group]
+    rewards_BG = torch.tensor([r.reward for r in rows]).view(len(problems), -1)
+    adv_B, metrics = group_advantages(rewards_BG, scale_by_std=config.scale_by_std)
+    adv_B = adv_B.reshape(-1)
+    counts = {}
+    if config.grpo_weight < 1:
+        start = time.time()
+        counts = attach_contexts(rows, task, tokenizer, config, critic, config.rollouts_per_prompt)
+        times["critic"] = time.time() - start
     start = time.time()
     model.train()
-    logits_BTV, mask_BT = completion_logits(model, student)
-    logits_BTV = logits_BTV / config.temperature
-    tokens_BT = _right_padded([s.token_ids for _, _, s in rows], tuple(mask_BT.shape), torch.long, device)
-    if config.context is None:
-        adv_B, adv_metrics = group_advantages(rewards.view(len(problems), -1))
-        old_BT = _right_padded([s.logprobs for _, _, s in rows], tuple(mask_BT.shape), torch.float32, device)
-        logp_BT = token_logprobs(logits_BTV, tokens_BT)
-        loss, loss_metrics = clipped_policy_gradient(logp_BT, old_BT, adv_B.reshape(-1).to(device), mask_BT,
-                                                     clip_low=config.clip, clip_high=config.clip)
-        metrics.update(adv_metrics)
-        signal = 1.0
-    else:
-        critic_start = time.time()
-        teacher_prompts, keep = [], []
-        for problem, prompt, s in rows:
-            critique = task.critique(problem, s.text) if config.context == "critique" else None
-            usable = config.context != "critique" or (critique is not None and critique.case != "unusable")
-            keep.append(usable)
-            if usable:
-                user = build_context_prompt(config.context, task.prompt(problem), problem=problem,
-                                            critique=critique.critique if critique else None)
-                prompt = render_prompt(tokenizer, user)
-            # a rollout without a usable critique keeps its own prompt: masked out, it gives no signal
-            teacher_prompts.append(encode_prompt(tokenizer, prompt))
-        times["critic"] = time.time() - critic_start
-        teacher_batch = _batch([(p, s.token_ids) for p, (_, _, s) in zip(teacher_prompts, rows)], pad_id, device)
-        with torch.no_grad():
-            teacher_BTV, _ = completion_logits(teacher, teacher_batch)
-        teacher_BTV = teacher_BTV / config.temperature
-        mask_BT = mask_BT * torch.tensor(keep, dtype=mask_BT.dtype, device=device)[:, None]
-        if config.divergence == "full":
-            loss, loss_metrics = generalized_jsd(logits_BTV, teacher_BTV, mask_BT, beta=config.beta)
-        else:
-            loss, loss_metrics = sampled_token_distill(token_logprobs(logits_BTV, tokens_BT),
-                                                       token_logprobs(teacher_BTV, tokens_BT), mask_BT)
-        signal = sum(keep) / len(keep)
-    grad_norm = optimizer_step(model, optimizer, loss, config.max_grad_norm)
+    optimizer.zero_grad(set_to_none=True)
+    size = config.micro_batch_size or len(rows)
+    chunks = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
+    # each micro-batch's mean is weighted by its share of the step's tokens: the sum equals the full mean
+    pg_count = [sum(len(rows[i].sample.token_ids) for i in chunk) for chunk in chunks]
+    if config.aggregation == "sequence-mean":
+        pg_count = [sum(len(rows[i].sample.token_ids) > 0 for i in chunk) for chunk in chunks]
+    sd_count = [sum(signal_tokens(rows[i]) for i in chunk) for chunk in chunks]
+    totals: dict[str, float] = {}
+    for chunk, n_pg, n_sd in zip(chunks, pg_count, sd_count):
+        pg, sd, chunk_metrics = micro_losses(model, teacher, tokenizer, [rows[i] for i in chunk], adv_B[chunk],
+                                             config, times)
+        loss = 0.0
+        if pg is not None:
+            loss = loss + config.grpo_weight * pg * n_pg / max(sum(pg_count), 1)
+        if sd is not None and n_sd > 0:
+            loss = loss + (1 - config.grpo_weight) * sd * n_sd / max(sum(sd_count), 1)
+        if torch.is_tensor(loss):
+            loss.backward()
+        for key, value in chunk_metrics.items():
+            if key.endswith("tokens"):
+                totals[key] = totals.get(key, 0.0) + value
+            elif key.endswith("_min"):
+                totals[key] = min(totals.get(key, 0.0), value)
+            else:
+                share = n_pg / max(sum(pg_count), 1) if key.startswith("pg_") else n_sd / max(sum(sd_count), 1)
+                totals[key] = totals.get(key, 0.0) + value * share
+    grad_norm = clip_and_step(model, optimizer, config.max_grad_norm)
     model.eval()
-    times["update"] = time.time() - start - times.get("critic", 0.0)
-    metrics.update(loss_metrics, grad_norm=grad_norm, signal_fraction=signal,
-                   generated_tokens=sum(len(s.token_ids) for _, _, s in rows),
-                   **{f"time_{k}": round(v, 3) for k, v in times.items()})
+    times["update"] = time.time() - start - times["teacher"]
+    generated = sum(len(r.sample.token_ids) for r in rows)
+    metrics.update(totals, step=step, reward=float(rewards_BG.mean()), rollouts=len(rows), grad_norm=grad_norm,
+                   generated_tokens=generated, tokens_per_s=generated / max(times["generate"], 1e-9),
+                   **counts, **{f"time_{k}": round(v, 4) for k, v in times.items()})
+    if config.grpo_weight < 1:
+        metrics["signal_fraction"] = sum(r.teacher_prompt is not None for r in rows) / len(rows)
+        overlaps = [r.overlap for r in rows if r.overlap is not None]
+        metrics["copy_overlap"] = sum(overlaps) / len(overlaps) if overlaps else 0.0
+    metrics["loss"] = totals.get("pg_loss", 0.0) * config.grpo_weight + totals.get("sd_loss", 0.0) * (
+        1 - config.grpo_weight)
     return metrics
 
 
-def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, split: str = "train",
-                   log_path: str | Path | None = None,
-                   progress: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """Run ``config.steps`` steps in place on ``model``; the self-teacher is a frozen copy of its initial
-    weights. Returns the per-step metrics (also appended to ``log_path`` as JSON lines)."""
+# ----- the run -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OnPolicyResult:
+    """What a run leaves: per-step metrics, every evaluation, and the best and final scores."""
+
+    history: list[dict]
+    evals: list[dict]
+    best: dict | None
+    stopped_early: bool = False
+
+    @property
+    def final(self) -> dict | None:
+        return self.evals[-1] if self.evals else None
+
+
+def task_critic(task: Task) -> Critic:
+    """The task's own critic (the world's exact one) as a batch function."""
+    return lambda problems, traces: [task.critique(p, t) for p, t in zip(problems, traces)]
+
+
+def eval_config(config: OnPolicyConfig) -> EvalConfig:
+    """Held-out evaluation: same sampling as training, a fixed seed so every evaluation draws alike."""
+    return EvalConfig(n_problems=config.eval_problems, k=config.eval_k, temperature=config.temperature,
+                      top_p=config.top_p, max_new_tokens=config.max_new_tokens, seed=0)
+
+
+def _evaluate(model, tokenizer, task: Task, problems: list[Problem], config: OnPolicyConfig, step: int) -> dict:
+    summary, _ = evaluate(model, tokenizer, task, problems, eval_config(config))
+    return {"step": step, **summary["none"]}
+
+
+def _save_model(model, tokenizer, folder: Path) -> None:
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def _trackers(config: OnPolicyConfig, run_dir: Path | None, extra: Sequence = ()):
+    """An accelerate Accelerator that only logs (to ``report_to`` by name and to ``extra`` tracker
+    objects), or None when no tracker is asked for."""
+    if not config.report_to and not extra:
+        return None
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(log_with=[*config.report_to, *extra], project_dir=str(run_dir) if run_dir else None)
+    accelerator.init_trackers("mentor", config={k: v for k, v in asdict(config).items()
+                                                if isinstance(v, (int, float, str, bool))})
+    return accelerator
+
+
+def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir: str | Path | None = None,
+                   critic: Critic | None = None, eval_set: list[Problem] | None = None,
+                   progress: Callable[[int, dict], None] | None = None, trackers: Sequence = (),
+                   stop_after: int | None = None) -> OnPolicyResult:
+    """Train ``model`` in place for ``config.steps`` steps and return the run's record.
+
+    With ``run_dir`` the run writes ``config.json``, ``metrics.jsonl``, ``evals.jsonl``, a checkpoint every
+    ``save_every`` steps (``checkpoint/``), the best evaluated weights (``best/``) and the final ones
+    (``final/``); started again on the same folder it resumes from the checkpoint, exactly. Evaluation
+    (held-out ``eval_set``, by default ``eval_problems`` test problems) runs at step 0, every
+    ``eval_every`` steps and at the end. ``stop_after`` ends the call after that many steps in total, as
+    a kill would (tests and budgets); the folder can be resumed. ``trackers``: accelerate tracker objects
+    (``GeneralTracker``) beside the ``report_to`` names.
+    """
+    critic = critic or task_critic(task)
+    run_dir = Path(run_dir) if run_dir is not None else None
     torch.manual_seed(config.seed)
-    teacher = copy.deepcopy(model).eval() if config.context else None
-    if teacher is not None:
-        teacher.requires_grad_(False)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
-    pool = task.problems(split, n=config.steps * config.prompts_per_step, seed=config.seed)
+    random.seed(config.seed)
+    teacher = SelfTeacher(model, config.teacher, config.ema_decay) if config.grpo_weight < 1 else None
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.schedule, config.warmup_steps,
+                                                                       config.steps))
+    pool = task.problems("train", n=config.steps * config.prompts_per_step, seed=config.seed)
     random.Random(config.seed).shuffle(pool)
-    history = []
-    for step in range(config.steps):
+    eval_set = eval_set if eval_set is not None else task.problems("test", n=config.eval_problems)
+    guards = Guards(copy_margin=config.copy_margin, min_signal_fraction=config.min_signal_fraction)
+    result = OnPolicyResult(history=[], evals=[], best=None)
+    bad_evals, start = 0, 0
+    if run_dir is not None:
+        start, bad_evals = _prepare_run_dir(run_dir, config, model, optimizer, scheduler, teacher, guards, result)
+    trackers = _trackers(config, run_dir, trackers)
+
+    def record_eval(step: int) -> bool:
+        """Evaluate; keep the best; True when early stopping says stop."""
+        nonlocal bad_evals
+        score = _evaluate(model, tokenizer, task, eval_set, config, step)
+        result.evals.append(score)
+        key = f"avg@{config.eval_k}"
+        if run_dir is not None:
+            append_jsonl(run_dir / "evals.jsonl", score)
+        if trackers is not None:
+            trackers.log({f"eval/{k}": v for k, v in score.items() if isinstance(v, (int, float))}, step=step)
+        if result.best is None or score[key] > result.best[key]:
+            result.best, bad_evals = score, 0
+            if run_dir is not None:
+                _save_model(model, tokenizer, run_dir / "best")
+        else:
+            bad_evals += 1
+        return bool(config.early_stopping_patience) and bad_evals >= config.early_stopping_patience
+
+    if start == 0 and not result.evals:
+        record_eval(0)
+    for step in range(start, config.steps):
+        if stop_after is not None and step >= stop_after:
+            return result
         batch = pool[step * config.prompts_per_step : (step + 1) * config.prompts_per_step]
-        metrics = train_step(model, teacher, tokenizer, task, batch, optimizer, config, step)
-        history.append(metrics)
-        if log_path is not None:
-            append_jsonl(log_path, metrics)
+        metrics = train_step(model, teacher, tokenizer, task, batch, optimizer, config, step, critic)
+        if teacher is not None:
+            teacher.update(model)
+        metrics["lr"] = scheduler.get_last_lr()[0]
+        scheduler.step()
+        for warning in guards.check(step + 1, metrics):
+            log.warning(warning)
+            metrics.setdefault("warnings", []).append(warning)
+        result.history.append(metrics)
+        if run_dir is not None:
+            append_jsonl(run_dir / "metrics.jsonl", metrics)
+        if trackers is not None:
+            trackers.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step + 1)
         if progress is not None:
             progress(step + 1, metrics)
-    return history
+        done = step + 1 == config.steps
+        if (config.eval_every and (step + 1) % config.eval_every == 0) or done:
+            result.stopped_early = record_eval(step + 1) and not done
+        if run_dir is not None and ((step + 1) % config.save_every == 0 or done or result.stopped_early):
+            save_checkpoint(run_dir / "checkpoint", model=model, optimizer=optimizer, scheduler=scheduler,
+                            teacher_state=teacher.state_dict() if teacher else {}, step=step + 1,
+                            loop_state={"history": result.history, "evals": result.evals, "best": result.best,
+                                        "bad_evals": bad_evals, "guards": guards.state_dict(),
+                                        "stopped_early": result.stopped_early})
+        if result.stopped_early:
+            log.warning(f"early stopping at step {step + 1}: no better avg@{config.eval_k} in "
+                        f"{config.early_stopping_patience} evaluations")
+            break
+    if trackers is not None:
+        trackers.end_training()
+    if run_dir is not None:
+        _save_model(model, tokenizer, run_dir / "final")
+        (run_dir / "summary.json").write_text(json.dumps(run_summary(config, result), indent=2) + "\n")
+    return result
+
+
+def _prepare_run_dir(run_dir: Path, config: OnPolicyConfig, model, optimizer, scheduler, teacher, guards,
+                     result: OnPolicyResult) -> tuple[int, int]:
+    """Start a run folder, or restore its checkpoint; returns the step to continue from and the count of
+    evaluations without improvement."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.json"
+    resolved = asdict(config)
+    if saved.is_file():
+        previous = json.loads(saved.read_text())
+        changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
+        if changed:
+            raise ValueError(f"{run_dir} holds a run with another configuration (differs in {', '.join(changed)});"
+                             " use a new folder")
+    else:
+        saved.write_text(json.dumps(resolved, indent=2) + "\n")
+    state = load_checkpoint(run_dir / "checkpoint")
+    if state is None:
+        for name in ("metrics.jsonl", "evals.jsonl"):  # a run killed before its first checkpoint
+            (run_dir / name).unlink(missing_ok=True)
+        return 0, 0
+    restore_weights(model, state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if teacher is not None:
+        teacher.load_state_dict(state["teacher"])
+    set_rng_state(state["rng"])
+    loop = state["loop"]
+    result.history, result.evals, result.best = loop["history"], loop["evals"], loop["best"]
+    result.stopped_early = loop["stopped_early"]
+    guards.load_state_dict(loop["guards"])
+    # lines written after the checkpoint belong to steps that will run again
+    write_jsonl(run_dir / "metrics.jsonl", result.history)
+    write_jsonl(run_dir / "evals.jsonl", result.evals)
+    log.info(f"resuming {run_dir} at step {state['step']}")
+    return (config.steps if result.stopped_early else state["step"]), loop["bad_evals"]
+
+
+def run_summary(config: OnPolicyConfig, result: OnPolicyResult) -> dict:
+    """The budget actually spent and the scores, for the run folder and for comparisons."""
+    history = result.history
+    return {
+        "method": config.method, "grpo_weight": config.grpo_weight, "seed": config.seed,
+        "steps": len(history), "prompts": len(history) * config.prompts_per_step,
+        "rollouts": sum(m["rollouts"] for m in history),
+        "generated_tokens": sum(m["generated_tokens"] for m in history),
+        "stopped_early": result.stopped_early, "best": result.best, "final": result.final,
+        "evaluation": asdict(eval_config(config)),
+    }

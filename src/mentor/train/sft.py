@@ -7,7 +7,6 @@ A reader can follow one step top to bottom in :func:`train_sft`.
 
 from __future__ import annotations
 
-import math
 import random
 import warnings
 from collections.abc import Callable, Sequence
@@ -18,7 +17,7 @@ import torch
 
 from mentor.losses import causal_lm_logprobs, weighted_nll
 from mentor.records import append_jsonl
-from mentor.train.common import optimizer_step
+from mentor.train.common import lr_lambda, optimizer_step
 
 
 @dataclass
@@ -113,11 +112,7 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.
 
 def lr_at(step: int, config: SFTConfig) -> float:
     """Linear warm-up then cosine decay to ``lr * min_lr_ratio``."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+    return config.lr * lr_lambda("cosine", config.warmup_steps, config.steps, config.min_lr_ratio)(step)
 
 
 def train_sft(

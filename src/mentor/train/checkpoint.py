@@ -1,0 +1,73 @@
+"""Training checkpoints that resume exactly: a run killed and resumed ends with the same weights as one
+that never stopped (bitwise on CPU).
+
+A checkpoint holds what changes during a run: the trained weights, the optimizer and scheduler state, the
+self-teacher's EMA, the random-number generators, the step (the data cursor: batches are a pure
+function of seed and step) and the loop's own state (history, best score, guard baselines). It is
+written to a temporary file and renamed, so a kill while saving leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "state.pt"
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """The parameters the optimizer changes (the adapter under LoRA, everything otherwise)."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(folder: str | Path, *, model, optimizer, scheduler, teacher_state: dict, step: int,
+                    loop_state: dict) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "model": trainable_state(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "teacher": teacher_state, "rng": rng_state(),
+                "loop": loop_state}, tmp)
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(folder: str | Path) -> dict[str, Any] | None:
+    """The saved state, or None when ``folder`` holds no checkpoint."""
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@torch.no_grad()
+def restore_weights(model, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [name for name in state if name not in params]
+    if missing:
+        raise ValueError(f"checkpoint does not match the model: no parameter {missing[0]!r}")
+    for name, value in state.items():
+        params[name].copy_(value.to(params[name].device))
