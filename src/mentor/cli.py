@@ -140,6 +140,120 @@ def eval_command(args) -> int:
     return 0
 
 
+# ----- mentor train / analyze / compare ----------------------------------------------------------------
+
+def _train_progress(bar, total: int):
+    task_id = bar.add("training", total=total)
+
+    def progress(step: int, metrics: dict) -> None:
+        signal = f" signal {metrics['signal_fraction']:.0%}" if "signal_fraction" in metrics else ""
+        bar.update(task_id, step, info=f"reward {metrics['reward']:.2f} loss {metrics['loss']:.4f}{signal} "
+                                       f"{metrics['tokens_per_s']:.0f} tok/s")
+
+    return progress
+
+
+def _score_table(title: str, rows: list[tuple[str, dict]], k: int):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("checkpoint", "step", f"Pass@{k}", f"Maj@{k}", f"Avg@{k}"):
+        table.add_column(column, justify="right")
+    for name, score in rows:
+        table.add_row(name, str(score["step"]), *(f"{100 * score[f'{m}@{k}']:.2f}" for m in ("pass", "maj", "avg")))
+    return table
+
+
+def train_command(args) -> int:
+    from rich.console import Console
+
+    from mentor.config import load_config
+    from mentor.train.recipe import TrainConfig, run_training
+
+    config = load_config(TrainConfig, args.config, args.overrides)
+    out = Path(args.out or f"runs/train-{config.onpolicy.method}-seed{config.onpolicy.seed}")
+    with _progress() as bar:
+        result = run_training(config, out, progress=_train_progress(bar, config.onpolicy.steps))
+    k = config.onpolicy.eval_k
+    rows = [("start", result.evals[0]), ("best", result.best), ("final", result.final)]
+    Console().print(_score_table(f"{config.onpolicy.method} on {config.task}: held-out evaluation", rows, k))
+    if result.stopped_early:
+        _console().print(f"stopped early at step {len(result.history)} (no better Avg@{k})")
+    _console().print(f"run folder -> {out} (best/, final/, metrics.jsonl, evals.jsonl, summary.json)")
+    return 0
+
+
+def analyze_command(args) -> int:
+    from rich.console import Console
+
+    from mentor.analysis.report import aggregate_table, run_analysis
+    from mentor.evaluate import EvalConfig, evaluate
+    from mentor.records import Rollout, read_jsonl
+    from mentor.tasks import load_task
+    from mentor.train.recipe import CriticConfig, build_critic
+
+    task = load_task(args.task)
+    contexts = tuple(c.strip() for c in args.contexts.split(","))
+    critic = build_critic(CriticConfig(base_url=args.critic_base_url or "", model=args.critic_model or "",
+                                       api_key_env=args.critic_api_key_env), Path(args.out))
+    critique = (lambda problem, trace: critic.critique(problem, trace)) if critic else None
+    if args.rollouts:
+        rollouts = read_jsonl(args.rollouts, Rollout)
+        wanted = {r.problem_id for r in rollouts}
+        problems = [p for p in task.problems(args.split, n=args.problems_pool) if p.id in wanted]
+        if not problems:
+            raise ValueError(f"no problem of {args.task} ({args.split} split) matches the rollouts in {args.rollouts}")
+    model, tokenizer = load_model(args.model)
+    if not args.rollouts:
+        problems = task.problems(args.split, n=args.n)
+        with _console().status(f"sampling {len(problems)} rollouts"):
+            _, sampled = evaluate(model, tokenizer, task, problems,
+                                  EvalConfig(n_problems=len(problems), k=1, seed=args.seed,
+                                             temperature=args.temperature, max_new_tokens=args.max_new_tokens))
+        rollouts = sampled["none"]
+    with _progress() as bar:
+        task_id = bar.add("token advantages", total=len(rollouts) * len(contexts))
+        result = run_analysis(model, tokenizer, task, problems, rollouts, args.out, contexts=contexts,
+                              critic=critique, progress=lambda done, total: bar.update(task_id, done))
+    Console().print(aggregate_table(result))
+    _console().print(f"report -> {Path(args.out) / 'analysis.html'} (analysis.json, PNG plots)")
+    return 0
+
+
+def compare_command(args) -> int:
+    from mentor.config import load_config
+    from mentor.experiments import (
+        DEFAULT_CONFIG,
+        CompareConfig,
+        run_compare,
+        token_advantage_section,
+        write_report,
+    )
+
+    if args.config and "=" in args.config and not Path(args.config).exists():  # an override, not a file
+        args.overrides, args.config = [args.config, *args.overrides], None
+    config = load_config(CompareConfig, args.config or DEFAULT_CONFIG, args.overrides)
+    out = Path(args.out)
+    total = len(config.methods) * len(config.seeds)
+    with _progress() as bar:
+        task_id = bar.add(f"{total} runs ({config.workers} at a time)", total=total)
+        done = []
+
+        def on_done(label: str, seed: int, summary: dict) -> None:
+            done.append(label)
+            k = summary["evaluation"]["k"]
+            bar.update(task_id, len(done), info=f"{label} seed {seed}: final Avg@{k} "
+                                                f"{100 * summary['final'][f'avg@{k}']:.2f}")
+
+        results = run_compare(config, out, on_done)
+    with _console().status("token-advantage figures on the base model"):
+        analysis = token_advantage_section(config, out)
+    path = write_report(config, results, out, analysis)
+    print(path.read_text().split("## Budget")[0])
+    _console().print(f"report -> {path}")
+    return 0
+
+
 # ----- mentor demo ------------------------------------------------------------------------------------
 
 def demo(args) -> int:
@@ -233,6 +347,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for results.json and the rollouts")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="EvalConfig overrides")
     p.set_defaults(func=eval_command)
+
+    p = commands.add_parser("train", help="on-policy training: grpo, sd-reference, sd-critique, sd-success, blends")
+    p.add_argument("--config", help="YAML file with TrainConfig fields (model, task, lora, critic, onpolicy)")
+    p.add_argument("--out", help="run folder; an existing one is resumed (default runs/train-METHOD-seedS)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="e.g. onpolicy.method=sd-critique onpolicy.steps=100 onpolicy.lr=1e-4 model=world")
+    p.set_defaults(func=train_command)
+
+    p = commands.add_parser("analyze", help="per-token advantage of the reference and critique contexts: "
+                            "HTML, aggregates by first wrong step, plots")
+    p.add_argument("--model", default="world", help="checkpoint: world, a run's best/ or final/ folder, ...")
+    p.add_argument("--task", default="world")
+    p.add_argument("--rollouts", help="rollouts JSONL (e.g. mentor eval's rollouts_none.jsonl); default: sample")
+    p.add_argument("-n", type=int, default=50, help="problems to sample one rollout each (default 50)")
+    p.add_argument("--problems-pool", dest="problems_pool", type=int, default=1000,
+                   help="with --rollouts: how many problems of the split to search for their ids")
+    p.add_argument("--split", default="test")
+    p.add_argument("--contexts", default="reference,critique")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=160)
+    p.add_argument("--critic-base-url", dest="critic_base_url", help="an OpenAI-compatible LLM critic")
+    p.add_argument("--critic-model", dest="critic_model")
+    p.add_argument("--critic-api-key-env", dest="critic_api_key_env", default="OPENAI_API_KEY")
+    p.add_argument("--out", default="runs/analysis")
+    p.set_defaults(func=analyze_command)
+
+    p = commands.add_parser("compare", help="several methods x seeds under one budget; a markdown report")
+    p.add_argument("config", nargs="?", help="YAML with CompareConfig fields (default: the shipped world "
+                   "comparison, GRPO vs sd-reference vs sd-critique, 3 seeds)")
+    p.add_argument("--out", default="runs/compare")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0] shared.steps=20 workers=2")
+    p.set_defaults(func=compare_command)
     return parser
 
 

@@ -1,0 +1,255 @@
+"""``mentor compare``: several on-policy methods over several seeds under one budget, one markdown report.
+
+Every run shares ``shared`` (steps, learning rate, evaluation, ...) and differs only in its method's
+entry of ``methods``; runs are resumable folders (``OUT/METHOD/seedS``), so a killed comparison picks up
+where it stopped. The report has the METHODS.md-style table (best checkpoint per metric, and final;
+mean and spread over seeds), the budget each method spent, learning curves, the per-token advantage of
+the reference and critique contexts on the base model, and the exact configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import yaml
+
+from mentor.train.onpolicy import OnPolicyConfig
+
+DEFAULT_CONFIG = Path(__file__).parent / "assets" / "compare_world.yaml"
+METRICS = ("pass", "maj", "avg")
+
+
+@dataclass
+class CompareConfig:
+    """Methods x seeds under one budget. ``methods`` maps a label to OnPolicyConfig overrides."""
+
+    model: str = "world"
+    task: str = "world"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    methods: dict[str, dict] = field(default_factory=lambda: {
+        "GRPO": {"method": "grpo"}, "RefSol": {"method": "sd-reference"}, "StepAlignFB": {"method": "sd-critique"}})
+    shared: dict = field(default_factory=dict)
+    workers: int = 1  # runs in parallel, one torch thread each
+    analysis_problems: int = 50  # base-model rollouts for the token-advantage figures (0: none)
+
+    def __post_init__(self) -> None:
+        if not self.seeds or not self.methods:
+            raise ValueError("compare needs at least one seed and one method")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        for label in self.methods:
+            self.run_config(label, self.seeds[0])  # every combination must be a valid OnPolicyConfig
+
+    def run_config(self, label: str, seed: int) -> OnPolicyConfig:
+        try:
+            return OnPolicyConfig(**{**self.shared, **self.methods[label], "seed": seed})
+        except TypeError as err:
+            raise ValueError(f"method {label!r}: {err}") from None
+
+
+def _run_one(model: str, task: str, config: dict, run_dir: str, threads: int) -> dict:
+    """One training run in its own process (or inline); returns its summary. ``threads``: torch threads
+    (0: leave as they are)."""
+    import torch
+
+    from mentor.models import load_policy
+    from mentor.tasks import load_task
+    from mentor.train.onpolicy import run_summary, train_onpolicy
+
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.time()
+    policy, tokenizer = load_policy(model)
+    onpolicy = OnPolicyConfig(**config)
+    result = train_onpolicy(policy, tokenizer, load_task(task), onpolicy, run_dir=run_dir)
+    summary = run_summary(onpolicy, result)
+    summary.update(evals=result.evals, seconds=round(time.time() - start, 1))
+    return summary
+
+
+def run_compare(config: CompareConfig, out: str | Path,
+                on_done: Callable[[str, int, dict], None] | None = None) -> dict[str, list[dict]]:
+    """Run (or resume) every method x seed; returns the summaries by method label."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.yaml").write_text(yaml.safe_dump(asdict(config), sort_keys=False))
+    jobs = [(label, seed) for label in config.methods for seed in config.seeds]
+    results: dict[str, list[dict]] = {label: [] for label in config.methods}
+
+    def args(label: str, seed: int) -> tuple:
+        return (config.model, config.task, asdict(config.run_config(label, seed)),
+                str(out / label / f"seed{seed}"), 1 if config.workers > 1 else 0)
+
+    if config.workers == 1:
+        for label, seed in jobs:
+            summary = _run_one(*args(label, seed))
+            results[label].append(summary)
+            if on_done:
+                on_done(label, seed, summary)
+    else:
+        with ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_run_one, *args(label, seed)): (label, seed) for label, seed in jobs}
+            for future, (label, seed) in futures.items():
+                summary = future.result()
+                results[label].append(summary)
+                if on_done:
+                    on_done(label, seed, summary)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+# ----- the report ----------------------------------------------------------------------------------------
+
+
+def _spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{100 * mean:.2f}"
+    return f"{100 * mean:.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def metric_keys(k: int) -> dict[str, str]:
+    return {"pass": f"pass@{k}", "maj": f"maj@{k}", "avg": f"avg@{k}"}
+
+
+def results_table(results: dict[str, list[dict]], k: int, which: str) -> str:
+    """The METHODS.md table. ``which="best"``: for each metric, the best evaluation of each run (the
+    study's "best checkpoint per metric"); ``"final"``: the last evaluation; ``"start"``: step 0."""
+    keys = metric_keys(k)
+    lines = [f"| method | Pass@{k} | Maj@{k} | Avg@{k} |", "|---|---|---|---|"]
+    for label, runs in results.items():
+        cells = []
+        for metric in METRICS:
+            key = keys[metric]
+            if which == "best":
+                values = [max(e[key] for e in run["evals"]) for run in runs]
+            else:
+                values = [run["evals"][-1 if which == "final" else 0][key] for run in runs]
+            cells.append(_spread(values))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def budget_table(results: dict[str, list[dict]]) -> str:
+    lines = ["| method | steps | prompts | rollouts | generated tokens | wall time per run |", "|---|---|---|---|---|---|"]
+    for label, runs in results.items():
+        first = runs[0]
+        seconds = statistics.fmean(r.get("seconds", 0.0) for r in runs)
+        lines.append(f"| {label} | {first['steps']} | {first['prompts']} | {first['rollouts']} | "
+                     f"{statistics.fmean(r['generated_tokens'] for r in runs):.0f} | {seconds:.0f} s |")
+    return "\n".join(lines)
+
+
+def plot_curves(results: dict[str, list[dict]], k: int, path: Path) -> Path:
+    """Avg@k against step: the mean over seeds, and the range as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = metric_keys(k)["avg"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, runs in results.items():
+        steps = sorted({e["step"] for run in runs for e in run["evals"]})
+        means, lows, highs = [], [], []
+        for step in steps:
+            values = [100 * e[key] for run in runs for e in run["evals"] if e["step"] == step]
+            means.append(statistics.fmean(values))
+            lows.append(min(values))
+            highs.append(max(values))
+        ax.plot(steps, means, marker="o", label=label)
+        ax.fill_between(steps, lows, highs, alpha=0.2)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"Avg@{k} (%), held-out")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def token_advantage_section(config: CompareConfig, out: Path) -> str:
+    """A_t of the reference and critique contexts on the base model's own rollouts (mentor analyze)."""
+    if config.analysis_problems < 1:
+        return ""
+    from mentor.analysis.report import aggregate_table, run_analysis
+    from mentor.evaluate import EvalConfig, evaluate
+    from mentor.models import load_policy
+    from mentor.tasks import load_task
+
+    model, tokenizer = load_policy(config.model)
+    task = load_task(config.task)
+    problems = task.problems("test", n=config.analysis_problems)
+    shared = config.run_config(next(iter(config.methods)), config.seeds[0])
+    _, rollouts = evaluate(model, tokenizer, task, problems,
+                           EvalConfig(n_problems=len(problems), k=1, temperature=shared.temperature,
+                                      max_new_tokens=shared.max_new_tokens, seed=0))
+    result = run_analysis(model, tokenizer, task, problems, rollouts["none"], out / "analysis")
+    return ("## Where each context pushes the base model (per-token advantage)\n\n"
+            f"A_t = log p(y_t | x, c) - log p(y_t | x) on {len(rollouts['none'])} of the base model's own rollouts "
+            "(one per held-out problem, seed 0), split by the critic's first wrong step "
+            "(`analysis/analysis.html` shows every token).\n\n"
+            f"{aggregate_table(result)}\n\n![A_t around the first wrong step](analysis/advantage_by_error_offset.png)\n")
+
+
+def write_report(config: CompareConfig, results: dict[str, list[dict]], out: str | Path,
+                 analysis: str = "") -> Path:
+    out = Path(out)
+    first = next(iter(results.values()))[0]
+    k = first["evaluation"]["k"]
+    evaluation = first["evaluation"]
+    plot_curves(results, k, out / "curves.png")
+    configs = {label: asdict(config.run_config(label, config.seeds[0])) for label in config.methods}
+    text = f"""# mentor compare: {config.task} task, model {config.model}
+
+{len(config.seeds)} seeds ({', '.join(map(str, config.seeds))}); mean ± standard deviation over seeds.
+Evaluation: {evaluation['n_problems']} held-out problems, n = k = {k} samples each, temperature
+{evaluation['temperature']}, top_p {evaluation['top_p']}, at most {evaluation['max_new_tokens']} new tokens,
+sampling seed {evaluation['seed']}; checkpoints evaluated every {first['evals'][1]['step'] if len(first['evals']) > 1 else '-'} steps.
+
+## Best checkpoint per metric
+
+{results_table(results, k, 'best')}
+
+## Final checkpoint
+
+{results_table(results, k, 'final')}
+
+## Before training (step 0)
+
+{results_table(results, k, 'start')}
+
+## Budget per run
+
+{budget_table(results)}
+
+## Learning curves
+
+![Avg@{k} by step](curves.png)
+
+{analysis}
+## Configuration
+
+The comparison (`compare.yaml`):
+
+```yaml
+{yaml.safe_dump(asdict(config), sort_keys=False).strip()}
+```
+
+Each method's resolved `OnPolicyConfig` (seed {config.seeds[0]}; other seeds differ only in `seed`):
+
+```json
+{json.dumps(configs, indent=1)}
+```
+"""
+    path = out / "report.md"
+    path.write_text(text)
+    return path

@@ -1,0 +1,115 @@
+"""`mentor train`, `mentor analyze` and `mentor compare` end to end on the shipped world model, including a
+training process killed with SIGKILL and resumed to the same weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mentor.cli import main
+from mentor.world_model import load_world_folder
+
+TRAIN = ["onpolicy.steps=4", "onpolicy.prompts_per_step=3", "onpolicy.lr=1e-3", "onpolicy.save_every=1",
+         "onpolicy.eval_problems=4", "onpolicy.eval_k=2", "onpolicy.max_new_tokens=120"]
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    model, _ = load_world_folder(folder)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_train_writes_a_run_folder_and_a_second_call_resumes_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TRAIN]) == 0
+    printed = capsys.readouterr().out
+    assert "start" in printed and "best" in printed and "final" in printed
+    for name in ("config.json", "train.json", "metrics.jsonl", "evals.jsonl", "summary.json", "best", "final",
+                 "checkpoint/state.pt"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["rollouts"] == 12 and summary["method"] == "sd-critique"
+    final = weights(out / "final")
+    assert main(["train", "--out", str(out), *TRAIN]) == 0  # already done: nothing retrained
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
+    again = weights(out / "final")
+    assert all(torch.equal(final[k], again[k]) for k in final)
+    assert main(["train", "--out", str(out), *TRAIN, "onpolicy.lr=0.5"]) == 2  # another config, same folder
+
+
+def test_a_training_process_killed_mid_run_resumes_to_the_same_weights(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert main(["train", "--out", str(straight), *TRAIN]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "mentor.cli", "train", "--out", str(killed), *TRAIN],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "final").exists()
+    assert main(["train", "--out", str(killed), *TRAIN]) == 0
+    expected, resumed = weights(straight / "final"), weights(killed / "final")
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected)
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == [0, 1, 2, 3]
+
+
+def test_analyze_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "analysis"
+    assert main(["analyze", "-n", "4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| reference |" in printed and "| critique |" in printed
+    for name in ("analysis.json", "analysis.html", "advantage_by_error_offset.png", "advantage_by_region.png"):
+        assert (out / name).is_file(), name
+
+
+def test_analyze_reads_rollouts_written_by_eval(tmp_path, capsys):
+    assert main(["eval", "-n", "3", "-k", "1", "--out", str(tmp_path / "eval")]) == 0
+    out = tmp_path / "analysis"
+    assert main(["analyze", "--rollouts", str(tmp_path / "eval" / "rollouts_none.jsonl"), "--contexts", "critique",
+                 "--out", str(out)]) == 0
+    result = json.loads((out / "analysis.json").read_text())
+    assert list(result["contexts"]) == ["critique"] and len(result["contexts"]["critique"]["rollouts"]) == 3
+
+
+COMPARE = ["seeds=[0,1]", "shared.steps=2", "shared.eval_every=1", "shared.eval_problems=4", "shared.eval_k=2",
+           "shared.max_new_tokens=120", "analysis_problems=3", "methods.GRPO.prompts_per_step=1",
+           "methods.GRPO.rollouts_per_prompt=4", "methods.RefSol.prompts_per_step=4",
+           "methods.StepAlignFB.prompts_per_step=4"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_compare_writes_the_paper_table_and_resumes(tmp_path, capsys, workers):
+    out = tmp_path / "compare"
+    assert main(["compare", "--out", str(out), *COMPARE, f"workers={workers}"]) == 0
+    report = (out / "report.md").read_text()
+    for label in ("GRPO", "RefSol", "StepAlignFB"):
+        assert f"| {label} |" in report
+        for seed in (0, 1):
+            assert (out / label / f"seed{seed}" / "summary.json").is_file()
+    assert "| method | Pass@2 | Maj@2 | Avg@2 |" in report and "±" in report
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "analysis" / "analysis.html").is_file() and "per-token advantage" in report
+    results = json.loads((out / "results.json").read_text())
+    assert all(len(runs) == 2 and all(len(r["evals"]) == 3 for r in runs) for runs in results.values())
+    # budgets are equal: 4 rollouts a step for every method
+    assert {runs[0]["rollouts"] for runs in results.values()} == {8}
+    if workers == 1:  # a second call finds every run finished and reproduces the report
+        assert main(["compare", "--out", str(out), *COMPARE]) == 0
+        assert json.loads((out / "results.json").read_text())["GRPO"][0]["final"] == results["GRPO"][0]["final"]
+
+
+def test_compare_rejects_a_bad_method_before_running(tmp_path):
+    assert main(["compare", "--out", str(tmp_path), "methods.X.method=ppo"]) == 2
