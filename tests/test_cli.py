@@ -105,7 +105,7 @@ def test_user_errors_are_one_line_and_exit_2(argv, message):
 
 def test_help_for_every_command():
     for argv in (["--help"], ["demo", "--help"], ["eval", "--help"], ["world", "build", "--help"],
-                 ["world", "show", "--help"]):
+                 ["world", "show", "--help"], ["train", "--help"], ["analyze", "--help"], ["compare", "--help"]):
         result = subprocess.run([sys.executable, "-m", "mentor.cli", *argv], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: mentor" in result.stdout
 
@@ -120,8 +120,10 @@ def test_demo_runs_end_to_end_with_the_shipped_model(tmp_path, capsys):
     from mentor.world_model import SHIPPED_DIR, WorldModelConfig, find_world_model
 
     assert find_world_model(WorldModelConfig()) == SHIPPED_DIR  # the demo needs no build on a fresh install
-    assert main(["demo", "-n", "4", "-k", "2", "--out", str(tmp_path / "demo")]) == 0
+    assert main(["demo", "-n", "4", "-k", "2", "--train-steps", "2", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
+    assert "base solver" in out and "after training" in out
+    assert len((tmp_path / "demo" / "train" / "metrics.jsonl").read_text().splitlines()) == 2
     assert out.count("the critic's step-aligned critique") == 3
     for kind in ("none", "reference", "critique"):
         assert kind in out

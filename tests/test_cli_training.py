@@ -87,7 +87,7 @@ def test_analyze_reads_rollouts_written_by_eval(tmp_path, capsys):
 COMPARE = ["seeds=[0,1]", "shared.steps=2", "shared.eval_every=1", "shared.eval_problems=4", "shared.eval_k=2",
            "shared.max_new_tokens=120", "analysis_problems=3", "methods.GRPO.prompts_per_step=1",
            "methods.GRPO.rollouts_per_prompt=4", "methods.RefSol.prompts_per_step=4",
-           "methods.StepAlignFB.prompts_per_step=4"]
+           "methods.StepAlignFB.prompts_per_step=4", "methods.StepAlignFB-to-divergence.prompts_per_step=4"]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -95,7 +95,7 @@ def test_compare_writes_the_paper_table_and_resumes(tmp_path, capsys, workers):
     out = tmp_path / "compare"
     assert main(["compare", "--out", str(out), *COMPARE, f"workers={workers}"]) == 0
     report = (out / "report.md").read_text()
-    for label in ("GRPO", "RefSol", "StepAlignFB"):
+    for label in ("GRPO", "RefSol", "StepAlignFB", "StepAlignFB-to-divergence"):
         assert f"| {label} |" in report
         for seed in (0, 1):
             assert (out / label / f"seed{seed}" / "summary.json").is_file()

@@ -291,8 +291,31 @@ def demo(args) -> int:
         out.print(Panel(problem.solution or "", title="a reference solution"))
     eval_config = EvalConfig(model="world", task="world", n_problems=args.n, k=args.k, seed=args.seed,
                              contexts=["none", "reference", "critique"])
-    run_eval(eval_config, args.out, "the world's base solver with and without context", (model, tokenizer))
+    before = run_eval(eval_config, args.out, "the world's base solver with and without context", (model, tokenizer))
+    if args.train_steps:
+        demo_training(model, tokenizer, task, before["none"], args)
     return 0
+
+
+def demo_training(model, tokenizer, task, before: dict, args) -> None:
+    """A short step-aligned-critique self-distillation run, then the same evaluation again."""
+    from rich.console import Console
+
+    from mentor.evaluate import EvalConfig, evaluate
+    from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy
+
+    config = OnPolicyConfig(method="sd-critique", signal_span="to-divergence", steps=args.train_steps,
+                            prompts_per_step=16, lr=3e-4, eval_problems=args.n, eval_k=args.k, seed=args.seed)
+    _console().print(f"self-distillation with step-aligned critique: {config.steps} steps x "
+                     f"{config.prompts_per_step} rollouts, lr {config.lr}, signal up to the first departure "
+                     "from the critique")
+    with _progress() as bar:
+        train_onpolicy(model, tokenizer, task, config, run_dir=Path(args.out) / "train",
+                       progress=_train_progress(bar, config.steps))
+    problems = task.problems("test", n=args.n)
+    after, _ = evaluate(model, tokenizer, task, problems, EvalConfig(n_problems=args.n, k=args.k, seed=args.seed))
+    rows = [("base solver", {**before, "step": 0}), ("after training", {**after["none"], "step": config.steps})]
+    Console().print(_score_table(f"no context, {args.n} held-out problems, k={args.k}", rows, args.k))
 
 
 # ----- parser -----------------------------------------------------------------------------------------
@@ -309,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=8, help="samples per problem (default 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/demo", help="where to write results (default runs/demo)")
+    p.add_argument("--train-steps", dest="train_steps", type=int, default=60,
+                   help="steps of the short sd-critique run (default 60; 0 skips it)")
     p.set_defaults(func=demo)
 
     world = commands.add_parser("world", help="the model organism: build its base solver, show problems")
