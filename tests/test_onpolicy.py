@@ -270,3 +270,9 @@ def test_metrics_reach_accelerate_trackers():
     steps = [step for step, values in tracker.logged if "reward" in values]
     assert steps == [1, 2]
     assert any("eval/avg@2" in values for _, values in tracker.logged)
+
+
+def test_a_context_the_task_cannot_give_fails_before_training():
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    with pytest.raises(ValueError, match="has no critic"):
+        train_onpolicy(model, tokenizer, load_task("gym:basic_arithmetic"), OnPolicyConfig(steps=1, **FAST))

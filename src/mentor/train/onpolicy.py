@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from mentor.contexts import build_context_prompt
-from mentor.evaluate import EvalConfig, evaluate
+from mentor.evaluate import EvalConfig, check_contexts, evaluate
 from mentor.losses import (
     clipped_policy_gradient,
     generalized_jsd,
@@ -405,6 +405,10 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     a kill would (tests and budgets); the folder can be resumed. ``trackers``: accelerate tracker objects
     (``GeneralTracker``) beside the ``report_to`` names.
     """
+    pool = task.problems("train", n=config.steps * config.prompts_per_step, seed=config.seed)
+    random.Random(config.seed).shuffle(pool)
+    if config.grpo_weight < 1 and config.context in ("reference", "critique"):
+        check_contexts(task, pool, [] if critic is not None and config.context == "critique" else [config.context])
     critic = critic or task_critic(task)
     run_dir = Path(run_dir) if run_dir is not None else None
     torch.manual_seed(config.seed)
@@ -414,8 +418,6 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.schedule, config.warmup_steps,
                                                                        config.steps))
-    pool = task.problems("train", n=config.steps * config.prompts_per_step, seed=config.seed)
-    random.Random(config.seed).shuffle(pool)
     eval_set = eval_set if eval_set is not None else task.problems("test", n=config.eval_problems)
     guards = Guards(copy_margin=config.copy_margin, min_signal_fraction=config.min_signal_fraction)
     result = OnPolicyResult(history=[], evals=[], best=None)
