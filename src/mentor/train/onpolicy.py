@@ -171,12 +171,14 @@ def completion_logits(model, prompts: Sequence[list[int]], completions: Sequence
     ids = _padded([p + c for p, c in zip(prompts, completions)], width, torch.long, device)
     attention = _padded([[1] * (len(p) + len(c)) for p, c in zip(prompts, completions)], width, torch.long,
                         device)
-    logits_BLV = model(input_ids=ids, attention_mask=attention).logits
+    # only the positions that predict completion tokens go through the head (a real vocabulary is large)
+    offset = min(len(p) for p in prompts) - 1
+    logits_BLV = model(input_ids=ids, attention_mask=attention, logits_to_keep=width - offset).logits
     steps = max(len(c) for c in completions)
     out_BTV = logits_BLV.new_zeros((len(prompts), steps, logits_BLV.shape[-1]))
     mask_BT = torch.zeros((len(prompts), steps), device=device)
     for row, (p, c) in enumerate(zip(prompts, completions)):
-        out_BTV[row, : len(c)] = logits_BLV[row, len(p) - 1 : len(p) - 1 + len(c)]
+        out_BTV[row, : len(c)] = logits_BLV[row, len(p) - 1 - offset : len(p) - 1 - offset + len(c)]
         mask_BT[row, : len(c)] = 1.0
     return out_BTV, mask_BT
 
@@ -245,7 +247,7 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
         pg, pg_metrics = clipped_policy_gradient(logp_BT, old_BT, adv_B.to(device), mask_BT, clip_low=config.clip,
                                                  clip_high=config.clip, aggregation=config.aggregation)
         metrics.update({f"pg_{k}": v for k, v in pg_metrics.items()})
-    if config.grpo_weight < 1:
+    if config.grpo_weight < 1 and any(r.teacher_prompt is not None for r in rows):  # else no signal to compute
         start = time.time()
         keep_B = torch.tensor([r.teacher_prompt is not None for r in rows], device=device)
         teacher_prompts = [encode_prompt(tokenizer, r.teacher_prompt or r.prompt) for r in rows]
