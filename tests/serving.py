@@ -15,10 +15,12 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import NamedTuple
 
@@ -106,3 +108,18 @@ def served_smollm2(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
     with transformers_serve(folder, log_path, env={"MENTOR_CACHE": cache}) as base_url:
         yield Served(base_url, folder, log_path)
+
+
+@contextlib.contextmanager
+def loopback_server(handler) -> Iterator[str]:
+    """Serve ``handler`` (a BaseHTTPRequestHandler class) on 127.0.0.1 in a thread; yields the base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=2)

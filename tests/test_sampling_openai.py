@@ -8,12 +8,13 @@ import logging
 import threading
 import time
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from mentor.sampling import SamplingParams
 from mentor.sampling.openai_compatible import OpenAISampler, SamplerError
+from serving import loopback_server
 
 KEY = "sk-test-SECRET-0123456789"
 KEY_ENV = "MENTOR_TEST_OPENAI_KEY"
@@ -116,14 +117,8 @@ def make_handler(script: Script) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def server():
     script = Script()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(script))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield script, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=2)
+    with loopback_server(make_handler(script)) as url:
+        yield script, url
 
 
 @pytest.fixture(autouse=True)

@@ -140,6 +140,49 @@ def eval_command(args) -> int:
     return 0
 
 
+# ----- mentor generate --------------------------------------------------------------------------------
+
+def generate_command(args) -> int:
+    import dataclasses
+
+    from mentor.config import load_config
+    from mentor.offline.generate import GenerateConfig, run_generate
+    from mentor.sampling.openai_compatible import SamplerError
+
+    config = load_config(GenerateConfig, args.config, args.overrides)
+    flags = {"task": args.data or args.task, "n_problems": args.n, "group_size": args.group_size,
+             "split": args.split, "seed": args.seed}
+    config = dataclasses.replace(config, **{k: v for k, v in flags.items() if v is not None})
+    out = Path(args.out)
+    with _progress() as bar:
+        ids = []
+
+        def progress(done: int, total: int) -> None:
+            if not ids:
+                ids.append(bar.add(f"prompts answered ({config.group_size} responses each)", total=total))
+            bar.update(ids[0], done)
+
+        try:
+            summary = run_generate(config, out, progress=progress)
+        except SamplerError as err:
+            rows = out / "responses.jsonl"
+            kept = len(rows.read_text().splitlines()) if rows.is_file() else 0
+            print(f"mentor: error: teacher request failed: {str(err).splitlines()[0]} ({kept} rows kept in "
+                  f"{rows}; run the same command again to resume)", file=sys.stderr)
+            return 1
+    run = summary["this_run"]
+    _console().print(
+        f"{summary['prompts']} prompts x {summary['group_size']} = {summary['responses']} responses from "
+        f"{summary['teacher']}: {summary['correct']} correct ({100 * summary['accuracy']:.1f}%), "
+        f"{summary['format_failures']} format failures, {summary['empty']} empty, {summary['truncated']} "
+        f"truncated, {summary['zero_variance_groups']} zero-variance groups ({summary['dropped_groups']} "
+        f"dropped); this run wrote {run['rows_written']} rows in {run['seconds']:.1f}s "
+        f"({run['rows_found']} found, {run['retries']} retries)")
+    _console().print(f"dataset -> {out} (responses.jsonl, dataset/, summary.json)")
+    print(out)
+    return 0
+
+
 # ----- mentor train / analyze / compare ----------------------------------------------------------------
 
 def _train_progress(bar, total: int):
@@ -372,6 +415,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for results.json and the rollouts")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="EvalConfig overrides")
     p.set_defaults(func=eval_command)
+
+    p = commands.add_parser("generate", help="G scored teacher responses per prompt with group statistics and "
+                            "every normalisation's weight (AdvDistill data); resumable")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--task", help="world[:opts], gym:NAME, hf:NAME (default world)")
+    source.add_argument("--data", help="a local file or folder (GSM8K, MATH, prompt/completion, messages)")
+    p.add_argument("-n", type=int, help="number of problems (default 100)")
+    p.add_argument("-G", "--group-size", dest="group_size", type=int, help="responses per prompt (default 8)")
+    p.add_argument("--split", help="split to generate for (default train)")
+    p.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    p.add_argument("--config", help="YAML file with GenerateConfig fields (teacher, rewards, weighting, ...)")
+    p.add_argument("--out", default="runs/generate", help="output folder; an existing one is resumed "
+                   "(default runs/generate)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="e.g. teacher.kind=openai teacher.base_url=http://127.0.0.1:8000 teacher.model=NAME "
+                   "teacher.error_rate=0.3 rewards.weights.format=0.2 weighting.normalisation=softmax")
+    p.set_defaults(func=generate_command)
 
     p = commands.add_parser("train", help="on-policy training: grpo, sd-reference, sd-critique, sd-success, blends")
     p.add_argument("--config", help="YAML file with TrainConfig fields (model, task, lora, critic, onpolicy)")

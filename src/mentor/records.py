@@ -113,6 +113,45 @@ class Feedback:
 
 
 @dataclass
+class TeacherResponse:
+    """One teacher response to one problem, scored: a row of ``mentor generate``'s ``responses.jsonl``.
+
+    ``components`` holds every reward component (see :mod:`mentor.rewards`) and ``reward`` their weighted
+    sum; ``group`` the statistics of the problem's group of responses (``size``, ``mean``, ``std``, ``min``,
+    ``max``, ``n_correct``, ``zero_variance``); ``weights`` the response's weight under every group
+    normalisation (None where its group was dropped for having zero variance). ``prompt`` is the user
+    message the teacher answered (the task's prompt), ``answer`` the gold answer.
+    """
+
+    problem_id: str
+    sample_index: int
+    teacher: str
+    prompt: str
+    completion: str
+    answer: str
+    verdict: Verdict
+    finish_reason: str = "stop"
+    num_words: int = 0
+    components: dict[str, float] = field(default_factory=dict)
+    reward: float = 0.0
+    group: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, float | None] = field(default_factory=dict)
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require_text(self, "problem_id", "teacher")
+        if isinstance(self.verdict, dict):
+            try:
+                self.verdict = _from_dict(Verdict, self.verdict)
+            except RecordError as err:
+                raise RecordError(str(err).replace("field '", "field 'verdict.", 1)) from None
+        if self.sample_index < 0:
+            raise RecordError(f"field 'sample_index': must be >= 0, got {self.sample_index}")
+        if self.finish_reason not in ("stop", "length"):
+            raise RecordError(f"field 'finish_reason': {self.finish_reason!r} is not 'stop' or 'length'")
+
+
+@dataclass
 class Review:
     """One reviewer's score of one rationale (peer review). ``score`` is None when unparseable."""
 

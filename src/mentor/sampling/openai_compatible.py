@@ -10,8 +10,10 @@ Design choices:
   re-run with the same arguments sends only the requests that had not completed. ``params.n`` is not part
   of the key. Rows hold the key hash, the text and the finish reason: never the request or the API key.
 - **Retries** with exponential backoff and jitter (or the server's ``Retry-After``) on 408, 429, 5xx,
-  timeouts, connection errors, and bodies that are not JSON or carry no ``choices``. Any other 4xx raises
-  ``SamplerError`` at once.
+  timeouts, connection errors, and bodies that are not JSON (or not UTF-8) or carry no ``choices``. Any
+  other 4xx raises ``SamplerError`` at once. ``stats`` counts what happened: ``requests`` (HTTP attempts),
+  ``cache_hits``, ``retries`` and ``retry_<cause>`` (``http_429``, ``http_408``, ``http_5xx``,
+  ``bad_body``, ``connection``), and ``failures`` (retries exhausted).
 - **The API key** is read from the environment variable ``api_key_env`` at request time and sent only in
   the ``Authorization`` header; it is redacted from every log line and error message, and never stored.
 - The server gives no token ids or log-probs here, so ``Sample.token_ids`` and ``Sample.logprobs`` are
@@ -31,6 +33,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from email.utils import parsedate_to_datetime
@@ -49,9 +52,10 @@ class SamplerError(RuntimeError):
 
 
 class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, cause: str = "connection") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.cause = cause
 
 
 class _Cache:
@@ -129,6 +133,12 @@ class OpenAISampler:
         self.backoff_s = backoff_s
         self._cache = _Cache(cache_path) if cache_path is not None else None
         self._limiter = _RateLimiter(rate_limit_per_s) if rate_limit_per_s else None
+        self.stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+
+    def _count(self, *names: str) -> None:
+        with self._stats_lock:
+            self.stats.update(names)
 
     def __repr__(self) -> str:
         return f"OpenAISampler(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
@@ -202,6 +212,7 @@ class OpenAISampler:
         identity = [self.base_url, self.model, endpoint, body, sample_index]
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         if self._cache is not None and (cached := self._cache.get(key)) is not None:
+            self._count("cache_hits")
             return cached
         sample = self._request(endpoint, body)
         if self._cache is not None:
@@ -213,11 +224,14 @@ class OpenAISampler:
         for attempt in range(self.max_retries + 1):
             if self._limiter is not None:
                 self._limiter.wait()
+            self._count("requests")
             try:
                 return self._post(url, body)
             except _Retryable as error:
                 if attempt == self.max_retries:
+                    self._count("failures")
                     raise SamplerError(f"POST {url} failed after {attempt + 1} attempts: {error}") from None
+                self._count("retries", f"retry_{error.cause}")
                 delay = error.retry_after
                 if delay is None:
                     delay = self.backoff_s * 2**attempt * random.uniform(0.5, 1.5)
@@ -245,17 +259,19 @@ class OpenAISampler:
                 detail = "(unreadable body)"
             message = f"HTTP {error.code} from POST {url}: {detail}"
             if error.code in _RETRYABLE_STATUS or error.code >= 500:
-                raise _Retryable(message, _retry_after(error.headers.get("Retry-After"))) from None
+                cause = f"http_{error.code}" if error.code in _RETRYABLE_STATUS else "http_5xx"
+                raise _Retryable(message, _retry_after(error.headers.get("Retry-After")), cause) from None
             raise SamplerError(message) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as error:  # timeouts included
-            raise _Retryable(_redact(f"{type(error).__name__}: {error}", key)) from None
+            cause = "bad_body" if isinstance(error, http.client.IncompleteRead) else "connection"
+            raise _Retryable(_redact(f"{type(error).__name__}: {error}", key), cause=cause) from None
         try:
             choice = json.loads(raw)["choices"][0]
             text = choice["message"]["content"] if "message" in choice else choice["text"]
             if not isinstance(text, str):
                 raise TypeError(f"text is {type(text).__name__}")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
-            raise _Retryable(f"malformed response body ({type(error).__name__}: {error})") from None
+            raise _Retryable(f"malformed response body ({type(error).__name__}: {error})", cause="bad_body") from None
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
         return Sample(text, [], [], finish)
 

@@ -131,6 +131,33 @@ def question_text(wp: WorldProblem) -> str:
     return f"Work modulo {wp.modulus}. Let {given}. Then {derived}. What is {wp.target}?"
 
 
+_QUESTION_RE = re.compile(
+    r"Work modulo (?P<m>\d+)\. Let (?P<given>[a-z] = \d+(?:, [a-z] = \d+)*)\. "
+    r"Then (?P<derived>[a-z] is [a-z] [-+*] [a-z](?:, [a-z] is [a-z] [-+*] [a-z])*)\. What is (?P<target>[a-z])\?"
+)
+
+
+def parse_question(text: str) -> WorldProblem | None:
+    """The world problem stated in ``text`` (the inverse of :func:`question_text`, found anywhere in the
+    text, e.g. inside a longer prompt); None when the text states none, or one that is inconsistent."""
+    match = _QUESTION_RE.search(text)
+    if match is None:
+        return None
+    inputs = {}
+    for item in match["given"].split(", "):
+        name, value = item.split(" = ")
+        inputs[name] = int(value)
+    defs = [tuple(item.replace(" is ", " ").split(" ")) for item in match["derived"].split(", ")]
+    known = set(inputs)
+    for name, left, _, right in defs:
+        if name in known or not {left, right} <= known:
+            return None
+        known.add(name)
+    if defs[-1][0] != match["target"] or int(match["m"]) < 2:
+        return None
+    return WorldProblem(int(match["m"]), inputs, defs)
+
+
 def format_step(name: str, left: str, op: str, right: str, x: int, y: int, z: int) -> str:
     """A step body in the canonical notation (``x``, ``y`` the operands' values, ``z`` the result)."""
     return f"{name} is {left} {op} {right} with {left} = {x} and {right} = {y}, {x} {op} {y} = {z} so {name} = {z}"
@@ -153,12 +180,16 @@ def canonical_solution(wp: WorldProblem) -> str:
     return format_trace([step_body(wp, d[0]) for d in wp.defs], wp.answer)
 
 
-def _alternative_body(wp: WorldProblem, name: str, style: int) -> str:
-    _, left, op, right = wp.definition(name)
-    x, y, z = wp.values[left], wp.values[right], wp.values[name]
+def alternative_step(name: str, left: str, op: str, right: str, x: int, y: int, z: int, style: int) -> str:
+    """A step body in one of the two alternative wordings (``style`` 0 or 1) of reference derivations."""
     if style == 0:
         return f"{x} {op} {y} gives {z}, hence {name} = {z}"
     return f"from {left} and {right}: {x} {op} {y} makes {z}, hence {name} = {z}"
+
+
+def _alternative_body(wp: WorldProblem, name: str, style: int) -> str:
+    _, left, op, right = wp.definition(name)
+    return alternative_step(name, left, op, right, wp.values[left], wp.values[right], wp.values[name], style)
 
 
 def _random_topological_order(wp: WorldProblem, rng: random.Random) -> list[str]:

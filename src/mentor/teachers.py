@@ -1,0 +1,308 @@
+"""Teachers: a name plus something that answers chat messages, for the offline methods (METHODS.md 2, 3).
+
+Every teacher has one interface, the one :class:`~mentor.sampling.openai_compatible.OpenAISampler` has::
+
+    teacher.name                                   # recorded in every row it writes
+    teacher.chat(messages_list, params)            # -> list[list[Sample]]: params.n samples per chat
+    teacher.stats()                                # -> dict of counts (requests, cache hits, retries...)
+    teacher.close()
+
+- :class:`SamplerTeacher` wraps a sampler: one with ``chat`` (an OpenAI-compatible server, with its request
+  cache, retries and API key from the environment) is used as is; one with only ``generate`` (the local
+  transformers sampler) gets each chat rendered with its tokenizer's chat template.
+- :class:`SimulatedWorldTeacher` answers world problems without a model, with a configurable error rate and
+  style, so the offline pipelines run end to end on the model organism without an API.
+
+**How the simulated teacher knows the problem.** It reads it from the messages, as a real teacher does: a
+world question (``Work modulo 10. Let a = 7, ... What is f?``) states the whole problem, so
+:func:`~mentor.tasks.world.parse_question` recovers it from the last user message, wherever it stands in
+the prompt. No side channel carries the :class:`~mentor.records.Problem`, so a prompt template changed by a
+user reaches the simulated teacher exactly as it reaches a real one. What it writes depends on the kind of
+request (:meth:`SimulatedWorldTeacher.request_kind`); today every request that states a world question is
+a ``solve`` request; the MAPD stages add their kinds (mistake explanations, reviews) there, recognised by
+their prompt templates. A request that states no world question is a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from mentor.sampling import Sample, SamplingParams
+from mentor.tasks.world import (
+    ERROR_KINDS,
+    WorldProblem,
+    alternative_solution,
+    alternative_step,
+    canonical_solution,
+    corrupt_trace,
+    format_trace,
+    parse_question,
+    parse_trace,
+)
+
+Messages = list[dict[str, Any]]
+STYLES = ("canonical", "alternative")
+TEACHER_KINDS = ("simulated", "openai", "local")
+
+
+class Teacher(Protocol):
+    name: str
+
+    def chat(self, messages_list: list[Messages], params: SamplingParams) -> list[list[Sample]]: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+def user_messages(prompt: str, system: str = "") -> Messages:
+    """The chat a teacher sees for one prompt: an optional system turn and the user turn."""
+    messages = [{"role": "user", "content": prompt}]
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
+    return messages
+
+
+def render_messages(tokenizer: Any, messages: Messages) -> str:
+    """A chat rendered with the tokenizer's chat template and the generation prompt; without a template (a
+    base model) the turns' texts joined by blank lines."""
+    from mentor.models import _template_text
+
+    if _template_text(tokenizer) is None:
+        return "\n\n".join(str(m["content"]) for m in messages)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def _chat_seed(seed: int, messages: Messages) -> int:
+    digest = hashlib.sha256(json.dumps([seed, messages], sort_keys=True).encode()).digest()
+    return int.from_bytes(digest[:6], "little")
+
+
+class SamplerTeacher:
+    """A teacher from a sampler: ``chat`` when it has one (OpenAISampler), else the chat template + ``generate``.
+
+    With a local sampler each chat is generated on its own with a seed derived from (params.seed, the chat),
+    so a chat's samples do not depend on which other chats share the call: a resumed job gets the very
+    samples an uninterrupted one would have.
+    """
+
+    def __init__(self, name: str, sampler: Any, tokenizer: Any | None = None) -> None:
+        if not name:
+            raise ValueError("a teacher needs a name")
+        self.name = name
+        self.sampler = sampler
+        self.tokenizer = tokenizer if tokenizer is not None else getattr(sampler, "tokenizer", None)
+        if not hasattr(sampler, "chat") and self.tokenizer is None:
+            raise ValueError(f"teacher {name!r}: a sampler without chat() needs a tokenizer for the chat template")
+        self._stats: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"SamplerTeacher({self.name!r}, {self.sampler!r})"
+
+    def chat(self, messages_list: list[Messages], params: SamplingParams) -> list[list[Sample]]:
+        if hasattr(self.sampler, "chat"):
+            return self.sampler.chat(messages_list, params)
+        out = []
+        for messages in messages_list:
+            prompt = render_messages(self.tokenizer, messages)
+            seeded = SamplingParams(**{**params.to_dict(), "seed": _chat_seed(params.seed, messages)})
+            out.append(self.sampler.generate([prompt], seeded)[0])
+            self._stats["requests"] += params.n
+        return out
+
+    def stats(self) -> dict[str, int]:
+        return {**self._stats, **getattr(self.sampler, "stats", {})}
+
+    def close(self) -> None:
+        if hasattr(self.sampler, "close"):
+            self.sampler.close()
+
+
+class SimulatedWorldTeacher:
+    """A teacher of the world that writes step-tagged solutions, some with one injected error.
+
+    For each sample it writes the canonical solution (``style="canonical"``) or an alternative derivation in
+    other words and, where one exists, another order (``style="alternative"``); with probability
+    ``error_rate`` it writes instead a trace with one error of a kind drawn from ``error_kinds`` (see
+    :func:`~mentor.tasks.world.corrupt_trace`: a wrong result, a wrong operand, a skipped step, or a trace
+    that stops early) at a uniformly drawn step, worded in the teacher's style. Everything is determined by
+    (``seed``, ``params.seed``, the question, the sample index); with temperature 0 the sample index is
+    ignored, as a greedy model answers the same every time.
+
+    ``params.max_new_tokens`` counts whitespace-separated words: a longer answer is cut there with
+    ``finish_reason="length"``. ``delay_s`` sleeps that long per sample, to make a demo or a kill test
+    slow enough to watch; it changes nothing else.
+    """
+
+    def __init__(self, name: str, error_rate: float = 0.2, style: str = "canonical", seed: int = 0, *,
+                 error_kinds: tuple[str, ...] = ERROR_KINDS, delay_s: float = 0.0) -> None:
+        if not name:
+            raise ValueError("a teacher needs a name")
+        if not 0.0 <= error_rate <= 1.0:
+            raise ValueError(f"teacher error_rate must be in [0, 1], got {error_rate}")
+        if style not in STYLES:
+            raise ValueError(f"unknown teacher style {style!r}; choose from {', '.join(STYLES)}")
+        bad = [k for k in error_kinds if k not in ERROR_KINDS]
+        if bad or not error_kinds:
+            raise ValueError(f"teacher error_kinds must be a non-empty subset of {list(ERROR_KINDS)}, got "
+                             f"{list(error_kinds)}")
+        if delay_s < 0:
+            raise ValueError(f"teacher delay_s must be >= 0, got {delay_s}")
+        self.name = name
+        self.error_rate = error_rate
+        self.style = style
+        self.seed = seed
+        self.error_kinds = tuple(error_kinds)
+        self.delay_s = delay_s
+        self._stats: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return (f"SimulatedWorldTeacher({self.name!r}, error_rate={self.error_rate}, style={self.style!r}, "
+                f"seed={self.seed})")
+
+    @staticmethod
+    def request_kind(messages: Messages) -> tuple[str, WorldProblem]:
+        """What is asked, and of which world problem (read from the last user message)."""
+        users = [m for m in messages if m.get("role") == "user"]
+        text = str(users[-1]["content"]) if users else ""
+        problem = parse_question(text)
+        if problem is None:
+            raise ValueError(f"the simulated world teacher found no world question in the request "
+                             f"{text[:120]!r}; it answers world problems only")
+        return "solve", problem
+
+    def chat(self, messages_list: list[Messages], params: SamplingParams) -> list[list[Sample]]:
+        out = []
+        for messages in messages_list:
+            kind, problem = self.request_kind(messages)  # only "solve" so far (module docstring)
+            key = json.dumps([kind, problem.to_meta()], sort_keys=True)
+            row = []
+            for j in range(params.n):
+                index = 0 if params.temperature == 0 else j
+                rng = random.Random(f"{self.seed}/{params.seed}/{key}/{index}")
+                text = self.solve(problem, rng)
+                row.append(_cut(text, params.max_new_tokens))
+                self._stats["requests"] += 1
+                if self.delay_s:
+                    time.sleep(self.delay_s)
+            out.append(row)
+        return out
+
+    def solve(self, problem: WorldProblem, rng: random.Random) -> str:
+        """One solution of ``problem``: right, or with one injected error, in the teacher's style."""
+        if rng.random() < self.error_rate:
+            kind = rng.choice(self.error_kinds)
+            trace = corrupt_trace(problem, rng, kind, rng.randint(1, len(problem.defs)))
+            return trace if self.style == "canonical" else restyle(trace, rng.randrange(2))
+        if self.style == "canonical":
+            return canonical_solution(problem)
+        return alternative_solution(problem, rng)
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._stats)
+
+    def close(self) -> None:
+        pass
+
+
+def restyle(trace: str, style: int) -> str:
+    """A canonical-notation trace reworded in one of the alternative wordings (steps it cannot read are
+    kept as they are; the answer line is kept)."""
+    steps, answer = parse_trace(trace)
+    bodies = [
+        alternative_step(s.name, s.left, s.op, s.right, s.x, s.y, s.result, style) if s.parsed else s.body
+        for s in steps
+    ]
+    return format_trace(bodies, answer)
+
+
+def _cut(text: str, max_words: int) -> Sample:
+    """The text, or its first ``max_words`` words (spacing kept) with finish_reason "length"."""
+    words = list(re.finditer(r"\S+", text))
+    if len(words) <= max_words:
+        return Sample(text, [], [], "stop")
+    return Sample(text[: words[max_words - 1].end()], [], [], "length")
+
+
+@dataclass
+class TeacherConfig:
+    """One teacher: ``kind`` simulated (the world's), openai (any OpenAI-compatible server) or local."""
+
+    kind: str = "simulated"
+    name: str = ""
+    """Recorded in every row; default: sim-STYLE-ERRORRATE, or the model."""
+    # the simulated world teacher
+    error_rate: float = 0.2
+    style: str = "canonical"
+    seed: int = 0
+    error_kinds: tuple[str, ...] = ERROR_KINDS
+    delay_s: float = 0.0
+    """Seconds the simulated teacher sleeps per sample: for tests and demos only."""
+    # an OpenAI-compatible server, or a local model
+    base_url: str = ""
+    model: str = ""
+    """The served model's name (openai), or a model spec: world, smollm2, a folder, a .gguf file (local)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable holding the API key; the key itself is never written anywhere."""
+    concurrency: int = 4
+    max_retries: int = 5
+    backoff_s: float = 1.0
+    timeout_s: float = 120.0
+    rate_limit_per_s: float | None = None
+
+    def __post_init__(self) -> None:
+        self.error_kinds = tuple(self.error_kinds)
+        if self.kind not in TEACHER_KINDS:
+            raise ValueError(f"unknown teacher kind {self.kind!r}; choose from {', '.join(TEACHER_KINDS)}")
+        if self.kind == "openai" and not (self.base_url and self.model):
+            raise ValueError("an openai teacher needs teacher.base_url and teacher.model")
+        if self.kind == "local" and not self.model:
+            raise ValueError("a local teacher needs teacher.model (world, smollm2, a folder, a .gguf file...)")
+        if self.kind == "simulated":  # check the options now, not after the problems are loaded
+            SimulatedWorldTeacher("check", self.error_rate, self.style, self.seed,
+                                  error_kinds=self.error_kinds, delay_s=self.delay_s)
+
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.kind == "simulated":
+            return f"sim-{self.style}-{self.error_rate:g}"
+        return self.model
+
+
+#: fields that change how requests are sent, never what the teacher answers
+OPERATIONAL_FIELDS = ("delay_s", "api_key_env", "concurrency", "max_retries", "backoff_s", "timeout_s",
+                      "rate_limit_per_s")
+
+
+def build_teacher(config: TeacherConfig, cache_dir: str | Path | None = None,
+                  load_model: Callable[[str], tuple[Any, Any]] | None = None) -> Teacher:
+    """The teacher a config describes; an openai teacher caches its requests in ``cache_dir/teacher_cache.sqlite``."""
+    name = config.display_name()
+    if config.kind == "simulated":
+        return SimulatedWorldTeacher(name, config.error_rate, config.style, config.seed,
+                                     error_kinds=config.error_kinds, delay_s=config.delay_s)
+    if config.kind == "openai":
+        from mentor.sampling.openai_compatible import OpenAISampler
+
+        cache = Path(cache_dir) / "teacher_cache.sqlite" if cache_dir is not None else None
+        sampler = OpenAISampler(config.base_url, config.model, api_key_env=config.api_key_env, cache_path=cache,
+                                concurrency=config.concurrency, max_retries=config.max_retries,
+                                backoff_s=config.backoff_s, timeout_s=config.timeout_s,
+                                rate_limit_per_s=config.rate_limit_per_s)
+        return SamplerTeacher(name, sampler)
+    from mentor.sampling.local import LocalSampler
+
+    if load_model is None:
+        from mentor.models import load_policy as load_model
+    model, tokenizer = load_model(config.model)
+    return SamplerTeacher(name, LocalSampler(model, tokenizer), tokenizer)
