@@ -113,3 +113,37 @@ def test_compare_writes_the_paper_table_and_resumes(tmp_path, capsys, workers):
 
 def test_compare_rejects_a_bad_method_before_running(tmp_path):
     assert main(["compare", "--out", str(tmp_path), "methods.X.method=ppo"]) == 2
+
+
+OFFLINE = ["seeds=[0]", "generate.n_problems=6", "generate.group_size=4", "distill.sft.steps=4",
+           "distill.sft.batch_size=4", "distill.eval_every=2", "distill.eval_problems=4", "distill.eval_k=2"]
+
+
+def test_compare_runs_offline_methods_on_one_teacher_dataset(tmp_path):
+    from mentor.experiments import DEFAULT_CONFIG
+
+    out = tmp_path / "offline"
+    config = DEFAULT_CONFIG.parent / "compare_world_advdistill.yaml"
+    assert main(["compare", "--out", str(out), str(config), *OFFLINE, "workers=1"]) == 0
+    report = (out / "report.md").read_text()
+    for label in ("AdvDistill", "SFT", "RFT"):
+        assert f"| {label} |" in report
+        summary = json.loads((out / label / "seed0" / "summary.json").read_text())
+        assert [e["step"] for e in summary["evals"]] == [0, 2, 4] and summary["method"] == label.lower().replace(
+            "advdistill", "advdistill")
+    assert len((out / "data" / "responses.jsonl").read_text().splitlines()) == 24  # generated once
+    examples = {label: json.loads((out / label / "seed0" / "summary.json").read_text())["examples"]["examples"]
+                for label in ("AdvDistill", "SFT", "RFT")}
+    assert examples["SFT"] >= examples["RFT"]  # rejection sampling keeps only the correct answers
+
+
+def test_distill_command_trains_on_a_generated_folder(tmp_path, capsys):
+    data = tmp_path / "gen"
+    assert main(["generate", "--out", str(data), "n_problems=4", "group_size=4"]) == 0
+    out = tmp_path / "rft"
+    assert main(["distill", "--out", str(out), f"data={data}", "mode=rft", "sft.steps=3", "sft.batch_size=4",
+                 "eval_problems=3", "eval_k=2"]) == 0
+    assert "final" in capsys.readouterr().out
+    for name in ("best", "final", "summary.json", "evals.jsonl", "loss.jsonl"):
+        assert (out / name).exists(), name
+    assert main(["distill", "--out", str(out), f"data={tmp_path / 'none'}"]) == 2

@@ -297,6 +297,24 @@ def compare_command(args) -> int:
     return 0
 
 
+def distill_command(args) -> int:
+    from rich.console import Console
+
+    from mentor.config import load_config
+    from mentor.offline.train import DistillConfig, run_distill
+
+    config = load_config(DistillConfig, args.config, args.overrides)
+    out = Path(args.out or f"runs/distill-{config.mode}-seed{config.seed}")
+    with _progress() as bar:
+        task_id = bar.add(f"{config.mode} on {config.data}", total=config.sft.steps)
+        summary = run_distill(config, out, progress=lambda n, m: bar.update(task_id, n, info=f"loss {m['loss']:.4f}"))
+    k = config.eval_k
+    rows = [("start", summary["evals"][0]), ("best", summary["best"]), ("final", summary["final"])]
+    Console().print(_score_table(f"{config.mode} on {config.task}: held-out evaluation", rows, k))
+    _console().print(f"examples: {summary['examples']}; run folder -> {out}")
+    return 0
+
+
 # ----- mentor demo ------------------------------------------------------------------------------------
 
 def demo(args) -> int:
@@ -458,6 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--critic-api-key-env", dest="critic_api_key_env", default="OPENAI_API_KEY")
     p.add_argument("--out", default="runs/analysis")
     p.set_defaults(func=analyze_command)
+
+    p = commands.add_parser("distill", help="offline training on a mentor generate folder: AdvDistill "
+                            "(reward-weighted), SFT on all responses, or rejection-sampling SFT")
+    p.add_argument("--config", help="YAML file with DistillConfig fields")
+    p.add_argument("--out", help="run folder (default runs/distill-MODE-seedS)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="e.g. data=runs/gen mode=advdistill normalisation=zscore sft.steps=200")
+    p.set_defaults(func=distill_command)
 
     p = commands.add_parser("compare", help="several methods x seeds under one budget; a markdown report")
     p.add_argument("config", nargs="?", help="YAML with CompareConfig fields (default: the shipped world "

@@ -36,6 +36,11 @@ class CompareConfig:
     methods: dict[str, dict] = field(default_factory=lambda: {
         "GRPO": {"method": "grpo"}, "RefSol": {"method": "sd-reference"}, "StepAlignFB": {"method": "sd-critique"}})
     shared: dict = field(default_factory=dict)
+    # offline methods: a method entry with a ``mode`` (advdistill | sft | rft) trains on teacher data that
+    # ``generate`` (GenerateConfig overrides) writes once into OUT/data, with ``distill`` (DistillConfig
+    # overrides) shared by every offline run
+    generate: dict = field(default_factory=dict)
+    distill: dict = field(default_factory=dict)
     workers: int = 1  # runs in parallel, one torch thread each
     analysis_problems: int = 50  # base-model rollouts for the token-advantage figures (0: none)
 
@@ -45,13 +50,35 @@ class CompareConfig:
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         for label in self.methods:
-            self.run_config(label, self.seeds[0])  # every combination must be a valid OnPolicyConfig
+            self.run_config(label, self.seeds[0])  # every combination must be a valid config
 
-    def run_config(self, label: str, seed: int) -> OnPolicyConfig:
+    def is_offline(self, label: str) -> bool:
+        return "mode" in self.methods[label]
+
+    def run_config(self, label: str, seed: int, data: str = "OUT/data"):
+        """The OnPolicyConfig of an on-policy method, or the DistillConfig of an offline one."""
         try:
+            if self.is_offline(label):
+                from mentor.config import load_config
+                from mentor.offline.train import DistillConfig
+
+                return load_config(DistillConfig, None, _overrides({**self.distill, **self.methods[label],
+                                                                    "model": self.model, "task": self.task,
+                                                                    "data": data, "seed": seed}))
             return OnPolicyConfig(**{**self.shared, **self.methods[label], "seed": seed})
         except TypeError as err:
             raise ValueError(f"method {label!r}: {err}") from None
+
+
+def _overrides(values: dict, prefix: str = "") -> list[str]:
+    """A nested dict as key=value overrides (for the typed config loader)."""
+    out = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out += _overrides(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={json.dumps(value) if not isinstance(value, str) else value}")
+    return out
 
 
 def _run_one(model: str, task: str, config: dict, run_dir: str, threads: int) -> dict:
@@ -74,28 +101,52 @@ def _run_one(model: str, task: str, config: dict, run_dir: str, threads: int) ->
     return summary
 
 
+def _run_offline(config: dict, run_dir: str, threads: int) -> dict:
+    """One offline distillation run (a DistillConfig as a dict); returns its summary."""
+    import torch
+
+    from mentor.config import load_config
+    from mentor.offline.train import DistillConfig, run_distill
+
+    if threads:
+        torch.set_num_threads(threads)
+    return run_distill(load_config(DistillConfig, None, _overrides(config)), run_dir)
+
+
+def _job(config: CompareConfig, label: str, seed: int, out: Path) -> tuple[Callable, tuple]:
+    threads = 1 if config.workers > 1 else 0
+    run_dir = str(out / label / f"seed{seed}")
+    if config.is_offline(label):
+        return _run_offline, (asdict(config.run_config(label, seed, str(out / "data"))), run_dir, threads)
+    return _run_one, (config.model, config.task, asdict(config.run_config(label, seed)), run_dir, threads)
+
+
 def run_compare(config: CompareConfig, out: str | Path,
                 on_done: Callable[[str, int, dict], None] | None = None) -> dict[str, list[dict]]:
-    """Run (or resume) every method x seed; returns the summaries by method label."""
+    """Run (or resume) every method x seed; returns the summaries by method label. Offline methods first
+    get their teacher data (``mentor generate``, resumable, shared by every offline run)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.yaml").write_text(yaml.safe_dump(asdict(config), sort_keys=False))
+    if any(config.is_offline(label) for label in config.methods):
+        from mentor.config import load_config
+        from mentor.offline.generate import GenerateConfig, run_generate
+
+        run_generate(load_config(GenerateConfig, None, _overrides({"task": config.task, **config.generate})),
+                     out / "data")
     jobs = [(label, seed) for label in config.methods for seed in config.seeds]
     results: dict[str, list[dict]] = {label: [] for label in config.methods}
 
-    def args(label: str, seed: int) -> tuple:
-        return (config.model, config.task, asdict(config.run_config(label, seed)),
-                str(out / label / f"seed{seed}"), 1 if config.workers > 1 else 0)
-
     if config.workers == 1:
         for label, seed in jobs:
-            summary = _run_one(*args(label, seed))
+            function, arguments = _job(config, label, seed, out)
+            summary = function(*arguments)
             results[label].append(summary)
             if on_done:
                 on_done(label, seed, summary)
     else:
         with ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_run_one, *args(label, seed)): (label, seed) for label, seed in jobs}
+            futures = {pool.submit(*_flat(_job(config, label, seed, out))): (label, seed) for label, seed in jobs}
             for future, (label, seed) in futures.items():
                 summary = future.result()
                 results[label].append(summary)
@@ -103,6 +154,10 @@ def run_compare(config: CompareConfig, out: str | Path,
                     on_done(label, seed, summary)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _flat(job: tuple[Callable, tuple]) -> tuple:
+    return (job[0], *job[1])
 
 
 # ----- the report ----------------------------------------------------------------------------------------
@@ -138,12 +193,15 @@ def results_table(results: dict[str, list[dict]], k: int, which: str) -> str:
 
 
 def budget_table(results: dict[str, list[dict]]) -> str:
-    lines = ["| method | steps | prompts | rollouts | generated tokens | wall time per run |", "|---|---|---|---|---|---|"]
+    """Steps and what they consumed: student rollouts (on-policy) or teacher sequences trained on (offline)."""
+    lines = ["| method | steps | prompts | rollouts / sequences | generated tokens | wall time per run |",
+             "|---|---|---|---|---|---|"]
     for label, runs in results.items():
         first = runs[0]
         seconds = statistics.fmean(r.get("seconds", 0.0) for r in runs)
-        lines.append(f"| {label} | {first['steps']} | {first['prompts']} | {first['rollouts']} | "
-                     f"{statistics.fmean(r['generated_tokens'] for r in runs):.0f} | {seconds:.0f} s |")
+        tokens = f"{statistics.fmean(r['generated_tokens'] for r in runs):.0f}" if "generated_tokens" in first else "-"
+        used = first.get("rollouts", first.get("sequences", "-"))
+        lines.append(f"| {label} | {first['steps']} | {first.get('prompts', '-')} | {used} | {tokens} | {seconds:.0f} s |")
     return "\n".join(lines)
 
 
@@ -188,7 +246,7 @@ def token_advantage_section(config: CompareConfig, out: Path) -> str:
     model, tokenizer = load_policy(config.model)
     task = load_task(config.task)
     problems = task.problems("test", n=config.analysis_problems)
-    shared = config.run_config(next(iter(config.methods)), config.seeds[0])
+    shared = config.run_config(next(iter(config.methods)), config.seeds[0], str(out / "data"))
     _, rollouts = evaluate(model, tokenizer, task, problems,
                            EvalConfig(n_problems=len(problems), k=1, temperature=shared.temperature,
                                       max_new_tokens=shared.max_new_tokens, seed=0))
@@ -207,7 +265,7 @@ def write_report(config: CompareConfig, results: dict[str, list[dict]], out: str
     k = first["evaluation"]["k"]
     evaluation = first["evaluation"]
     plot_curves(results, k, out / "curves.png")
-    configs = {label: asdict(config.run_config(label, config.seeds[0])) for label in config.methods}
+    configs = {label: asdict(config.run_config(label, config.seeds[0], str(out / "data"))) for label in config.methods}
     text = f"""# mentor compare: {config.task} task, model {config.model}
 
 {len(config.seeds)} seeds ({', '.join(map(str, config.seeds))}); mean ± standard deviation over seeds.

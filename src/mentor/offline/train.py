@@ -1,0 +1,119 @@
+"""``mentor distill``: train the student offline on a ``mentor generate`` folder, as AdvDistill
+(reward-weighted), plain SFT on every response, or rejection-sampling SFT (METHODS.md section 2).
+
+The three differ only in the examples' weights (:mod:`mentor.offline.distill`); the loop is the shared
+``train_sft``. Held-out evaluation runs before training, every ``eval_every`` steps and at the end, the
+best weights are kept, and the run folder records the resolved config, the example counts, the loss
+curve and the scores.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mentor.evaluate import EvalConfig, evaluate
+from mentor.offline.distill import DISTILL_MODES, distillation_examples
+from mentor.records import append_jsonl
+from mentor.train.sft import SFTConfig, train_sft
+
+
+def _default_sft() -> SFTConfig:
+    return SFTConfig(steps=200, batch_size=16, lr=3e-4, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0)
+
+
+@dataclass
+class DistillConfig:
+    """One offline distillation run. ``data``: a ``mentor generate`` output folder (or its responses.jsonl)."""
+
+    data: str = ""
+    mode: str = "advdistill"  # advdistill | sft | rft
+    normalisation: str = "zscore"  # advdistill's weight: zscore | minmax | softmax | zscore_clipped
+    model: str = "world"
+    task: str = "world"  # where the held-out problems come from
+    sft: SFTConfig = field(default_factory=_default_sft)
+    eval_every: int = 0  # 0: evaluate before and after only
+    eval_problems: int = 100
+    eval_k: int = 8
+    temperature: float = 1.0
+    max_new_tokens: int = 160
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("distill needs data=FOLDER (a mentor generate output)")
+        if self.mode not in DISTILL_MODES:
+            raise ValueError(f"mode must be one of {', '.join(DISTILL_MODES)}, got {self.mode!r}")
+        if self.eval_every < 0 or self.eval_problems < 1 or self.eval_k < 1:
+            raise ValueError("eval_every must be >= 0, eval_problems and eval_k >= 1")
+
+
+def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
+                progress: Callable[[int, dict], None] | None = None) -> dict:
+    """Train into ``out`` (best/ and final/ weights, evals.jsonl, loss.jsonl, summary.json); returns the
+    summary, whose ``evals`` list has the same shape as an on-policy run's (for ``mentor compare``)."""
+    import dataclasses
+
+    import torch
+
+    from mentor.models import load_policy
+    from mentor.offline.generate import load_responses
+    from mentor.tasks import load_task
+
+    start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    for name in ("evals.jsonl", "loss.jsonl"):  # a rerun starts again: offline runs are short
+        (out / name).unlink(missing_ok=True)
+    rows = load_responses(config.data)
+    model, tokenizer = loaded or load_policy(config.model)
+    examples, counts = distillation_examples(rows, config.mode, normalisation=config.normalisation,
+                                             tokenizer=tokenizer)
+    if not examples:
+        raise ValueError(f"{config.data}: no training examples for mode {config.mode} ({counts})")
+    task = load_task(config.task)
+    problems = task.problems("test", n=config.eval_problems)
+    scoring = EvalConfig(n_problems=len(problems), k=config.eval_k, temperature=config.temperature,
+                         max_new_tokens=config.max_new_tokens, seed=0)
+    evals: list[dict] = []
+    best: dict | None = None
+
+    def record(step: int) -> None:
+        nonlocal best
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            summary, _ = evaluate(model, tokenizer, task, problems, scoring)
+        model.train(was_training)
+        score = {"step": step, **summary["none"]}
+        evals.append(score)
+        append_jsonl(out / "evals.jsonl", score)
+        key = f"avg@{config.eval_k}"
+        if best is None or score[key] > best[key]:
+            best = score
+            model.save_pretrained(out / "best")
+            tokenizer.save_pretrained(out / "best")
+
+    record(0)
+
+    def on_step(step: int, metrics: dict) -> None:
+        if progress is not None:
+            progress(step, metrics)
+        if config.eval_every and step % config.eval_every == 0 and step < sft.steps:
+            record(step)
+
+    sft = dataclasses.replace(config.sft, seed=config.seed)
+    history = train_sft(model, tokenizer, examples, sft, progress=on_step, log_path=out / "loss.jsonl")
+    record(sft.steps)
+    model.save_pretrained(out / "final")
+    tokenizer.save_pretrained(out / "final")
+    summary = {"method": config.mode, "normalisation": config.normalisation, "seed": config.seed,
+               "steps": sft.steps, "examples": counts, "sequences": sft.steps * sft.batch_size,
+               "final_loss": history[-1]["loss"] if history else None, "best": best, "final": evals[-1],
+               "evals": evals, "evaluation": asdict(scoring), "seconds": round(time.time() - start, 1)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
