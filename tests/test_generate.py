@@ -255,7 +255,7 @@ def world_server():
 
 def openai_config(url: str, **changes) -> GenerateConfig:
     teacher = TeacherConfig(kind="openai", base_url=url, model="teacher-1", api_key_env="MENTOR_NO_SUCH_KEY",
-                            concurrency=2, backoff_s=0.01, timeout_s=2, max_retries=changes.pop("max_retries", 8))
+                            concurrency=2, backoff_s=0.01, timeout_s=30, max_retries=changes.pop("max_retries", 8))
     return GenerateConfig(n_problems=5, group_size=3, prompts_per_call=2, teacher=teacher, **changes)
 
 

@@ -183,6 +183,114 @@ def generate_command(args) -> int:
     return 0
 
 
+# ----- mentor mapd ------------------------------------------------------------------------------------
+
+def _mapd_config(args):
+    from mentor.config import load_config
+    from mentor.offline.mapd import MapdConfig
+
+    overrides = list(args.overrides)
+    if getattr(args, "data", None):
+        overrides.append(f"task={args.data}")
+    return load_config(MapdConfig, args.config, overrides)
+
+
+def _mapd_stage(args, label: str, run) -> int:
+    """Run one teacher stage with a progress bar; a failed teacher request keeps the rows written (exit 1)."""
+    from mentor.offline.mapd import build_teachers
+    from mentor.sampling.openai_compatible import SamplerError
+
+    config = _mapd_config(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    teachers = build_teachers(config, out)
+    try:
+        with _progress() as bar:
+            ids = []
+
+            def progress(done: int, total: int) -> None:
+                if not ids:
+                    ids.append(bar.add(f"{label} ({len(teachers)} teachers)", total=total))
+                bar.update(ids[0], done)
+
+            summary = run(config, teachers, out, progress)
+    except SamplerError as err:
+        print(f"mentor: error: teacher request failed: {str(err).splitlines()[0]} (the rows written are kept in "
+              f"{out}; run the same command again to resume)", file=sys.stderr)
+        return 1
+    finally:
+        for teacher in teachers:
+            teacher.close()
+    _print_stage(summary, out)
+    return 0
+
+
+def _print_stage(summary: dict, out: Path) -> None:
+    shown = {k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k != "stage"}
+    run = summary.get("this_run", {})
+    extra = f"; this run wrote {run['rows_written']} rows in {run['seconds']:.1f}s" if "rows_written" in run else ""
+    _console().print(f"mapd {summary['stage']}: " + ", ".join(f"{k} {v}" for k, v in shown.items()) + extra)
+    _console().print(f"-> {out} (summary.json)")
+    print(out)
+
+
+def mapd_mine(args) -> int:
+    from mentor.offline.mapd import mine
+
+    config = _mapd_config(args)
+    task, problems = config.problems()
+    model, tokenizer = load_model(config.student)
+    out = Path(args.out)
+    with _progress() as bar:
+        task_id = bar.add(f"student answers (T={config.student_temperature}, top_p={config.student_top_p})",
+                          total=len(problems))
+        summary = mine(model, tokenizer, task, problems, out, temperature=config.student_temperature,
+                       top_p=config.student_top_p, max_new_tokens=config.student_max_new_tokens, seed=config.seed,
+                       batch_size=config.batch_size, progress=lambda done, total: bar.update(task_id, done))
+    _print_stage(summary, out)
+    return 0
+
+
+def mapd_explain(args) -> int:
+    from mentor.offline.mapd import explain
+
+    return _mapd_stage(args, "mistake explanations", lambda c, teachers, out, progress: explain(
+        teachers, args.mined, out, temperature=c.teacher_temperature, max_new_tokens=c.teacher_max_new_tokens,
+        seed=c.seed, prompts_per_call=c.prompts_per_call, progress=progress))
+
+
+def mapd_rationales(args) -> int:
+    from mentor.offline.mapd import rationales
+
+    def run(c, teachers, out, progress):
+        task, problems = c.problems()
+        return rationales(teachers, task, problems, out, temperature=c.teacher_temperature,
+                          max_new_tokens=c.teacher_max_new_tokens, seed=c.seed, prompts_per_call=c.prompts_per_call,
+                          progress=progress)
+
+    return _mapd_stage(args, "rationales", run)
+
+
+def mapd_review(args) -> int:
+    from mentor.offline.mapd import review
+
+    return _mapd_stage(args, "peer reviews", lambda c, teachers, out, progress: review(
+        teachers, args.rationales, out, threshold=c.threshold, require_verified=c.require_verified,
+        require_review=c.require_review, temperature=c.teacher_temperature, max_new_tokens=c.review_max_new_tokens,
+        seed=c.seed, prompts_per_call=c.prompts_per_call, progress=progress))
+
+
+def mapd_build(args) -> int:
+    from mentor.offline.mapd import build
+
+    config = _mapd_config(args)
+    out = Path(args.out)
+    summary = build(args.mined, args.explanations, args.reviewed, out, ablation=args.ablation or config.ablation,
+                    single_teacher=config.single_teacher, rationale_instruction=config.rationale_instruction)
+    _print_stage(summary, out)
+    return 0
+
+
 # ----- mentor train / analyze / compare ----------------------------------------------------------------
 
 def _train_progress(bar, total: int):
@@ -450,6 +558,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. teacher.kind=openai teacher.base_url=http://127.0.0.1:8000 teacher.model=NAME "
                    "teacher.error_rate=0.3 rewards.weights.format=0.2 weighting.normalisation=softmax")
     p.set_defaults(func=generate_command)
+
+    mapd = commands.add_parser("mapd", help="MAPD / FAIR: mine student mistakes, committee explanations, "
+                               "rationales, peer review, the two-task dataset (each stage resumable)")
+    mapd_commands = mapd.add_subparsers(dest="mapd_command", metavar="MAPD_COMMAND", required=True)
+
+    def mapd_parser(name: str, help: str, func, out: str):
+        p = mapd_commands.add_parser(name, help=help)
+        p.add_argument("--config", help="YAML file with MapdConfig fields (task, student, teachers, threshold...)")
+        p.add_argument("--out", default=f"runs/mapd/{out}", help=f"output folder; an existing one is resumed "
+                       f"(default runs/mapd/{out})")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="e.g. n_problems=50 teachers.sim-a.error_rate=0.3 threshold=3.5 require_verified=false")
+        p.set_defaults(func=func)
+        return p
+
+    p = mapd_parser("mine", "the student answers the training questions; the wrong answers are kept", mapd_mine,
+                    "mine")
+    p.add_argument("--data", help="a local data file or folder instead of config key task")
+    p = mapd_parser("explain", "every teacher explains every mined mistake (gold answer as a hint)", mapd_explain,
+                    "explain")
+    p.add_argument("--mined", default="runs/mapd/mine", help="the mine stage's folder (default runs/mapd/mine)")
+    p = mapd_parser("rationales", "every teacher answers every question step by step", mapd_rationales,
+                    "rationales")
+    p.add_argument("--data", help="a local data file or folder instead of config key task")
+    p = mapd_parser("review", "every rationale scored 1-5 by every other teacher; acceptance", mapd_review, "review")
+    p.add_argument("--rationales", default="runs/mapd/rationales", help="the rationales stage's folder")
+    p = mapd_parser("build", "the two-task instruction dataset (explanation, rationale)", mapd_build, "build")
+    p.add_argument("--mined", default="runs/mapd/mine")
+    p.add_argument("--explanations", default="runs/mapd/explain")
+    p.add_argument("--reviewed", default="runs/mapd/review")
+    p.add_argument("--ablation", choices=("committee", "single", "no-explanation"),
+                   help="default: config key ablation (committee)")
 
     p = commands.add_parser("train", help="on-policy training: grpo, sd-reference, sd-critique, sd-success, blends")
     p.add_argument("--config", help="YAML file with TrainConfig fields (model, task, lora, critic, onpolicy)")

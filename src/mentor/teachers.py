@@ -18,9 +18,11 @@ world question (``Work modulo 10. Let a = 7, ... What is f?``) states the whole 
 :func:`~mentor.tasks.world.parse_question` recovers it from the last user message, wherever it stands in
 the prompt. No side channel carries the :class:`~mentor.records.Problem`, so a prompt template changed by a
 user reaches the simulated teacher exactly as it reaches a real one. What it writes depends on the kind of
-request (:meth:`SimulatedWorldTeacher.request_kind`); today every request that states a world question is
-a ``solve`` request; the MAPD stages add their kinds (mistake explanations, reviews) there, recognised by
-their prompt templates. A request that states no world question is a clear error.
+request (:meth:`SimulatedWorldTeacher.request_kind`), recognised by the MAPD committee's prompt templates
+(:mod:`mentor.feedback.committee`): a ``solve`` or ``rationale`` request gets a solution, an
+``explanation`` request an explanation of the student's answer quoted in it, a ``review`` request a review
+of the rationale quoted in it, ending with its score in brackets. A request that states no world question
+is a clear error.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from mentor.tasks.world import (
     alternative_step,
     canonical_solution,
     corrupt_trace,
+    format_step,
     format_trace,
     parse_question,
     parse_trace,
@@ -138,13 +141,24 @@ class SimulatedWorldTeacher:
     (``seed``, ``params.seed``, the question, the sample index); with temperature 0 the sample index is
     ignored, as a greedy model answers the same every time.
 
+    For the MAPD committee (:mod:`mentor.feedback.committee`) it also writes:
+
+    - *explanations* of a student's answer: the world's exact step critic names the first wrong step and
+      gives the corrected trace; with probability ``error_rate`` the explanation names another step (a
+      wrong explanation);
+    - *reviews* of a rationale: the critic checks it and the score follows from what it finds (5 correct,
+      3 a missing step, 2 incomplete or a wrong step after the first, 1 a wrong first step), moved by one
+      with probability ``review_noise``; with probability ``malformed_review_rate`` the review is malformed
+      instead (no score, a score of [7], or "4/5" without brackets), so the unparseable path is exercised.
+
     ``params.max_new_tokens`` counts whitespace-separated words: a longer answer is cut there with
     ``finish_reason="length"``. ``delay_s`` sleeps that long per sample, to make a demo or a kill test
     slow enough to watch; it changes nothing else.
     """
 
     def __init__(self, name: str, error_rate: float = 0.2, style: str = "canonical", seed: int = 0, *,
-                 error_kinds: tuple[str, ...] = ERROR_KINDS, delay_s: float = 0.0) -> None:
+                 error_kinds: tuple[str, ...] = ERROR_KINDS, delay_s: float = 0.0, review_noise: float = 0.1,
+                 malformed_review_rate: float = 0.0) -> None:
         if not name:
             raise ValueError("a teacher needs a name")
         if not 0.0 <= error_rate <= 1.0:
@@ -157,6 +171,11 @@ class SimulatedWorldTeacher:
                              f"{list(error_kinds)}")
         if delay_s < 0:
             raise ValueError(f"teacher delay_s must be >= 0, got {delay_s}")
+        for label, value in (("review_noise", review_noise), ("malformed_review_rate", malformed_review_rate)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"teacher {label} must be in [0, 1], got {value}")
+        self.review_noise = review_noise
+        self.malformed_review_rate = malformed_review_rate
         self.name = name
         self.error_rate = error_rate
         self.style = style
@@ -171,25 +190,35 @@ class SimulatedWorldTeacher:
 
     @staticmethod
     def request_kind(messages: Messages) -> tuple[str, WorldProblem]:
-        """What is asked, and of which world problem (read from the last user message)."""
-        users = [m for m in messages if m.get("role") == "user"]
-        text = str(users[-1]["content"]) if users else ""
+        """What is asked (solve, rationale, explanation, review), and of which world problem (read from the
+        last user message)."""
+        from mentor.feedback.committee import request_kind
+
+        text = _last_user(messages)
         problem = parse_question(text)
         if problem is None:
             raise ValueError(f"the simulated world teacher found no world question in the request "
                              f"{text[:120]!r}; it answers world problems only")
-        return "solve", problem
+        return request_kind(text), problem
 
     def chat(self, messages_list: list[Messages], params: SamplingParams) -> list[list[Sample]]:
         out = []
         for messages in messages_list:
-            kind, problem = self.request_kind(messages)  # only "solve" so far (module docstring)
-            key = json.dumps([kind, problem.to_meta()], sort_keys=True)
+            kind, problem = self.request_kind(messages)
+            text_in = _last_user(messages) if kind in ("explanation", "review") else ""
+            # a rationale is a solve (same key: the same answers); the other kinds also depend on the text asked about
+            key = json.dumps(["solve", problem.to_meta()] if kind in ("solve", "rationale")
+                             else [kind, problem.to_meta(), text_in], sort_keys=True)
             row = []
             for j in range(params.n):
                 index = 0 if params.temperature == 0 else j
                 rng = random.Random(f"{self.seed}/{params.seed}/{key}/{index}")
-                text = self.solve(problem, rng)
+                if kind == "explanation":
+                    text = self.explain(problem, text_in, rng)
+                elif kind == "review":
+                    text = self.review(problem, text_in, rng)
+                else:
+                    text = self.solve(problem, rng)
                 row.append(_cut(text, params.max_new_tokens))
                 self._stats["requests"] += 1
                 if self.delay_s:
@@ -207,11 +236,92 @@ class SimulatedWorldTeacher:
             return canonical_solution(problem)
         return alternative_solution(problem, rng)
 
+    def explain(self, problem: WorldProblem, request: str, rng: random.Random) -> str:
+        """An explanation of the student's answer quoted in ``request``: the exact critique, or (with
+        probability ``error_rate``) one that blames another step."""
+        from mentor.feedback.committee import extract_section
+        from mentor.tasks.world_critic import corrected_solution, critique
+
+        feedback = critique(_as_problem(problem), extract_section(request, "Student answer") or "")
+        trace = corrected_solution(feedback)
+        if rng.random() < self.error_rate:  # a wrong explanation: it blames a step that is not the first wrong one
+            steps = [k for k in range(1, len(problem.defs) + 1) if k != feedback.first_error_step]
+            if not steps:
+                return "All steps are correct.\n" + trace
+            return f"Step {rng.choice(steps)} is wrong; it is fixed below and the rest is recomputed.\n{trace}"
+        if feedback.case == "correct":
+            return feedback.critique
+        return f"The answer is wrong. {feedback.critique}"
+
+    def review(self, problem: WorldProblem, request: str, rng: random.Random) -> str:
+        """A review of the rationale quoted in ``request``, ending with its score in brackets."""
+        from mentor.feedback.committee import extract_section
+        from mentor.tasks.world_critic import critique
+
+        if rng.random() < self.malformed_review_rate:
+            return rng.choice(["The rationale looks reasonable to me.", "Every step checks out. Score: [7]",
+                               "I would rate this rationale 4/5."])
+        rationale = to_canonical(problem, extract_section(request, "Rationale to review") or "")
+        feedback = critique(_as_problem(problem), rationale)
+        if feedback.case == "correct":
+            score, verdict = 5, "Every step is correct and the final answer matches."
+        elif feedback.case == "missing_step":
+            score, verdict = 3, f"Step {feedback.first_error_step} is missing."
+        elif feedback.case == "incomplete":
+            score, verdict = 2, "The solution stops before the answer."
+        else:
+            first = feedback.first_error_step or 1
+            score, verdict = (1 if first == 1 else 2), f"Step {first} is wrong."
+        if rng.random() < self.review_noise:
+            score = min(5, max(1, score + rng.choice((-1, 1))))
+        return f"{verdict} Score: [{score}]"
+
     def stats(self) -> dict[str, int]:
         return dict(self._stats)
 
     def close(self) -> None:
         pass
+
+
+_ALTERNATIVE_RES = (
+    re.compile(r"^(?P<x>-?\d+) (?P<op>[-+*]) (?P<y>-?\d+) gives (?P<z>-?\d+), hence (?P<name>[a-z]) = (?P<z2>-?\d+)$"),
+    re.compile(r"^from (?P<left>[a-z]) and (?P<right>[a-z]): (?P<x>-?\d+) (?P<op>[-+*]) (?P<y>-?\d+) makes "
+               r"(?P<z>-?\d+), hence (?P<name>[a-z]) = (?P<z2>-?\d+)$"),
+)
+
+
+def to_canonical(problem: WorldProblem, trace: str) -> str:
+    """A trace with its steps in the alternative wordings rewritten in the canonical notation (so the exact
+    critic can read them); a step naming another operation or operands than its definition is kept as it is."""
+    steps, answer = parse_trace(trace)
+    if not steps:
+        return trace
+    bodies = []
+    for step in steps:
+        body = step.body
+        for pattern in _ALTERNATIVE_RES:
+            match = pattern.match(body)
+            definition = problem.definition(match["name"]) if match else None
+            if match and definition and match["z"] == match["z2"] and definition[2] == match["op"] and (
+                    "left" not in pattern.groupindex or (match["left"], match["right"]) == definition[1::2]):
+                _, left, op, right = definition
+                body = format_step(match["name"], left, op, right, int(match["x"]), int(match["y"]), int(match["z"]))
+                break
+        bodies.append(body)
+    return format_trace(bodies, answer)
+
+
+def _last_user(messages: Messages) -> str:
+    users = [m for m in messages if m.get("role") == "user"]
+    return str(users[-1]["content"]) if users else ""
+
+
+def _as_problem(problem: WorldProblem):
+    from mentor.records import Problem
+    from mentor.tasks.world import question_text
+
+    return Problem(id="request", question=question_text(problem), answer=str(problem.answer),
+                   meta=problem.to_meta())
 
 
 def restyle(trace: str, style: int) -> str:
@@ -247,6 +357,10 @@ class TeacherConfig:
     error_kinds: tuple[str, ...] = ERROR_KINDS
     delay_s: float = 0.0
     """Seconds the simulated teacher sleeps per sample: for tests and demos only."""
+    review_noise: float = 0.1
+    """How often the simulated teacher's review score is one off what its critic found (MAPD)."""
+    malformed_review_rate: float = 0.0
+    """How often the simulated teacher writes an unparseable review (no score, [7], "4/5")."""
     # an OpenAI-compatible server, or a local model
     base_url: str = ""
     model: str = ""
@@ -268,8 +382,9 @@ class TeacherConfig:
         if self.kind == "local" and not self.model:
             raise ValueError("a local teacher needs teacher.model (world, smollm2, a folder, a .gguf file...)")
         if self.kind == "simulated":  # check the options now, not after the problems are loaded
-            SimulatedWorldTeacher("check", self.error_rate, self.style, self.seed,
-                                  error_kinds=self.error_kinds, delay_s=self.delay_s)
+            SimulatedWorldTeacher("check", self.error_rate, self.style, self.seed, error_kinds=self.error_kinds,
+                                  delay_s=self.delay_s, review_noise=self.review_noise,
+                                  malformed_review_rate=self.malformed_review_rate)
 
     def display_name(self) -> str:
         if self.name:
@@ -290,7 +405,9 @@ def build_teacher(config: TeacherConfig, cache_dir: str | Path | None = None,
     name = config.display_name()
     if config.kind == "simulated":
         return SimulatedWorldTeacher(name, config.error_rate, config.style, config.seed,
-                                     error_kinds=config.error_kinds, delay_s=config.delay_s)
+                                     error_kinds=config.error_kinds, delay_s=config.delay_s,
+                                     review_noise=config.review_noise,
+                                     malformed_review_rate=config.malformed_review_rate)
     if config.kind == "openai":
         from mentor.sampling.openai_compatible import OpenAISampler
 

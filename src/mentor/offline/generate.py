@@ -115,8 +115,14 @@ class GenerateConfig:
         out = asdict(self)
         for name in ("rewards", "weighting", "prompts_per_call"):
             out.pop(name)
-        out["teacher"] = {k: v for k, v in out["teacher"].items() if k not in OPERATIONAL_FIELDS}
+        out["teacher"] = _answer_fields(out["teacher"])
         return json.loads(json.dumps(out))
+
+
+def _answer_fields(teacher: dict) -> dict:
+    """The teacher fields that can change a solve answer (not how requests are sent, not reviews)."""
+    skip = (*OPERATIONAL_FIELDS, "review_noise", "malformed_review_rate")
+    return {k: v for k, v in teacher.items() if k not in skip}
 
 
 # ----- scoring ------------------------------------------------------------------------------------------
@@ -180,8 +186,16 @@ def recover_responses(path: str | os.PathLike) -> tuple[list[TeacherResponse], b
     index).
     """
     path = Path(path)
+    data, repaired = cut_partial_line(path)
+    return _parse_rows(data, path), repaired
+
+
+def cut_partial_line(path: str | os.PathLike) -> tuple[bytes, bool]:
+    """The complete lines of an append-only JSON-lines file, after cutting off (on disk) a last line left
+    half-written by a kill; ``(b"", False)`` when there is no file. Returns ``(data, repaired)``."""
+    path = Path(path)
     if not path.is_file():
-        return [], False
+        return b"", False
     data = path.read_bytes()
     keep = data.rfind(b"\n") + 1
     if keep < len(data):
@@ -189,26 +203,32 @@ def recover_responses(path: str | os.PathLike) -> tuple[list[TeacherResponse], b
             handle.truncate(keep)
             handle.flush()
             os.fsync(handle.fileno())
-    return _parse_rows(data[:keep], path), keep < len(data)
+    return data[:keep], keep < len(data)
 
 
-def _parse_rows(data: bytes, path: Path) -> list[TeacherResponse]:
-    rows, seen = [], set()
+def parse_keyed_rows(data: bytes, path: Path, cls: type, key: Callable[[Any], tuple],
+                     describe: Callable[[tuple], str] = str) -> dict[tuple, Any]:
+    """The rows of ``cls`` in complete JSON lines, by key; a bad row or a second row for a key is a
+    RecordError naming file and line."""
+    rows: dict[tuple, Any] = {}
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            row = from_dict(TeacherResponse, json.loads(line))
+            row = from_dict(cls, json.loads(line))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise RecordError(f"{path}:{number}: not valid JSON ({err})") from None
         except RecordError as err:
             raise RecordError(f"{path}:{number}: {err}") from None
-        pair = (row.problem_id, row.sample_index)
-        if pair in seen:
-            raise RecordError(f"{path}:{number}: a second row for problem {pair[0]!r}, sample {pair[1]}")
-        seen.add(pair)
-        rows.append(row)
+        if key(row) in rows:
+            raise RecordError(f"{path}:{number}: a second row for {describe(key(row))}")
+        rows[key(row)] = row
     return rows
+
+
+def _parse_rows(data: bytes, path: Path) -> list[TeacherResponse]:
+    return list(parse_keyed_rows(data, path, TeacherResponse, lambda r: (r.problem_id, r.sample_index),
+                                 lambda k: f"problem {k[0]!r}, sample {k[1]}").values())
 
 
 def _check_folder(out: Path, config: GenerateConfig) -> None:
@@ -217,6 +237,8 @@ def _check_folder(out: Path, config: GenerateConfig) -> None:
     has_rows = (out / RESPONSES).is_file() and (out / RESPONSES).stat().st_size > 0
     if record.is_file() and has_rows:  # a folder without rows (a run that failed at once) is started afresh
         saved = json.loads(record.read_text()).get("key", {})
+        if isinstance(saved.get("teacher"), dict):  # folders written before a field became review-only
+            saved["teacher"] = _answer_fields(saved["teacher"])
         if saved != key:
             changed = _differences(key, saved)
             raise FileExistsError(f"{out} holds responses generated with another configuration "

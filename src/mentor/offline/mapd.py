@@ -1,0 +1,761 @@
+"""MAPD / FAIR: mistake-aware peer-review distillation from a committee of teachers (METHODS.md section 3).
+
+Five stages, each a library function reading the previous stage's rows and writing its own folder:
+
+- :func:`mine`: the student answers the training questions (T=0.3, top_p 0.9); ``answers.jsonl`` holds every
+  answer, ``mined.jsonl`` the wrong ones with the student's rationale and extracted answer;
+- :func:`explain`: every teacher explains every mined mistake (gold answer as a hint): ``explanations.jsonl``;
+- :func:`rationales`: every teacher answers every question step by step (T=0.8), verified: ``rationales.jsonl``;
+- :func:`review`: every rationale is scored 1-5 by every *other* teacher (``reviews.jsonl``, one row per
+  review, the score parsed by :func:`~mentor.feedback.committee.parse_score`); ``reviewed.jsonl`` holds each
+  rationale with its reviews, mean valid score and acceptance;
+- :func:`build`: the two-task instruction dataset (``dataset.jsonl`` and a ``datasets`` folder), with the
+  ablations ``committee`` (all teachers + review), ``single`` (one teacher, no review) and
+  ``no-explanation`` (rationales only); :func:`mapd_examples` turns its rows into weighted SFT examples.
+
+**Resuming.** Every stage that asks a model writes one row per unit of work (a problem for ``mine``, a
+(problem, teacher) pair for ``explain`` and ``rationales``, a (problem, author, reviewer) triple for
+``review``) appended, flushed and fsynced as soon as it is answered, through :class:`RowFile`. Run the same
+stage again after a kill: a half-written last line is cut off (the helper ``mentor generate`` uses), the
+keys on disk are skipped, and only the rest is asked for (OpenAI-compatible teachers also have their request
+cache in the stage folder; simulated and local teachers are deterministic). The files are rewritten in
+canonical order at the end, so a resumed stage's output equals an uninterrupted one's. ``stage.json`` records
+what decides the rows; a folder holding rows made with another configuration is refused.
+
+Every stage writes ``summary.json``: counts (items mined, explanations, rationales, reviews, unparseable
+reviews by reason, the score histogram, acceptance per teacher), the teachers' request statistics and the
+stage's wall time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mentor.feedback.committee import (
+    accept,
+    explain_prompt,
+    parse_score,
+    rationale_prompt,
+    review_prompt,
+    student_explain_prompt,
+)
+from mentor.offline.generate import _differences, cut_partial_line, parse_keyed_rows
+from mentor.records import Problem, RecordError, append_jsonl, from_dict, to_dict, write_jsonl
+from mentor.sampling import SamplingParams
+from mentor.teachers import Teacher, TeacherConfig, user_messages
+
+ABLATIONS = ("committee", "single", "no-explanation")
+SUMMARY = "summary.json"
+RECORD = "stage.json"
+
+
+def _require_gold(row: Any) -> None:
+    if not isinstance(row.answer, str) or not row.answer.strip():
+        raise RecordError("field 'answer': a gold answer is required (a non-empty string)")
+
+
+@dataclass
+class StudentAnswer:
+    """A row of ``mine``: the student's answer to one question, verified (``prompt`` is the task prompt)."""
+
+    problem_id: str
+    prompt: str
+    question: str
+    answer: str
+    completion: str
+    correct: bool
+    extracted: str | None
+    reason: str
+    finish_reason: str = "stop"
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require_gold(self)
+
+
+@dataclass
+class Explanation:
+    """One teacher's explanation of the student's mistakes on one problem."""
+
+    problem_id: str
+    teacher: str
+    prompt: str
+    student_answer: str
+    text: str
+    finish_reason: str = "stop"
+
+
+@dataclass
+class Rationale:
+    """One teacher's step-by-step answer to one question, verified. ``prompt`` is the task prompt."""
+
+    problem_id: str
+    teacher: str
+    prompt: str
+    question: str
+    answer: str
+    text: str
+    correct: bool
+    extracted: str | None
+    reason: str
+    finish_reason: str = "stop"
+
+    def __post_init__(self) -> None:
+        _require_gold(self)
+
+
+@dataclass
+class ReviewRow:
+    """One reviewer's review of one author's rationale: the text, the parsed score (None when unusable) and
+    why (:data:`~mentor.feedback.committee.SCORE_REASONS`)."""
+
+    problem_id: str
+    author: str
+    reviewer: str
+    text: str
+    score: float | None
+    reason: str
+
+
+@dataclass
+class ReviewedRationale:
+    """A rationale with its peer reviews: the mean of the valid scores and whether it is accepted."""
+
+    rationale: Rationale
+    reviews: list[dict[str, Any]]
+    mean_score: float | None
+    n_valid: int
+    accepted: bool
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rationale, dict):
+            self.rationale = from_dict(Rationale, self.rationale)
+
+
+# ----- the resumable row file ---------------------------------------------------------------------------
+
+
+class RowFile:
+    """An append-only JSON-lines file of rows of ``cls``, one per key, that survives a kill at any moment.
+
+    Opening it cuts off a half-written last line (:func:`~mentor.offline.generate.cut_partial_line`) and
+    reads the rows on disk (a bad row or a second row for a key is a RecordError naming file and line);
+    :meth:`add` appends one row, flushed and fsynced; :meth:`finish` rewrites the file in the given key order.
+    """
+
+    def __init__(self, path: str | os.PathLike, cls: type, key: Callable[[Any], tuple]) -> None:
+        self.path, self.cls, self.key = Path(path), cls, key
+        data, self.repaired = cut_partial_line(self.path)
+        self.rows: dict[tuple, Any] = parse_keyed_rows(data, self.path, cls, key)
+        self.found, self.written = len(self.rows), 0
+
+    def __contains__(self, key: tuple) -> bool:
+        return key in self.rows
+
+    def add(self, row: Any) -> None:
+        append_jsonl(self.path, row)
+        self.rows[self.key(row)] = row
+        self.written += 1
+
+    def finish(self, order: Sequence[tuple]) -> list[Any]:
+        """The rows in ``order`` (each must be there); the file rewritten in that order if it is not."""
+        rows = [self.rows[k] for k in order]
+        if len(rows) != len(self.rows):
+            extra = sorted(set(self.rows) - set(order))[:1]
+            raise RecordError(f"{self.path}: a row for {extra} that this stage does not make; use another --out")
+        text = "".join(json.dumps(to_dict(r), ensure_ascii=False) + "\n" for r in rows)
+        if not self.path.is_file() or self.path.read_text(encoding="utf-8") != text:
+            write_jsonl(self.path, rows)
+        return rows
+
+    def run_stats(self) -> dict[str, Any]:
+        return {"rows_found": self.found, "rows_written": self.written, "partial_line_repaired": self.repaired}
+
+
+def read_rows(source: str | os.PathLike | Sequence[Any], cls: type, filename: str) -> list[Any]:
+    """Rows of ``cls`` from a list (returned as is), a stage folder (its ``filename``) or a JSON-lines file."""
+    if not isinstance(source, (str, os.PathLike)):
+        return list(source)
+    path = Path(source)
+    if path.is_dir():
+        path = path / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (run the previous MAPD stage first)")
+    rows = []
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(from_dict(cls, json.loads(line)))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RecordError(f"{path}:{number}: not valid JSON ({err})") from None
+        except RecordError as err:
+            raise RecordError(f"{path}:{number}: {err}") from None
+    return rows
+
+
+def _check_record(out: Path, key: dict[str, Any], rows_file: str) -> None:
+    """Refuse a folder whose rows were made with another configuration; record this one."""
+    record = out / RECORD
+    key = json.loads(json.dumps(key))
+    has_rows = (out / rows_file).is_file() and (out / rows_file).stat().st_size > 0
+    if record.is_file() and has_rows:
+        saved = json.loads(record.read_text()).get("key", {})
+        if saved != key:
+            raise FileExistsError(f"{out} holds rows made with another configuration "
+                                  f"({', '.join(_differences(key, saved))} differ); use another --out")
+    elif has_rows:
+        raise FileExistsError(f"{out / rows_file} exists but {RECORD} does not: not a MAPD stage folder")
+    tmp = record.with_name(record.name + ".tmp")
+    tmp.write_text(json.dumps({"key": key}, indent=2) + "\n")
+    os.replace(tmp, record)
+
+
+def _write_summary(out: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def teacher_params(index: int, temperature: float = 0.8, max_new_tokens: int = 512, seed: int = 0,
+                   top_p: float = 1.0) -> SamplingParams:
+    """The sampling parameters of the ``index``-th teacher: its own seed, so two teachers served by the same
+    model still write different samples."""
+    return SamplingParams(n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                          seed=seed + 1000 * index)
+
+
+def _ask(teachers: Sequence[Teacher], jobs: list[tuple[int, tuple, str, Any]], rows: RowFile,
+         make_row: Callable[[Teacher, Any, str, Any], Any], params: Callable[[int], SamplingParams],
+         prompts_per_call: int, progress: Callable[[int, int], None] | None) -> float:
+    """Send the jobs (teacher index, row key, user message, context) whose key is not on disk yet, a call of
+    up to ``prompts_per_call`` per teacher at a time, and append each answer's row. Returns teacher seconds."""
+    todo = [j for j in jobs if j[1] not in rows]
+    done, seconds = len(jobs) - len(todo), 0.0
+    if progress is not None:
+        progress(done, len(jobs))
+    by_teacher: dict[int, list] = defaultdict(list)
+    for job in todo:
+        by_teacher[job[0]].append(job)
+    for index, work in sorted(by_teacher.items()):
+        teacher = teachers[index]
+        for begin in range(0, len(work), prompts_per_call):
+            chunk = work[begin : begin + prompts_per_call]
+            start = time.time()
+            answers = teacher.chat([user_messages(job[2]) for job in chunk], params(index))
+            seconds += time.time() - start
+            if len(answers) != len(chunk) or any(len(a) != 1 for a in answers):
+                raise RuntimeError(f"teacher {teacher.name!r} returned {[len(a) for a in answers]} samples for "
+                                   f"{len(chunk)} prompts x 1")
+            for job, (sample,) in zip(chunk, answers):
+                rows.add(make_row(teacher, job[3], job[2], sample))
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(jobs))
+    return seconds
+
+
+def _teacher_names(teachers: Sequence[Teacher]) -> list[str]:
+    names = [t.name for t in teachers]
+    if not names:
+        raise ValueError("the committee has no teacher")
+    if len(set(names)) != len(names):
+        raise ValueError(f"teacher names must be distinct, got {names}")
+    return names
+
+
+def _teacher_stats(teachers: Sequence[Teacher]) -> dict[str, dict[str, int]]:
+    return {t.name: dict(t.stats()) for t in teachers}
+
+
+def check_problems(problems: Sequence[Problem]) -> None:
+    seen = set()
+    for problem in problems:
+        if problem.id in seen:
+            raise ValueError(f"two problems share the id {problem.id!r}; ids must be unique to resume")
+        if not problem.answer.strip():
+            raise ValueError(f"problem {problem.id!r} has no gold answer")
+        seen.add(problem.id)
+
+
+# ----- 1. mine ------------------------------------------------------------------------------------------
+
+
+def mine(model, tokenizer, task, problems: Sequence[Problem], out: str | os.PathLike, *, temperature: float = 0.3,
+         top_p: float = 0.9, max_new_tokens: int = 160, seed: int = 0, batch_size: int = 16,
+         progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """The student answers every problem once (METHODS.md: T=0.3, top_p 0.9); the wrong answers are mined.
+
+    Problems are sampled in fixed batches (problem ``i`` is in batch ``i // batch_size``, sampled with
+    ``seed``), so a batch sampled again after a kill gets the same answers. Writes ``answers.jsonl`` (every
+    answer, the resumable file), ``mined.jsonl`` (the wrong ones) and ``summary.json``.
+    """
+    from mentor.models import render_prompt
+    from mentor.sampling.local import LocalSampler
+
+    start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_problems(problems)
+    params = SamplingParams(n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    _check_record(out, {"stage": "mine", "task": getattr(task, "name", ""), "problems": [p.id for p in problems],
+                        "sampling": params.to_dict(), "batch_size": batch_size}, "answers.jsonl")
+    rows = RowFile(out / "answers.jsonl", StudentAnswer, lambda r: (r.problem_id,))
+    sampler = LocalSampler(model, tokenizer, batch_size=batch_size)
+    done = sum((p.id,) in rows for p in problems)
+    if progress is not None:
+        progress(done, len(problems))
+    for begin in range(0, len(problems), batch_size):
+        batch = problems[begin : begin + batch_size]
+        if all((p.id,) in rows for p in batch):
+            continue
+        prompts = [render_prompt(tokenizer, task.prompt(p)) for p in batch]
+        samples = sampler.generate(prompts, params)
+        for problem, (sample,) in zip(batch, samples):
+            if (problem.id,) in rows:
+                continue
+            verdict = task.verify(problem, sample.text)
+            rows.add(StudentAnswer(problem.id, task.prompt(problem), problem.question, problem.answer, sample.text,
+                                   verdict.correct, verdict.extracted, verdict.reason, sample.finish_reason,
+                                   params.to_dict()))
+            done += 1
+        if progress is not None:
+            progress(done, len(problems))
+    answers = rows.finish([(p.id,) for p in problems])
+    mined = [a for a in answers if not a.correct]
+    write_jsonl(out / "mined.jsonl", mined)
+    return _write_summary(out, {
+        "stage": "mine", "problems": len(answers), "correct": len(answers) - len(mined), "mined": len(mined),
+        "student_accuracy": (len(answers) - len(mined)) / len(answers) if answers else None,
+        "reasons": dict(sorted(Counter(a.reason for a in mined).items())),
+        "truncated": sum(a.finish_reason == "length" for a in answers),
+        "sampling": params.to_dict(), "this_run": {**rows.run_stats(), "seconds": round(time.time() - start, 3)},
+    })
+
+
+# ----- 2. explain ---------------------------------------------------------------------------------------
+
+
+def explain(teachers: Sequence[Teacher], mined: str | os.PathLike | Sequence[StudentAnswer], out: str | os.PathLike,
+            *, temperature: float = 0.8, max_new_tokens: int = 512, seed: int = 0, prompts_per_call: int = 8,
+            progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Every teacher explains every mined mistake, given the question, the student's answer and the gold
+    answer as a hint (:data:`~mentor.feedback.committee.EXPLAIN_TEMPLATE`). Writes ``explanations.jsonl``."""
+    start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = _teacher_names(teachers)
+    items = [m for m in read_rows(mined, StudentAnswer, "mined.jsonl") if not m.correct]
+    _check_record(out, {"stage": "explain", "teachers": names, "items": [m.problem_id for m in items],
+                        "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed},
+                  "explanations.jsonl")
+    rows = RowFile(out / "explanations.jsonl", Explanation, lambda r: (r.problem_id, r.teacher))
+    jobs = [(t, (m.problem_id, names[t]), explain_prompt(m.question, m.completion, m.answer), m)
+            for m in items for t in range(len(teachers))]
+
+    def make_row(teacher, item, prompt, sample):
+        return Explanation(item.problem_id, teacher.name, prompt, item.completion, sample.text, sample.finish_reason)
+
+    asked = _ask(teachers, jobs, rows, make_row, lambda i: teacher_params(i, temperature, max_new_tokens, seed),
+                 prompts_per_call, progress)
+    found = rows.finish([j[1] for j in jobs])
+    return _write_summary(out, {
+        "stage": "explain", "items": len(items), "explanations": len(found),
+        "per_teacher": {n: {"explanations": sum(r.teacher == n for r in found),
+                            "empty": sum(r.teacher == n and not r.text.strip() for r in found),
+                            "truncated": sum(r.teacher == n and r.finish_reason == "length" for r in found)}
+                        for n in names},
+        "empty": sum(not r.text.strip() for r in found),
+        "this_run": {**rows.run_stats(), "seconds": round(time.time() - start, 3), "teacher_seconds": round(asked, 3),
+                     "teachers": _teacher_stats(teachers)},
+    })
+
+
+# ----- 3. rationales ------------------------------------------------------------------------------------
+
+
+def rationales(teachers: Sequence[Teacher], task, problems: Sequence[Problem], out: str | os.PathLike, *,
+               temperature: float = 0.8, max_new_tokens: int = 512, seed: int = 0, prompts_per_call: int = 8,
+               progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Every teacher answers every question step by step; each rationale is verified by ``task``.
+    Writes ``rationales.jsonl``."""
+    start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = _teacher_names(teachers)
+    check_problems(problems)
+    _check_record(out, {"stage": "rationales", "teachers": names, "problems": [p.id for p in problems],
+                        "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed},
+                  "rationales.jsonl")
+    rows = RowFile(out / "rationales.jsonl", Rationale, lambda r: (r.problem_id, r.teacher))
+    jobs = [(t, (p.id, names[t]), rationale_prompt(task.prompt(p)), p) for p in problems for t in range(len(teachers))]
+
+    def make_row(teacher, problem, prompt, sample):
+        try:
+            verdict = task.verify(problem, sample.text)
+        except ValueError as err:
+            raise ValueError(f"problem {problem.id}: the verifier cannot score it: {err}") from None
+        return Rationale(problem.id, teacher.name, task.prompt(problem), problem.question, problem.answer,
+                         sample.text, verdict.correct, verdict.extracted, verdict.reason, sample.finish_reason)
+
+    asked = _ask(teachers, jobs, rows, make_row, lambda i: teacher_params(i, temperature, max_new_tokens, seed),
+                 prompts_per_call, progress)
+    found = rows.finish([j[1] for j in jobs])
+    return _write_summary(out, {
+        "stage": "rationales", "problems": len(problems), "rationales": len(found),
+        "per_teacher": {n: {"rationales": sum(r.teacher == n for r in found),
+                            "correct": sum(r.teacher == n and r.correct for r in found),
+                            "empty": sum(r.teacher == n and not r.text.strip() for r in found),
+                            "truncated": sum(r.teacher == n and r.finish_reason == "length" for r in found)}
+                        for n in names},
+        "verdict_reasons": dict(sorted(Counter(r.reason for r in found).items())),
+        "this_run": {**rows.run_stats(), "seconds": round(time.time() - start, 3), "teacher_seconds": round(asked, 3),
+                     "teachers": _teacher_stats(teachers)},
+    })
+
+
+# ----- 4. review ----------------------------------------------------------------------------------------
+
+
+def review(teachers: Sequence[Teacher], rationales: str | os.PathLike | Sequence[Rationale], out: str | os.PathLike,
+           *, threshold: float = 3.0, require_verified: bool = True, require_review: bool = True,
+           temperature: float = 0.8, max_new_tokens: int = 256, seed: int = 0, prompts_per_call: int = 8,
+           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Peer review: every rationale is scored 1-5 by every teacher but its author (gold answer as a hint).
+
+    The score is the last bracketed number of the review (:func:`~mentor.feedback.committee.parse_score`);
+    unparseable reviews are kept in ``reviews.jsonl`` with their reason, left out of the mean and counted.
+    A rationale is accepted when the mean valid score is above ``threshold`` and (``require_verified``) its
+    answer passed the verifier (:func:`~mentor.feedback.committee.accept`). The acceptance rule is applied
+    after the reviews, so changing ``threshold`` or the switches on a finished folder asks nothing again.
+    """
+    start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = _teacher_names(teachers)
+    if require_review and len(teachers) < 2:
+        raise ValueError("peer review needs at least two teachers (nobody reviews their own rationale)")
+    found_rationales = read_rows(rationales, Rationale, "rationales.jsonl")
+    _check_record(out, {"stage": "review", "teachers": names,
+                        "rationales": [[r.problem_id, r.teacher] for r in found_rationales],
+                        "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed},
+                  "reviews.jsonl")
+    rows = RowFile(out / "reviews.jsonl", ReviewRow, lambda r: (r.problem_id, r.author, r.reviewer))
+    jobs = [(t, (r.problem_id, r.teacher, names[t]), review_prompt(r.question, r.text, r.answer), r)
+            for r in found_rationales for t in range(len(teachers)) if names[t] != r.teacher]
+
+    def make_row(teacher, rationale, prompt, sample):
+        score, reason = parse_score(sample.text)
+        return ReviewRow(rationale.problem_id, rationale.teacher, teacher.name, sample.text, score, reason)
+
+    asked = _ask(teachers, jobs, rows, make_row, lambda i: teacher_params(i, temperature, max_new_tokens, seed),
+                 prompts_per_call, progress) if require_review else 0.0
+    found = rows.finish([j[1] for j in jobs]) if require_review else []
+    by_rationale: dict[tuple, list[ReviewRow]] = defaultdict(list)
+    for row in found:
+        by_rationale[(row.problem_id, row.author)].append(row)
+    reviewed = []
+    for r in found_rationales:
+        reviews = by_rationale[(r.problem_id, r.teacher)]
+        scores = [x.score for x in reviews if x.score is not None]
+        reviewed.append(ReviewedRationale(
+            r, [to_dict(x) for x in reviews], sum(scores) / len(scores) if scores else None, len(scores),
+            accept(scores, r.correct, threshold, require_review=require_review, require_verified=require_verified)))
+    write_jsonl(out / "reviewed.jsonl", reviewed)
+    return _write_summary(out, {
+        "stage": "review", **review_stats(reviewed, found, names),
+        "threshold": threshold, "require_verified": require_verified, "require_review": require_review,
+        "this_run": {**rows.run_stats(), "seconds": round(time.time() - start, 3), "teacher_seconds": round(asked, 3),
+                     "teachers": _teacher_stats(teachers)},
+    })
+
+
+def review_stats(reviewed: Sequence[ReviewedRationale], reviews: Sequence[ReviewRow],
+                 names: Sequence[str]) -> dict[str, Any]:
+    """Counts of a review stage: reviews by parse outcome, the score histogram, acceptance per teacher."""
+    reasons = Counter(r.reason for r in reviews)
+    histogram = Counter(str(round(r.score)) for r in reviews if r.score is not None)
+    per_teacher = {}
+    for name in names:
+        own = [x for x in reviewed if x.rationale.teacher == name]
+        means = [x.mean_score for x in own if x.mean_score is not None]
+        per_teacher[name] = {
+            "rationales": len(own), "accepted": sum(x.accepted for x in own),
+            "acceptance": sum(x.accepted for x in own) / len(own) if own else None,
+            "verified": sum(x.rationale.correct for x in own),
+            "mean_score": sum(means) / len(means) if means else None,
+            "reviews_written": sum(r.reviewer == name for r in reviews),
+            "unparseable_written": sum(r.reviewer == name and r.score is None for r in reviews),
+        }
+    return {
+        "rationales": len(reviewed), "accepted": sum(x.accepted for x in reviewed),
+        "acceptance": sum(x.accepted for x in reviewed) / len(reviewed) if reviewed else None,
+        "without_valid_score": sum(x.n_valid == 0 for x in reviewed),
+        "reviews": len(reviews), "valid_reviews": reasons.get("ok", 0),
+        "unparseable_reviews": len(reviews) - reasons.get("ok", 0),
+        "unparseable_by_reason": {k: v for k, v in sorted(reasons.items()) if k != "ok"},
+        "score_histogram": {str(s): histogram.get(str(s), 0) for s in range(1, 6)},
+        "per_teacher": per_teacher,
+    }
+
+
+# ----- 5. build -----------------------------------------------------------------------------------------
+
+
+def _pick(problem_id: str, options: list[str]) -> str:
+    """A deterministic, evenly spread choice among ``options`` for one problem."""
+    digest = hashlib.sha256(problem_id.encode()).digest()
+    return options[int.from_bytes(digest[:4], "little") % len(options)]
+
+
+def build(mined: str | os.PathLike | Sequence[StudentAnswer],
+          explanations: str | os.PathLike | Sequence[Explanation] | None,
+          reviewed: str | os.PathLike | Sequence[ReviewedRationale], out: str | os.PathLike, *,
+          ablation: str = "committee", single_teacher: str = "", rationale_instruction: bool = True) -> dict[str, Any]:
+    """The two-task instruction dataset: per mined (wrong) item one teacher's mistake explanation (task
+    ``explanation``, instruction: point out the mistakes in this answer) and one accepted rationale (task
+    ``rationale``, instruction: answer step by step).
+
+    - ``committee``: the explanation of a teacher chosen per item (deterministically, spread over the
+      teachers); the accepted rationale with the best mean review score (ties: teacher order);
+    - ``single``: only ``single_teacher``'s (default: the first teacher) explanation and rationale, no
+      review (its rationale is used whether or not it was accepted);
+    - ``no-explanation``: the committee's rationales only.
+
+    ``rationale_instruction=False`` trains the rationale on the bare task prompt (e.g. the world's model).
+    Writes ``dataset.jsonl``, a ``datasets`` folder ``dataset/`` and ``summary.json``.
+    """
+    if ablation not in ABLATIONS:
+        raise ValueError(f"unknown MAPD ablation {ablation!r}; choose from {', '.join(ABLATIONS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    items = [m for m in read_rows(mined, StudentAnswer, "mined.jsonl") if not m.correct]
+    found = read_rows(reviewed, ReviewedRationale, "reviewed.jsonl")
+    names = list(dict.fromkeys(r.rationale.teacher for r in found))
+    notes = []
+    if ablation == "single":
+        teacher = single_teacher or (names[0] if names else "")
+        if teacher not in names:
+            raise ValueError(f"single_teacher {teacher!r} wrote no rationale; teachers: {', '.join(names)}")
+        names = [teacher]
+    by_problem: dict[str, list[ReviewedRationale]] = defaultdict(list)
+    for r in found:
+        if r.rationale.teacher in names:
+            by_problem[r.rationale.problem_id].append(r)
+    expl: dict[str, dict[str, Explanation]] = defaultdict(dict)
+    if ablation != "no-explanation":
+        if explanations is None:
+            raise ValueError(f"the {ablation!r} ablation needs the explain stage's output")
+        for e in read_rows(explanations, Explanation, "explanations.jsonl"):
+            if e.teacher in names and e.text.strip():
+                expl[e.problem_id][e.teacher] = e
+    rows = []
+    counts = Counter()
+    for item in items:
+        if ablation != "no-explanation":
+            options = [n for n in names if n in expl[item.problem_id]]
+            if options:
+                e = expl[item.problem_id][_pick(item.problem_id, options)]
+                rows.append({"task": "explanation", "problem_id": item.problem_id, "teacher": e.teacher,
+                             "prompt": student_explain_prompt(item.prompt, item.completion), "completion": e.text})
+                counts[f"explanation:{e.teacher}"] += 1
+            else:
+                counts["items_without_explanation"] += 1
+        candidates = by_problem.get(item.problem_id, [])
+        if ablation != "single":
+            candidates = [r for r in candidates if r.accepted]
+        candidates = [r for r in candidates if r.rationale.text.strip()]
+        if candidates:
+            best = max(candidates, key=lambda r: (r.mean_score or 0.0, -names.index(r.rationale.teacher)))
+            prompt = rationale_prompt(item.prompt) if rationale_instruction else item.prompt
+            rows.append({"task": "rationale", "problem_id": item.problem_id, "teacher": best.rationale.teacher,
+                         "prompt": prompt, "completion": best.rationale.text})
+            counts[f"rationale:{best.rationale.teacher}"] += 1
+        else:
+            counts["items_without_rationale"] += 1
+    if not rows:
+        notes.append("no training row: nothing mined, explained or accepted")
+    write_jsonl(out / "dataset.jsonl", rows)
+    _save_dataset(rows, out / "dataset")
+    return _write_summary(out, {
+        "stage": "build", "ablation": ablation, "teachers": names, "items": len(items), "rows": len(rows),
+        "explanation_rows": sum(r["task"] == "explanation" for r in rows),
+        "rationale_rows": sum(r["task"] == "rationale" for r in rows),
+        "items_without_explanation": counts.pop("items_without_explanation", 0),
+        "items_without_rationale": counts.pop("items_without_rationale", 0),
+        "rows_per_teacher": dict(sorted(counts.items())), "notes": notes,
+    })
+
+
+def _save_dataset(rows: list[dict[str, str]], folder: Path) -> None:
+    import shutil
+
+    import datasets
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    columns = ("task", "problem_id", "teacher", "prompt", "completion")
+    features = datasets.Features({k: datasets.Value("string") for k in columns})
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        table = {k: [r[k] for r in rows] for k in columns}  # from_dict: an empty dataset keeps its columns
+        datasets.Dataset.from_dict(table, features=features).save_to_disk(str(tmp))
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def load_dataset_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a build folder (or its ``dataset.jsonl``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "dataset.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for number, row in enumerate(rows, start=1):
+        if row.get("task") not in ("explanation", "rationale"):
+            raise RecordError(f"{path}:{number}: field 'task': {row.get('task')!r} is not explanation or rationale")
+    return rows
+
+
+# ----- the training examples ----------------------------------------------------------------------------
+
+
+def mapd_examples(rows: Sequence[dict[str, str]], alpha: float = 0.5, tokenizer: Any = None,
+                  render: Callable[[str], str] | None = None) -> list:
+    """Weighted SFT examples whose weighted NLL is loss = alpha * CE(explanation) + (1 - alpha) * CE(rationale).
+
+    :func:`~mentor.losses.weighted_nll` computes ``-sum_i w_i S_i / N``, where ``S_i`` is the summed
+    log-likelihood of example ``i``'s response tokens and ``N`` the number of response tokens of all examples.
+    CE of a task is its token mean, ``CE_e = -sum_{i in e} S_i / N_e`` (and likewise ``N_r`` for the
+    rationales, ``N = N_e + N_r``). With ``w_i = alpha * N / N_e`` for every explanation row and
+    ``w_i = (1 - alpha) * N / N_r`` for every rationale row,
+    ``-sum_i w_i S_i / N = alpha * (-sum_e S_i / N_e) + (1 - alpha) * (-sum_r S_i / N_r)``, the MAPD loss,
+    exactly when the batch holds the whole dataset (a minibatch gets the same weights, so its loss is the
+    per-token estimate of it with each task's share fixed). ``N_e`` and ``N_r`` are counted with
+    ``tokenizer`` (the response tokens as :func:`~mentor.train.sft.tokenize` counts them, before any cut to
+    max_length); with only one task present every weight is 1 (plain SFT on it). ``render`` maps a prompt to
+    the model's input (e.g. its chat template); default: the prompt as it is.
+    """
+    from mentor.train.sft import SFTExample
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if tokenizer is None:
+        raise ValueError("mapd_examples needs the student's tokenizer to count response tokens")
+    for number, row in enumerate(rows, start=1):
+        if row.get("task") not in ("explanation", "rationale"):
+            raise ValueError(f"row {number}: task {row.get('task')!r} is not explanation or rationale")
+    counts = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"] if rows else []
+    n_task = Counter()
+    for row, ids in zip(rows, counts):
+        n_task[row["task"]] += len(ids)
+    total = sum(n_task.values())
+    if n_task["explanation"] and n_task["rationale"]:
+        weights = {"explanation": alpha * total / n_task["explanation"],
+                   "rationale": (1 - alpha) * total / n_task["rationale"]}
+    else:
+        weights = {"explanation": 1.0, "rationale": 1.0}
+    render = render or (lambda prompt: prompt)
+    return [SFTExample(render(r["prompt"]), r["completion"], weights[r["task"]]) for r in rows]
+
+
+# ----- the configuration the commands read ------------------------------------------------------------
+
+
+def _default_teachers() -> dict[str, dict[str, Any]]:
+    return {
+        "sim-a": {"error_rate": 0.1, "style": "canonical", "seed": 1, "malformed_review_rate": 0.05},
+        "sim-b": {"error_rate": 0.25, "style": "alternative", "seed": 2, "malformed_review_rate": 0.05},
+        "sim-c": {"error_rate": 0.4, "style": "canonical", "seed": 3, "malformed_review_rate": 0.05},
+    }
+
+
+@dataclass
+class MapdConfig:
+    """What ``mentor mapd`` runs: the problems, the student, the committee and the acceptance rule."""
+
+    task: str = "world"
+    """world[:opts], gym:NAME, hf:NAME, or a local data file or folder."""
+    split: str = "train"
+    n_problems: int | None = 100
+    problem_seed: int = 0
+    student: str = "world"
+    """The student model (mine): world, smollm2, a folder, a .gguf file or a Hugging Face id."""
+    student_temperature: float = 0.3
+    student_top_p: float = 0.9
+    student_max_new_tokens: int = 160
+    batch_size: int = 16
+    teachers: dict[str, dict[str, Any]] = field(default_factory=_default_teachers)
+    """name -> TeacherConfig fields (kind simulated, openai or local); the name is recorded in every row."""
+    teacher_temperature: float = 0.8
+    teacher_max_new_tokens: int = 512
+    review_max_new_tokens: int = 256
+    seed: int = 0
+    prompts_per_call: int = 8
+    threshold: float = 3.0
+    """A rationale is accepted when its mean valid review score is above this."""
+    require_review: bool = True
+    require_verified: bool = True
+    """Also require the rationale's answer to pass the verifier (mentor's addition to the paper)."""
+    ablation: str = "committee"
+    """committee (all teachers + review), single (one teacher, no review), no-explanation (rationales only)."""
+    single_teacher: str = ""
+    """The teacher of the single ablation (default: the first)."""
+    rationale_instruction: bool = True
+    """Train the rationale task on the prompt plus "Answer step by step." (False: the bare prompt)."""
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"unknown MAPD ablation {self.ablation!r}; choose from {', '.join(ABLATIONS)}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not 1.0 <= self.threshold <= 5.0:
+            raise ValueError(f"threshold must be in [1, 5], got {self.threshold}")
+        if self.prompts_per_call < 1 or self.batch_size < 1:
+            raise ValueError("prompts_per_call and batch_size must be >= 1")
+        self.teacher_configs()  # checks every teacher now
+
+    def teacher_configs(self) -> list[TeacherConfig]:
+        if not self.teachers:
+            raise ValueError("the committee has no teacher (config key teachers)")
+        out = []
+        for name, values in self.teachers.items():
+            if not isinstance(values, dict):
+                raise ValueError(f"teachers.{name}: expected a mapping of TeacherConfig keys, got {values!r}")
+            known = set(TeacherConfig.__dataclass_fields__)
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ValueError(f"teachers.{name}: unknown config key {unknown[0]!r}")
+            out.append(TeacherConfig(**{**values, "name": name}))
+        return out
+
+    def problems(self) -> tuple[Any, list[Problem]]:
+        from mentor.tasks import load_task
+
+        task = load_task(self.task)
+        problems = task.problems(self.split, n=self.n_problems, seed=self.problem_seed)
+        if not problems:
+            raise ValueError(f"task {self.task!r} has no problems in split {self.split!r}")
+        check_problems(problems)
+        return task, problems
+
+
+def build_teachers(config: MapdConfig, cache_dir: str | os.PathLike | None) -> list[Teacher]:
+    from mentor.teachers import build_teacher
+
+    return [build_teacher(t, cache_dir) for t in config.teacher_configs()]
+
+
+def config_dict(config: MapdConfig) -> dict[str, Any]:
+    return asdict(config)
