@@ -4,11 +4,12 @@
 
 Evaluation after training on 100 held-out problems, k=8, T=1.0, seed 0 (the base solver's own Avg@8 is
 25.12, docs/world.md); it also prints the exact-trace rate (the critic calls the whole trace correct),
-which a lucky mod-10 answer cannot inflate.
+which a lucky mod-10 answer cannot inflate, and the tokens/s and peak memory (RSS) of the run.
 """
 
 from __future__ import annotations
 
+import resource
 import sys
 import time
 
@@ -36,6 +37,9 @@ def main() -> None:
     print(f"{' '.join(sys.argv[1:])}: {len(result.history)} steps in {seconds:.0f} s, "
           f"train reward {first:.3f} -> {last:.3f}; avg@8 {100 * s['avg@8']:.2f} pass@8 {100 * s['pass@8']:.2f} "
           f"maj@8 {100 * s['maj@8']:.2f} exact {100 * exact / len(rollouts['none']):.2f}")
+    step = result.history[-1]
+    print(f"last step: {step['generated_tokens']} tokens generated at {step['tokens_per_s']:.0f} tokens/s; "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
 if __name__ == "__main__":
