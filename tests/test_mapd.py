@@ -370,3 +370,19 @@ def test_build_without_accepted_rationales_counts_them(world, tmp_path):
     review(teachers, reviewed_rows, tmp_path / "r")
     s = build(mined, [], tmp_path / "r", tmp_path / "b", ablation="no-explanation")
     assert s["rows"] == 0 and s["items_without_rationale"] == 3 and s["notes"]
+
+
+def test_distill_trains_the_student_on_a_build_folder(pipeline, tmp_path):
+    from mentor.offline.train import DistillConfig, training_examples
+    from mentor.world_model import SHIPPED_DIR, load_world_folder
+
+    build = pipeline / "build-committee"
+    _, tokenizer = load_world_folder(SHIPPED_DIR)
+    examples, counts = training_examples(DistillConfig(data=str(build), mode="mapd", alpha=0.3), tokenizer)
+    assert counts["explanation"] > 0 and counts["rationale"] > 0 and counts["examples"] == len(examples)
+    assert all(e.completion.endswith(tokenizer.eos_token) for e in examples)
+    assert len({e.weight for e in examples}) == 2  # one weight per task
+    out = tmp_path / "mapd"
+    assert main(["distill", "--out", str(out), f"data={build}", "mode=mapd", "sft.steps=2", "sft.batch_size=4",
+                 "eval_problems=2", "eval_k=1"]) == 0
+    assert json.loads((out / "summary.json").read_text())["method"] == "mapd"

@@ -617,8 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/analysis")
     p.set_defaults(func=analyze_command)
 
-    p = commands.add_parser("distill", help="offline training on a mentor generate folder: AdvDistill "
-                            "(reward-weighted), SFT on all responses, or rejection-sampling SFT")
+    p = commands.add_parser("distill", help="offline training on a mentor generate folder (AdvDistill, "
+                            "SFT on all responses, rejection-sampling SFT) or a mentor mapd build folder (mode=mapd)")
     p.add_argument("--config", help="YAML file with DistillConfig fields")
     p.add_argument("--out", help="run folder (default runs/distill-MODE-seedS)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",

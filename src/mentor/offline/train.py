@@ -1,8 +1,9 @@
 """``mentor distill``: train the student offline on a ``mentor generate`` folder, as AdvDistill
-(reward-weighted), plain SFT on every response, or rejection-sampling SFT (METHODS.md section 2).
+(reward-weighted), plain SFT on every response, or rejection-sampling SFT (METHODS.md section 2), or on a
+``mentor mapd build`` folder (``mode=mapd``: alpha CE(explanation) + (1 - alpha) CE(rationale), section 3).
 
-The three differ only in the examples' weights (:mod:`mentor.offline.distill`); the loop is the shared
-``train_sft``. Held-out evaluation runs before training, every ``eval_every`` steps and at the end, the
+All differ only in the examples' weights (:mod:`mentor.offline.distill`, :func:`mentor.offline.mapd.
+mapd_examples`); the loop is the shared ``train_sft``. Held-out evaluation runs before training, every ``eval_every`` steps and at the end, the
 best weights are kept, and the run folder records the resolved config, the example counts, the loss
 curve and the scores.
 """
@@ -30,8 +31,9 @@ class DistillConfig:
     """One offline distillation run. ``data``: a ``mentor generate`` output folder (or its responses.jsonl)."""
 
     data: str = ""
-    mode: str = "advdistill"  # advdistill | sft | rft
+    mode: str = "advdistill"  # advdistill | sft | rft (generate folders) | mapd (mapd build folders)
     normalisation: str = "zscore"  # advdistill's weight: zscore | minmax | softmax | zscore_clipped
+    alpha: float = 0.5  # mapd: the mistake-explanation task's share of the loss
     model: str = "world"
     task: str = "world"  # where the held-out problems come from
     sft: SFTConfig = field(default_factory=_default_sft)
@@ -45,10 +47,30 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if not self.data:
             raise ValueError("distill needs data=FOLDER (a mentor generate output)")
-        if self.mode not in DISTILL_MODES:
-            raise ValueError(f"mode must be one of {', '.join(DISTILL_MODES)}, got {self.mode!r}")
+        if self.mode not in (*DISTILL_MODES, "mapd"):
+            raise ValueError(f"mode must be one of {', '.join(DISTILL_MODES)}, mapd; got {self.mode!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.eval_every < 0 or self.eval_problems < 1 or self.eval_k < 1:
             raise ValueError("eval_every must be >= 0, eval_problems and eval_k >= 1")
+
+
+def training_examples(config: DistillConfig, tokenizer) -> tuple[list, dict]:
+    """The weighted examples of ``config.mode`` from ``config.data`` and their counts."""
+    if config.mode != "mapd":
+        from mentor.offline.generate import load_responses
+
+        return distillation_examples(load_responses(config.data), config.mode, normalisation=config.normalisation,
+                                     tokenizer=tokenizer)
+    from collections import Counter
+
+    from mentor.models import render_prompt
+    from mentor.offline.mapd import load_dataset_rows, mapd_examples
+
+    eos = getattr(tokenizer, "eos_token", None) or ""  # the student learns to stop after each answer
+    rows = [{**row, "completion": row["completion"] + eos} for row in load_dataset_rows(config.data)]
+    examples = mapd_examples(rows, config.alpha, tokenizer, render=lambda prompt: render_prompt(tokenizer, prompt))
+    return examples, {**Counter(row["task"] for row in rows), "examples": len(examples)}
 
 
 def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
@@ -60,7 +82,6 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     import torch
 
     from mentor.models import load_policy
-    from mentor.offline.generate import load_responses
     from mentor.tasks import load_task
 
     start = time.time()
@@ -69,10 +90,8 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     for name in ("evals.jsonl", "loss.jsonl"):  # a rerun starts again: offline runs are short
         (out / name).unlink(missing_ok=True)
-    rows = load_responses(config.data)
     model, tokenizer = loaded or load_policy(config.model)
-    examples, counts = distillation_examples(rows, config.mode, normalisation=config.normalisation,
-                                             tokenizer=tokenizer)
+    examples, counts = training_examples(config, tokenizer)
     if not examples:
         raise ValueError(f"{config.data}: no training examples for mode {config.mode} ({counts})")
     task = load_task(config.task)
