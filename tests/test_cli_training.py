@@ -147,3 +147,21 @@ def test_distill_command_trains_on_a_generated_folder(tmp_path, capsys):
     for name in ("best", "final", "summary.json", "evals.jsonl", "loss.jsonl"):
         assert (out / name).exists(), name
     assert main(["distill", "--out", str(out), f"data={tmp_path / 'none'}"]) == 2
+
+
+def test_compare_runs_the_mapd_pipeline_once_for_its_ablations(tmp_path):
+    from mentor.experiments import DEFAULT_CONFIG
+
+    out = tmp_path / "mapd"
+    config = DEFAULT_CONFIG.parent / "compare_world_mapd.yaml"
+    assert main(["compare", "--out", str(out), str(config), "seeds=[0]", "mapd.n_problems=10",
+                 "distill.sft.steps=2", "distill.sft.batch_size=4", "distill.eval_problems=3", "distill.eval_k=1",
+                 "workers=1"]) == 0
+    report = (out / "report.md").read_text()
+    for label, ablation in (("MAPD", "committee"), ("single-teacher", "single"), ("no-explanation", "no-explanation")):
+        assert f"| {label} |" in report
+        summary = json.loads((out / label / "seed0" / "summary.json").read_text())
+        assert summary["method"] == "mapd" and (out / "mapd" / f"build-{ablation}" / "dataset.jsonl").is_file()
+    counts = {label: json.loads((out / label / "seed0" / "summary.json").read_text())["examples"]
+              for label in ("MAPD", "no-explanation")}
+    assert counts["MAPD"].get("explanation", 0) > 0 and counts["no-explanation"].get("explanation", 0) == 0

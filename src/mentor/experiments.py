@@ -41,6 +41,9 @@ class CompareConfig:
     # overrides) shared by every offline run
     generate: dict = field(default_factory=dict)
     distill: dict = field(default_factory=dict)
+    # MAPD methods (``mode: mapd`` with an ``ablation``) train on the build folders of one MAPD pipeline
+    # run (MapdConfig overrides) into OUT/mapd
+    mapd: dict = field(default_factory=dict)
     workers: int = 1  # runs in parallel, one torch thread each
     analysis_problems: int = 50  # base-model rollouts for the token-advantage figures (0: none)
 
@@ -55,16 +58,18 @@ class CompareConfig:
     def is_offline(self, label: str) -> bool:
         return "mode" in self.methods[label]
 
-    def run_config(self, label: str, seed: int, data: str = "OUT/data"):
+    def run_config(self, label: str, seed: int, out: str = "OUT"):
         """The OnPolicyConfig of an on-policy method, or the DistillConfig of an offline one."""
         try:
             if self.is_offline(label):
                 from mentor.config import load_config
                 from mentor.offline.train import DistillConfig
 
-                return load_config(DistillConfig, None, _overrides({**self.distill, **self.methods[label],
-                                                                    "model": self.model, "task": self.task,
-                                                                    "data": data, "seed": seed}))
+                method = dict(self.methods[label])
+                ablation = method.pop("ablation", "committee")
+                data = f"{out}/mapd/build-{ablation}" if method["mode"] == "mapd" else f"{out}/data"
+                return load_config(DistillConfig, None, _overrides({**self.distill, **method, "model": self.model,
+                                                                    "task": self.task, "data": data, "seed": seed}))
             return OnPolicyConfig(**{**self.shared, **self.methods[label], "seed": seed})
         except TypeError as err:
             raise ValueError(f"method {label!r}: {err}") from None
@@ -117,7 +122,7 @@ def _job(config: CompareConfig, label: str, seed: int, out: Path) -> tuple[Calla
     threads = 1 if config.workers > 1 else 0
     run_dir = str(out / label / f"seed{seed}")
     if config.is_offline(label):
-        return _run_offline, (asdict(config.run_config(label, seed, str(out / "data"))), run_dir, threads)
+        return _run_offline, (asdict(config.run_config(label, seed, str(out))), run_dir, threads)
     return _run_one, (config.model, config.task, asdict(config.run_config(label, seed)), run_dir, threads)
 
 
@@ -128,12 +133,20 @@ def run_compare(config: CompareConfig, out: str | Path,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.yaml").write_text(yaml.safe_dump(asdict(config), sort_keys=False))
-    if any(config.is_offline(label) for label in config.methods):
-        from mentor.config import load_config
+    from mentor.config import load_config
+
+    modes = {config.methods[label].get("mode") for label in config.methods if config.is_offline(label)}
+    if modes - {"mapd"}:
         from mentor.offline.generate import GenerateConfig, run_generate
 
         run_generate(load_config(GenerateConfig, None, _overrides({"task": config.task, **config.generate})),
                      out / "data")
+    if "mapd" in modes:
+        from mentor.offline.mapd import MapdConfig, run_pipeline
+
+        ablations = sorted({m.get("ablation", "committee") for m in config.methods.values() if m.get("mode") == "mapd"})
+        mapd = load_config(MapdConfig, None, _overrides({"task": config.task, "student": config.model, **config.mapd}))
+        run_pipeline(mapd, out / "mapd", ablations)
     jobs = [(label, seed) for label in config.methods for seed in config.seeds]
     results: dict[str, list[dict]] = {label: [] for label in config.methods}
 
@@ -246,7 +259,7 @@ def token_advantage_section(config: CompareConfig, out: Path) -> str:
     model, tokenizer = load_policy(config.model)
     task = load_task(config.task)
     problems = task.problems("test", n=config.analysis_problems)
-    shared = config.run_config(next(iter(config.methods)), config.seeds[0], str(out / "data"))
+    shared = config.run_config(next(iter(config.methods)), config.seeds[0], str(out))
     _, rollouts = evaluate(model, tokenizer, task, problems,
                            EvalConfig(n_problems=len(problems), k=1, temperature=shared.temperature,
                                       max_new_tokens=shared.max_new_tokens, seed=0))
@@ -265,7 +278,7 @@ def write_report(config: CompareConfig, results: dict[str, list[dict]], out: str
     k = first["evaluation"]["k"]
     evaluation = first["evaluation"]
     plot_curves(results, k, out / "curves.png")
-    configs = {label: asdict(config.run_config(label, config.seeds[0], str(out / "data"))) for label in config.methods}
+    configs = {label: asdict(config.run_config(label, config.seeds[0], str(out))) for label in config.methods}
     text = f"""# mentor compare: {config.task} task, model {config.model}
 
 {len(config.seeds)} seeds ({', '.join(map(str, config.seeds))}); mean ± standard deviation over seeds.

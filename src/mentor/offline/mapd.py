@@ -759,3 +759,35 @@ def build_teachers(config: MapdConfig, cache_dir: str | os.PathLike | None) -> l
 
 def config_dict(config: MapdConfig) -> dict[str, Any]:
     return asdict(config)
+
+
+def run_pipeline(config: MapdConfig, out: str | os.PathLike, ablations: Sequence[str] = ABLATIONS, *,
+                 load_model: Callable[[str], tuple[Any, Any]] | None = None) -> dict[str, Path]:
+    """Every stage in order into ``out/{mine,explain,rationales,review}`` and one ``out/build-ABLATION`` per
+    ablation (each stage resumes on its own folder); returns the build folders by ablation."""
+    if load_model is None:
+        from mentor.models import load_policy as load_model
+    out = Path(out)
+    task, problems = config.problems()
+    model, tokenizer = load_model(config.student)
+    mine(model, tokenizer, task, problems, out / "mine", temperature=config.student_temperature,
+         top_p=config.student_top_p, max_new_tokens=config.student_max_new_tokens, seed=config.seed,
+         batch_size=config.batch_size)
+    teachers = build_teachers(config, out)
+    common = {"seed": config.seed, "prompts_per_call": config.prompts_per_call, "temperature": config.teacher_temperature}
+    try:
+        explain(teachers, out / "mine", out / "explain", max_new_tokens=config.teacher_max_new_tokens, **common)
+        rationales(teachers, task, problems, out / "rationales", max_new_tokens=config.teacher_max_new_tokens,
+                   **common)
+        review(teachers, out / "rationales", out / "review", threshold=config.threshold,
+               require_verified=config.require_verified, require_review=config.require_review,
+               max_new_tokens=config.review_max_new_tokens, **common)
+    finally:
+        for teacher in teachers:
+            teacher.close()
+    folders = {}
+    for ablation in ablations:
+        folders[ablation] = out / f"build-{ablation}"
+        build(out / "mine", out / "explain", out / "review", folders[ablation], ablation=ablation,
+              single_teacher=config.single_teacher, rationale_instruction=config.rationale_instruction)
+    return folders
