@@ -205,7 +205,7 @@ class SimulatedWorldTeacher:
         out = []
         for messages in messages_list:
             kind, problem = self.request_kind(messages)
-            text_in = _last_user(messages) if kind in ("explanation", "review") else ""
+            text_in = _last_user(messages) if kind in ("explanation", "explanation_review", "review") else ""
             # a rationale is a solve (same key: the same answers); the other kinds also depend on the text asked about
             key = json.dumps(["solve", problem.to_meta()] if kind in ("solve", "rationale")
                              else [kind, problem.to_meta(), text_in], sort_keys=True)
@@ -217,6 +217,8 @@ class SimulatedWorldTeacher:
                     text = self.explain(problem, text_in, rng)
                 elif kind == "review":
                     text = self.review(problem, text_in, rng)
+                elif kind == "explanation_review":
+                    text = self.review_explanation(problem, text_in, rng)
                 else:
                     text = self.solve(problem, rng)
                 row.append(_cut(text, params.max_new_tokens))
@@ -274,6 +276,30 @@ class SimulatedWorldTeacher:
             score, verdict = (1 if first == 1 else 2), f"Step {first} is wrong."
         if rng.random() < self.review_noise:
             score = min(5, max(1, score + rng.choice((-1, 1))))
+        return f"{verdict} Score: [{score}]"
+
+    def review_explanation(self, problem: WorldProblem, request: str, rng: random.Random) -> str:
+        """A review of another teacher's explanation of a student's answer: 5 when it blames the step the
+        exact critic finds first wrong (or calls a correct answer correct), 1 otherwise; noise and
+        malformed reviews as in :meth:`review`."""
+        from mentor.feedback.committee import extract_section
+        from mentor.tasks.world_critic import critique
+
+        if rng.random() < self.malformed_review_rate:
+            return rng.choice(["A fine explanation.", "Spot on. Score: [9]", "I'd give it 5/5."])
+        feedback = critique(_as_problem(problem), extract_section(request, "Student answer") or "")
+        explanation = extract_section(request, "Explanation to review") or ""
+        blamed = re.search(r"Step (\d+) is (?:wrong|missing)", explanation)
+        if feedback.case == "correct":
+            right = blamed is None and "All steps are correct" in explanation
+        elif feedback.case == "incomplete" or "final answer is wrong" in feedback.critique:
+            right = blamed is None and ("incomplete" in explanation or "final answer is wrong" in explanation)
+        else:
+            right = blamed is not None and int(blamed.group(1)) == feedback.first_error_step
+        score = 5 if right else 1
+        if rng.random() < self.review_noise:
+            score = min(5, max(1, score + rng.choice((-1, 1))))
+        verdict = "It names the first wrong step." if right else "It does not name the first wrong step."
         return f"{verdict} Score: [{score}]"
 
     def stats(self) -> dict[str, int]:

@@ -52,6 +52,24 @@ REVIEW_TEMPLATE = """Review another teacher's solution of the question below. Th
 Check every step. Score the rationale from 1 (wrong) to 5 (correct and clear). Write the score last, as a
 single number in square brackets, e.g. [3]."""
 
+EXPLANATION_REVIEW_TEMPLATE = """Review another teacher's explanation of a student's mistakes. The gold answer is given as a hint.
+
+### Question
+{question}
+
+### Student answer
+{student_answer}
+
+### Gold answer (hint)
+{gold}
+
+### Explanation to review
+{explanation}
+
+### Task
+Check that the explanation names the student's first wrong step and corrects it. Score the explanation from
+1 (wrong) to 5 (correct and clear). Write the score last, as a single number in square brackets, e.g. [3]."""
+
 #: the explanation task the student is trained on (instruction: point out the mistakes in this answer)
 STUDENT_EXPLAIN_TEMPLATE = """{prompt}
 
@@ -60,7 +78,7 @@ Here is an answer to this question:
 
 Point out the mistakes in this answer."""
 
-REQUEST_KINDS = ("explanation", "review", "rationale", "solve")
+REQUEST_KINDS = ("explanation", "explanation_review", "review", "rationale", "solve")
 SCORE_RANGE = (1.0, 5.0)
 #: why a review's score was not used; ``ok`` when it was
 SCORE_REASONS = ("ok", "empty", "no_score", "unbracketed", "out_of_range")
@@ -81,6 +99,11 @@ def review_prompt(question: str, rationale: str, gold: str) -> str:
     return REVIEW_TEMPLATE.format(question=question.strip(), rationale=rationale.strip(), gold=gold)
 
 
+def explanation_review_prompt(question: str, student_answer: str, explanation: str, gold: str) -> str:
+    return EXPLANATION_REVIEW_TEMPLATE.format(question=question.strip(), student_answer=student_answer.strip(),
+                                              explanation=explanation.strip(), gold=gold)
+
+
 def student_explain_prompt(prompt: str, student_answer: str) -> str:
     return STUDENT_EXPLAIN_TEMPLATE.format(prompt=prompt.strip(), student_answer=student_answer.strip())
 
@@ -93,6 +116,8 @@ def extract_section(text: str, heading: str) -> str | None:
 
 def request_kind(text: str) -> str:
     """Which committee request a user message is: explanation, review, rationale, or a plain solve."""
+    if extract_section(text, "Explanation to review") is not None:
+        return "explanation_review"
     if extract_section(text, "Rationale to review") is not None:
         return "review"
     if extract_section(text, "Student answer") is not None:

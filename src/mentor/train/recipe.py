@@ -17,20 +17,33 @@ from pathlib import Path
 from mentor.models import LoraSpec
 from mentor.train.onpolicy import OnPolicyConfig, OnPolicyResult, train_onpolicy
 
+CRITIC_KINDS = ("task", "llm", "committee")
+
 
 @dataclass
 class CriticConfig:
-    """An LLM critic behind an OpenAI-compatible server; empty ``base_url``: the task's own critic."""
+    """Who writes the critique: ``task`` (its own critic, the world's exact one), ``llm`` (a model behind an
+    OpenAI-compatible server; setting ``base_url`` alone selects it) or ``committee`` (``teachers`` explain
+    and peer-review, the best accepted explanation is the critique)."""
 
+    kind: str = "task"
     base_url: str = ""
     model: str = ""
     api_key_env: str = "OPENAI_API_KEY"  # the variable's name; the key itself is never written anywhere
     max_new_tokens: int = 1024
     concurrency: int = 4
+    teachers: dict[str, dict] = field(default_factory=dict)  # committee: name -> TeacherConfig fields
+    threshold: float = 3.0  # committee: an explanation is accepted above this mean review score
 
     def __post_init__(self) -> None:
-        if self.base_url and not self.model:
-            raise ValueError("critic.model is required when critic.base_url is set")
+        if self.kind not in CRITIC_KINDS:
+            raise ValueError(f"critic.kind must be one of {', '.join(CRITIC_KINDS)}, got {self.kind!r}")
+        if self.kind == "task" and self.base_url:
+            self.kind = "llm"
+        if self.kind == "llm" and not (self.base_url and self.model):
+            raise ValueError("an llm critic needs critic.base_url and critic.model")
+        if self.kind == "committee" and len(self.teachers) < 2:
+            raise ValueError("a committee critic needs at least two critic.teachers")
 
 
 @dataclass
@@ -46,10 +59,17 @@ class TrainConfig:
     onpolicy: OnPolicyConfig = field(default_factory=OnPolicyConfig)
 
 
-def build_critic(config: CriticConfig, run_dir: Path | None):
-    """The LLM critic's batch function, or None for the task's own critic."""
-    if not config.base_url:
+def build_critic(config: CriticConfig, run_dir: Path | None, task=None):
+    """The critic object (with ``critique_many``), or None for the task's own critic."""
+    if config.kind == "task":
         return None
+    if config.kind == "committee":
+        from mentor.feedback.committee_critic import CommitteeCritic
+        from mentor.teachers import TeacherConfig, build_teacher
+
+        teachers = [build_teacher(TeacherConfig(**{**values, "name": name}), run_dir)
+                    for name, values in config.teachers.items()]
+        return CommitteeCritic(teachers, threshold=config.threshold, task=task)
     from mentor.feedback import LLMCritic
     from mentor.sampling.openai_compatible import OpenAISampler
 
@@ -71,7 +91,7 @@ def run_training(config: TrainConfig, out: str | Path, *, loaded=None,
     model, tokenizer = loaded or load_policy(config.model)
     if config.lora:
         model = apply_lora(model, LoraSpec(r=config.lora_r, alpha=config.lora_alpha))
-    critic = build_critic(config.critic, out)
+    critic = build_critic(config.critic, out, task)
     (out / "train.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     result = train_onpolicy(model, tokenizer, task, config.onpolicy, run_dir=out,
                             critic=critic.critique_many if critic else None, progress=progress)
