@@ -93,7 +93,7 @@ def transformers_serve(folder: str, log_path: Path, env: dict[str, str] | None =
             process.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def served_smollm2(tmp_path_factory):
     """``Served(base_url, model, log_path)`` of a ``transformers serve`` subprocess serving SmolLM2, killed at
     teardown. ``model`` is the converted folder (the name requests must carry); ``log_path`` is the server's

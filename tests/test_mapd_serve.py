@@ -1,4 +1,4 @@
-"""MAPD's explain and review stages against a real OpenAI-compatible server (``transformers serve`` with
+"""mentor generate and MAPD's explain and review stages against a real OpenAI-compatible server (``transformers serve`` with
 SmolLM2-135M-Instruct on loopback): the text is weak; what is checked is that rows, score parsing, the request
 cache and the statistics are right with real model text."""
 
@@ -59,3 +59,26 @@ def test_explain_and_review_with_real_model_text(served_smollm2, tmp_path):  # n
     assert served_smollm2.requests_seen() == before
     assert sum(v.get("cache_hits", 0) for v in again["this_run"]["teachers"].values()) == 4
     assert [json.loads(line) for line in (tmp_path / "review" / "reviews.jsonl").read_text().splitlines()] == reviews
+
+
+def test_generate_with_a_served_teacher_scores_caches_and_counts(served_smollm2, tmp_path):  # noqa: F811
+    from mentor.offline.generate import GenerateConfig, run_generate
+
+    teacher = TeacherConfig(kind="openai", base_url=served_smollm2.base_url, model=served_smollm2.model,
+                            api_key_env="MENTOR_NO_SUCH_KEY", max_retries=1)
+    config = GenerateConfig(task="gym:basic_arithmetic", n_problems=2, group_size=2, max_new_tokens=24,
+                            teacher=teacher)
+    before = served_smollm2.requests_seen()
+    summary = run_generate(config, tmp_path / "gen")
+    assert served_smollm2.requests_seen() - before == 4  # 2 prompts x 2 samples, each its own request
+    rows = [json.loads(line) for line in (tmp_path / "gen" / "responses.jsonl").read_text().splitlines()]
+    assert sorted((r["problem_id"], r["sample_index"]) for r in rows) == sorted(
+        (r["problem_id"], j) for r in rows[::2] for j in (0, 1))
+    assert summary["responses"] == 4 and summary["correct"] == sum(r["verdict"]["correct"] for r in rows)
+    assert summary["truncated"] == sum(r["finish_reason"] == "length" for r in rows)
+    assert all(set(r["weights"]) >= {"zscore", "minmax", "softmax"} for r in rows)
+    # the rows lost: the same command again is answered from the request cache, nothing is sent
+    (tmp_path / "gen" / "responses.jsonl").unlink()
+    before = served_smollm2.requests_seen()
+    again = run_generate(config, tmp_path / "gen")
+    assert served_smollm2.requests_seen() == before and again["responses"] == 4
