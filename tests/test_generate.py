@@ -346,3 +346,24 @@ def test_user_errors_are_one_line_and_exit_2(argv, message, tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_gold_answer_the_verifier_cannot_read_is_counted_not_scored(caplog, tmp_path):
+    from mentor.offline.generate import fill_group, score_response, summarize
+    from mentor.sampling import SamplingParams
+    from mentor.tasks import load_task
+
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text(json.dumps({"question": "What is half of two?", "answer": "half of 2\n#### \\frac{1"}) + "\n")
+    task = load_task(str(data))
+    (problem,) = task.problems("test")
+    assert problem.answer == "\\frac{1"
+    config = GenerateConfig(n_problems=1, group_size=2)
+    with caplog.at_level("WARNING", logger="mentor"):
+        rows = [score_response(task, problem, j, Sample(text="It is \\boxed{1}.", token_ids=[], logprobs=[],
+                                                           finish_reason="stop"), "t", SamplingParams(seed=0),
+                               config.rewards) for j in range(2)]
+    assert all(r.verdict.reason == "bad_gold" and not r.verdict.correct for r in rows)
+    assert "cannot read its gold answer" in caplog.text
+    fill_group(rows, config.rewards, config.weighting)
+    assert summarize(rows, config)["verdict_reasons"] == {"bad_gold": 2}

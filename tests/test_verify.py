@@ -291,3 +291,11 @@ def test_forked_worker_gets_its_own_helper():
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
         assert pool.submit(is_equivalent, "\\sqrt{3}", "3^{1/2}").result(timeout=30) is True
     assert is_equivalent("\\sqrt{5}", "5^{1/2}")  # and the parent's still answers
+
+
+def test_a_gold_answer_math_verify_cannot_read_is_bad_gold_not_wrong():
+    from mentor.verify import verify
+
+    verdict = verify("The answer is \\boxed{3}", "\\frac{1")
+    assert verdict.reason == "bad_gold" and not verdict.correct and verdict.extracted == "3"
+    assert verify("The answer is \\boxed{x+1}", "1+x").reason == "ok"

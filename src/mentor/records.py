@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-VERDICT_REASONS = ("ok", "no_answer", "unparseable", "wrong", "timeout")
+VERDICT_REASONS = ("ok", "no_answer", "unparseable", "wrong", "timeout", "bad_gold")
 FEEDBACK_CASES = ("correct", "missing_step", "incomplete", "incorrect", "unusable")
 
 

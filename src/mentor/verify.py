@@ -305,11 +305,14 @@ def _as_math(s: str) -> str:
 
 
 def _math_verify_check(pred: str, gold: str) -> str:
-    """Compare with math-verify (its signal timeouts off): ``equal``, ``different`` or ``unparseable``."""
+    """Compare with math-verify (its signal timeouts off): ``equal``, ``different``, ``unparseable`` or
+    ``gold_unparseable``."""
     from math_verify import parse
     from math_verify import verify as math_verify
 
     gold_parsed = parse(_as_math(gold), parsing_timeout=None)
+    if all(isinstance(p, str) for p in gold_parsed):  # the gold answer itself cannot be read
+        return "gold_unparseable"
     pred_parsed = parse(_as_math(pred), parsing_timeout=None)
     if all(isinstance(p, str) for p in pred_parsed):  # nothing but raw-string fallbacks
         return "unparseable"
@@ -317,9 +320,10 @@ def _math_verify_check(pred: str, gold: str) -> str:
 
 
 #: The check the helper process runs for answers the numeric fast path cannot decide: a picklable
-#: module-level callable ``(pred, gold) -> "equal" | "different" | "unparseable"``. Replace it to plug in
+#: module-level callable ``(pred, gold) -> "equal" | "different" | "unparseable" | "gold_unparseable"``. Replace it to plug in
 #: another checker; the tests swap in a deliberately slow one to exercise the timeout.
 SYMBOLIC_CHECK: Callable[[str, str], str] = _math_verify_check
+CHECK_RESULTS = ("equal", "different", "unparseable", "gold_unparseable")
 
 _STARTUP_TIMEOUT = 120.0
 _BOOT = "import sys; sys.path[:] = sys.argv[2:]; from mentor.verify import _serve; _serve(int(sys.argv[1]))"
@@ -380,10 +384,8 @@ class _Helper:
                 raise _CheckTimeout from None
         if status != "ok":
             raise RuntimeError(f"equivalence check {check!r} failed in the helper process: {value}")
-        if value not in ("equal", "different", "unparseable"):
-            raise RuntimeError(
-                f"equivalence check {check!r} returned {value!r}, not equal/different/unparseable"
-            )
+        if value not in CHECK_RESULTS:
+            raise RuntimeError(f"equivalence check {check!r} returned {value!r}, not one of {', '.join(CHECK_RESULTS)}")
         return value
 
     def _start(self) -> Connection:
@@ -512,7 +514,8 @@ def verify(
 
     ``reason`` is ``ok``, ``no_answer`` (nothing extracted), ``unparseable`` (extracted but neither a number
     nor something math-verify can read, or not a letter in a multiple-choice question), ``wrong`` or
-    ``timeout`` (the check ran out of time: ``correct`` is False but the reason says why).
+    ``timeout`` (the check ran out of time: ``correct`` is False but the reason says why) or ``bad_gold``
+    (the gold answer itself cannot be read: the problem, not the completion, is at fault).
 
     Multiple choice is on when ``choices`` is given (letters, or a mapping from letters to option texts,
     see :func:`extract_answer`) or when the gold answer is a single capital letter such as ``B`` or ``(B)``.
@@ -531,7 +534,7 @@ def verify(
         reason = "ok" if extracted == gold_letter else "wrong" if extracted in letters else "unparseable"
     else:
         status = _compare(extracted, gold, timeout)
-        reason = {"equal": "ok", "different": "wrong"}.get(status, status)
+        reason = {"equal": "ok", "different": "wrong", "gold_unparseable": "bad_gold"}.get(status, status)
     correct = reason == "ok"
     components = {"correctness": float(correct), "format": float(kind in FORMAT_KINDS)}
     return Verdict(

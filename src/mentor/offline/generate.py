@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import time
@@ -135,6 +136,9 @@ def score_response(task, problem: Problem, sample_index: int, sample: Sample, te
         verdict = task.verify(problem, sample.text)
     except ValueError as err:
         raise ValueError(f"problem {problem.id}: the verifier cannot score it: {err}") from None
+    if verdict.reason == "bad_gold" and sample_index == 0:
+        logging.getLogger("mentor").warning(f"problem {problem.id}: the verifier cannot read its gold answer "
+                                            f"{problem.answer!r}; its responses count as bad_gold, never correct")
     components = reward_components(verdict, sample.text, rewards)
     return TeacherResponse(
         problem_id=problem.id, sample_index=sample_index, teacher=teacher, prompt=task.prompt(problem),
