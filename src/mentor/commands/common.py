@@ -1,0 +1,83 @@
+"""What every ``mentor`` command shares: consoles, progress bars, model loading, score tables, evaluation."""
+
+from __future__ import annotations
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def progress_bar():
+    from mentor.progress import ProgressBar
+
+    return ProgressBar()
+
+
+# ----- mentor eval ------------------------------------------------------------------------------------
+
+def load_model(spec: str):
+    from mentor.models import load_policy
+
+    with console().status(f"loading model {spec}"):
+        return load_policy(spec)
+
+
+def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) -> dict:
+    """Evaluate (loading model and task unless ``loaded`` = (model, tokenizer) is given), print the table
+    and write the results; returns the summaries."""
+    from rich.table import Table
+
+    from mentor.evaluate import check_contexts, evaluate, table_header, table_rows, write_results
+    from mentor.tasks import load_task
+
+    task = load_task(config.task)
+    problems = task.problems(config.split, n=config.n_problems, seed=config.problem_seed)
+    check_contexts(task, problems, config.contexts)  # before the model loads, not after sampling
+    model, tokenizer = loaded or load_model(config.model)
+    with progress_bar() as bar:
+        ids = {}
+
+        def progress(kind: str, total: int, done: int) -> None:
+            if kind not in ids:
+                ids[kind] = bar.add(f"sampling [{kind}]", total=total, info=f"k={config.k}")
+            bar.update(ids[kind], done, info=f"k={config.k}")
+
+        summaries, rollouts = evaluate(model, tokenizer, task, problems, config, progress)
+    table = Table(title=f"{title}: {task.name}, {len(problems)} problems, k={config.k}, "
+                        f"T={config.temperature}, top_p={config.top_p}, seed={config.seed}")
+    for column in table_header(summaries):
+        table.add_column(column, justify="right")
+    for row in table_rows(summaries):
+        table.add_row(*row)
+    from rich.console import Console
+
+    Console().print(table)
+    if out:
+        checkpoint = {"spec": config.model, "path": str(getattr(model, "name_or_path", config.model))}
+        path = write_results(out, config, summaries, rollouts, checkpoint)
+        console().print(f"results -> {path}")
+    return summaries
+
+
+def train_progress(bar, total: int):
+    task_id = bar.add("training", total=total)
+
+    def progress(step: int, metrics: dict) -> None:
+        signal = f" signal {metrics['signal_fraction']:.0%}" if "signal_fraction" in metrics else ""
+        bar.update(task_id, step, info=f"reward {metrics['reward']:.2f} loss {metrics['loss']:.4f}{signal} "
+                                       f"{metrics['tokens_per_s']:.0f} tok/s")
+
+    return progress
+
+
+def score_table(title: str, rows: list[tuple[str, dict]], k: int):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("checkpoint", "step", f"Pass@{k}", f"Maj@{k}", f"Avg@{k}"):
+        table.add_column(column, justify="right")
+    for name, score in rows:
+        table.add_row(name, str(score["step"]), *(f"{100 * score[f'{m}@{k}']:.2f}" for m in ("pass", "maj", "avg")))
+    return table

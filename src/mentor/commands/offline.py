@@ -1,0 +1,177 @@
+"""``mentor generate``, ``mentor distill`` and ``mentor mapd``: learning from teachers offline."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mentor.commands.common import console, load_model, progress_bar, score_table
+
+
+def generate_command(args) -> int:
+    import dataclasses
+
+    from mentor.config import load_config
+    from mentor.offline.generate import GenerateConfig, run_generate
+    from mentor.sampling.openai_compatible import SamplerError
+
+    config = load_config(GenerateConfig, args.config, args.overrides)
+    flags = {"task": args.data or args.task, "n_problems": args.n, "group_size": args.group_size,
+             "split": args.split, "seed": args.seed}
+    config = dataclasses.replace(config, **{k: v for k, v in flags.items() if v is not None})
+    out = Path(args.out)
+    with progress_bar() as bar:
+        ids = []
+
+        def progress(done: int, total: int) -> None:
+            if not ids:
+                ids.append(bar.add(f"prompts answered ({config.group_size} responses each)", total=total))
+            bar.update(ids[0], done)
+
+        try:
+            summary = run_generate(config, out, progress=progress)
+        except SamplerError as err:
+            rows = out / "responses.jsonl"
+            kept = len(rows.read_text().splitlines()) if rows.is_file() else 0
+            print(f"mentor: error: teacher request failed: {str(err).splitlines()[0]} ({kept} rows kept in "
+                  f"{rows}; run the same command again to resume)", file=sys.stderr)
+            return 1
+    run = summary["this_run"]
+    console().print(
+        f"{summary['prompts']} prompts x {summary['group_size']} = {summary['responses']} responses from "
+        f"{summary['teacher']}: {summary['correct']} correct ({100 * summary['accuracy']:.1f}%), "
+        f"{summary['format_failures']} format failures, {summary['empty']} empty, {summary['truncated']} "
+        f"truncated, {summary['zero_variance_groups']} zero-variance groups ({summary['dropped_groups']} "
+        f"dropped); this run wrote {run['rows_written']} rows in {run['seconds']:.1f}s "
+        f"({run['rows_found']} found, {run['retries']} retries)")
+    console().print(f"dataset -> {out} (responses.jsonl, dataset/, summary.json)")
+    print(out)
+    return 0
+
+
+
+
+def distill_command(args) -> int:
+    from rich.console import Console
+
+    from mentor.config import load_config
+    from mentor.offline.train import DistillConfig, run_distill
+
+    config = load_config(DistillConfig, args.config, args.overrides)
+    out = Path(args.out or f"runs/distill-{config.mode}-seed{config.seed}")
+    with progress_bar() as bar:
+        task_id = bar.add(f"{config.mode} on {config.data}", total=config.sft.steps)
+        summary = run_distill(config, out, progress=lambda n, m: bar.update(task_id, n, info=f"loss {m['loss']:.4f}"))
+    k = config.eval_k
+    rows = [("start", summary["evals"][0]), ("best", summary["best"]), ("final", summary["final"])]
+    Console().print(score_table(f"{config.mode} on {config.task}: held-out evaluation", rows, k))
+    console().print(f"examples: {summary['examples']}; run folder -> {out}")
+    return 0
+
+
+
+
+def _mapd_config(args):
+    from mentor.config import load_config
+    from mentor.offline.mapd import MapdConfig
+
+    overrides = list(args.overrides)
+    if getattr(args, "data", None):
+        overrides.append(f"task={args.data}")
+    return load_config(MapdConfig, args.config, overrides)
+
+
+def _mapd_stage(args, label: str, run) -> int:
+    """Run one teacher stage with a progress bar; a failed teacher request keeps the rows written (exit 1)."""
+    from mentor.offline.mapd import build_teachers
+    from mentor.sampling.openai_compatible import SamplerError
+
+    config = _mapd_config(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    teachers = build_teachers(config, out)
+    try:
+        with progress_bar() as bar:
+            ids = []
+
+            def progress(done: int, total: int) -> None:
+                if not ids:
+                    ids.append(bar.add(f"{label} ({len(teachers)} teachers)", total=total))
+                bar.update(ids[0], done)
+
+            summary = run(config, teachers, out, progress)
+    except SamplerError as err:
+        print(f"mentor: error: teacher request failed: {str(err).splitlines()[0]} (the rows written are kept in "
+              f"{out}; run the same command again to resume)", file=sys.stderr)
+        return 1
+    finally:
+        for teacher in teachers:
+            teacher.close()
+    _print_stage(summary, out)
+    return 0
+
+
+def _print_stage(summary: dict, out: Path) -> None:
+    shown = {k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k != "stage"}
+    run = summary.get("this_run", {})
+    extra = f"; this run wrote {run['rows_written']} rows in {run['seconds']:.1f}s" if "rows_written" in run else ""
+    console().print(f"mapd {summary['stage']}: " + ", ".join(f"{k} {v}" for k, v in shown.items()) + extra)
+    console().print(f"-> {out} (summary.json)")
+    print(out)
+
+
+def mapd_mine(args) -> int:
+    from mentor.offline.mapd import mine
+
+    config = _mapd_config(args)
+    task, problems = config.problems()
+    model, tokenizer = load_model(config.student)
+    out = Path(args.out)
+    with progress_bar() as bar:
+        task_id = bar.add(f"student answers (T={config.student_temperature}, top_p={config.student_top_p})",
+                          total=len(problems))
+        summary = mine(model, tokenizer, task, problems, out, temperature=config.student_temperature,
+                       top_p=config.student_top_p, max_new_tokens=config.student_max_new_tokens, seed=config.seed,
+                       batch_size=config.batch_size, progress=lambda done, total: bar.update(task_id, done))
+    _print_stage(summary, out)
+    return 0
+
+
+def mapd_explain(args) -> int:
+    from mentor.offline.mapd import explain
+
+    return _mapd_stage(args, "mistake explanations", lambda c, teachers, out, progress: explain(
+        teachers, args.mined, out, temperature=c.teacher_temperature, max_new_tokens=c.teacher_max_new_tokens,
+        seed=c.seed, prompts_per_call=c.prompts_per_call, progress=progress))
+
+
+def mapd_rationales(args) -> int:
+    from mentor.offline.mapd import rationales
+
+    def run(c, teachers, out, progress):
+        task, problems = c.problems()
+        return rationales(teachers, task, problems, out, temperature=c.teacher_temperature,
+                          max_new_tokens=c.teacher_max_new_tokens, seed=c.seed, prompts_per_call=c.prompts_per_call,
+                          progress=progress)
+
+    return _mapd_stage(args, "rationales", run)
+
+
+def mapd_review(args) -> int:
+    from mentor.offline.mapd import review
+
+    return _mapd_stage(args, "peer reviews", lambda c, teachers, out, progress: review(
+        teachers, args.rationales, out, threshold=c.threshold, require_verified=c.require_verified,
+        require_review=c.require_review, temperature=c.teacher_temperature, max_new_tokens=c.review_max_new_tokens,
+        seed=c.seed, prompts_per_call=c.prompts_per_call, progress=progress))
+
+
+def mapd_build(args) -> int:
+    from mentor.offline.mapd import build
+
+    config = _mapd_config(args)
+    out = Path(args.out)
+    summary = build(args.mined, args.explanations, args.reviewed, out, ablation=args.ablation or config.ablation,
+                    single_teacher=config.single_teacher, rationale_instruction=config.rationale_instruction)
+    _print_stage(summary, out)
+    return 0

@@ -1,0 +1,97 @@
+"""``mentor train``, ``mentor analyze`` and ``mentor compare``: on-policy training and its reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mentor.commands.common import console, load_model, progress_bar, score_table, train_progress
+
+
+def train_command(args) -> int:
+    from rich.console import Console
+
+    from mentor.config import load_config
+    from mentor.train.recipe import TrainConfig, run_training
+
+    config = load_config(TrainConfig, args.config, args.overrides)
+    out = Path(args.out or f"runs/train-{config.onpolicy.method}-seed{config.onpolicy.seed}")
+    with progress_bar() as bar:
+        result = run_training(config, out, progress=train_progress(bar, config.onpolicy.steps))
+    k = config.onpolicy.eval_k
+    rows = [("start", result.evals[0]), ("best", result.best), ("final", result.final)]
+    Console().print(score_table(f"{config.onpolicy.method} on {config.task}: held-out evaluation", rows, k))
+    if result.stopped_early:
+        console().print(f"stopped early at step {len(result.history)} (no better Avg@{k})")
+    console().print(f"run folder -> {out} (best/, final/, metrics.jsonl, evals.jsonl, summary.json)")
+    return 0
+
+
+def analyze_command(args) -> int:
+    from rich.console import Console
+
+    from mentor.analysis.report import aggregate_table, run_analysis
+    from mentor.evaluate import EvalConfig, evaluate
+    from mentor.records import Rollout, read_jsonl
+    from mentor.tasks import load_task
+    from mentor.train.recipe import CriticConfig, build_critic
+
+    task = load_task(args.task)
+    contexts = tuple(c.strip() for c in args.contexts.split(","))
+    critic = build_critic(CriticConfig(base_url=args.critic_base_url or "", model=args.critic_model or "",
+                                       api_key_env=args.critic_api_key_env), Path(args.out))
+    critique = (lambda problem, trace: critic.critique(problem, trace)) if critic else None
+    if args.rollouts:
+        rollouts = read_jsonl(args.rollouts, Rollout)
+        wanted = {r.problem_id for r in rollouts}
+        problems = [p for p in task.problems(args.split, n=args.problems_pool) if p.id in wanted]
+        if not problems:
+            raise ValueError(f"no problem of {args.task} ({args.split} split) matches the rollouts in {args.rollouts}")
+    model, tokenizer = load_model(args.model)
+    if not args.rollouts:
+        problems = task.problems(args.split, n=args.n)
+        with console().status(f"sampling {len(problems)} rollouts"):
+            _, sampled = evaluate(model, tokenizer, task, problems,
+                                  EvalConfig(n_problems=len(problems), k=1, seed=args.seed,
+                                             temperature=args.temperature, max_new_tokens=args.max_new_tokens))
+        rollouts = sampled["none"]
+    with progress_bar() as bar:
+        task_id = bar.add("token advantages", total=len(rollouts) * len(contexts))
+        result = run_analysis(model, tokenizer, task, problems, rollouts, args.out, contexts=contexts,
+                              critic=critique, progress=lambda done, total: bar.update(task_id, done))
+    Console().print(aggregate_table(result))
+    console().print(f"report -> {Path(args.out) / 'analysis.html'} (analysis.json, PNG plots)")
+    return 0
+
+
+def compare_command(args) -> int:
+    from mentor.config import load_config
+    from mentor.experiments import (
+        DEFAULT_CONFIG,
+        CompareConfig,
+        run_compare,
+        token_advantage_section,
+        write_report,
+    )
+
+    if args.config and "=" in args.config and not Path(args.config).exists():  # an override, not a file
+        args.overrides, args.config = [args.config, *args.overrides], None
+    config = load_config(CompareConfig, args.config or DEFAULT_CONFIG, args.overrides)
+    out = Path(args.out)
+    total = len(config.methods) * len(config.seeds)
+    with progress_bar() as bar:
+        task_id = bar.add(f"{total} runs ({config.workers} at a time)", total=total)
+        done = []
+
+        def on_done(label: str, seed: int, summary: dict) -> None:
+            done.append(label)
+            k = summary["evaluation"]["k"]
+            bar.update(task_id, len(done), info=f"{label} seed {seed}: final Avg@{k} "
+                                                f"{100 * summary['final'][f'avg@{k}']:.2f}")
+
+        results = run_compare(config, out, on_done)
+    with console().status("token-advantage figures on the base model"):
+        analysis = token_advantage_section(config, out)
+    path = write_report(config, results, out, analysis)
+    print(path.read_text().split("## Budget")[0])
+    console().print(f"report -> {path}")
+    return 0
