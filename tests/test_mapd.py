@@ -30,6 +30,7 @@ from mentor.offline.mapd import (
     explain,
     load_dataset_rows,
     mapd_examples,
+    rationales,
     read_rows,
     review,
 )
@@ -386,3 +387,36 @@ def test_distill_trains_the_student_on_a_build_folder(pipeline, tmp_path):
     assert main(["distill", "--out", str(out), f"data={build}", "mode=mapd", "sft.steps=2", "sft.batch_size=4",
                  "eval_problems=2", "eval_k=1"]) == 0
     assert json.loads((out / "summary.json").read_text())["method"] == "mapd"
+
+
+def test_a_teacher_changed_under_the_same_name_is_refused_on_resume(world, tmp_path):
+    task, problems = world
+    rationales([SimulatedWorldTeacher("a", error_rate=0.0)], task, problems[:3], tmp_path)
+    with pytest.raises(FileExistsError, match="teachers"):
+        rationales([SimulatedWorldTeacher("a", error_rate=1.0)], task, problems[:3], tmp_path)
+
+
+def test_build_refuses_an_explanation_of_another_student_answer(pipeline, tmp_path):
+    import shutil
+
+    mine = tmp_path / "mine"
+    shutil.copytree(pipeline / "mine", mine)
+    rows = [json.loads(line) for line in (mine / "mined.jsonl").read_text().splitlines()]
+    rows[0]["completion"] += " (answered again)"
+    (mine / "mined.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="another student answer"):
+        build(mine, pipeline / "explain", pipeline / "review", tmp_path / "build")
+
+
+def test_a_text_cut_at_the_token_limit_gets_no_end_of_sequence(tmp_path):
+    from mentor.offline.train import DistillConfig, training_examples
+    from mentor.world_model import SHIPPED_DIR, load_world_folder
+
+    _, tokenizer = load_world_folder(SHIPPED_DIR)
+    rows = [{"task": "explanation", "problem_id": "p", "teacher": "t", "prompt": "q", "completion": "cut he",
+             "finish_reason": "length"},
+            {"task": "rationale", "problem_id": "p", "teacher": "t", "prompt": "q", "completion": "done",
+             "finish_reason": "stop"}]
+    (tmp_path / "dataset.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples, _ = training_examples(DistillConfig(data=str(tmp_path), mode="mapd"), tokenizer)
+    assert [e.completion for e in examples] == ["cut he", "done" + tokenizer.eos_token]

@@ -338,3 +338,14 @@ def test_logging_progress_and_log_file(tokenizer, tmp_path):
 def test_no_examples_is_an_error(tokenizer):
     with pytest.raises(ValueError, match="no training examples"):
         train_sft(tiny_llama(len(tokenizer)), tokenizer, [], SFTConfig(steps=1))
+
+
+def test_batches_without_length_grouping_are_a_plain_shuffle():
+    import random
+
+    from mentor.train.sft import length_grouped_batches
+
+    lengths = [1, 50, 2, 49, 3, 48, 4, 47]
+    batches = length_grouped_batches(lengths, 4, random.Random(0), group=0)
+    order = random.Random(0).sample(range(8), 8)
+    assert batches == [order[:4], order[4:]]

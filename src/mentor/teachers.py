@@ -111,6 +111,12 @@ class SamplerTeacher:
     def __repr__(self) -> str:
         return f"SamplerTeacher({self.name!r}, {self.sampler!r})"
 
+    def identity(self) -> dict[str, Any]:
+        """What decides this teacher's answers (recorded by resumable stages): its name and model."""
+        model = getattr(self.sampler, "model", None)
+        model = model if isinstance(model, str) else getattr(model, "name_or_path", type(model).__name__)
+        return {"name": self.name, "model": model, "base_url": getattr(self.sampler, "base_url", None)}
+
     def chat(self, messages_list: list[Messages], params: SamplingParams) -> list[list[Sample]]:
         if hasattr(self.sampler, "chat"):
             return self.sampler.chat(messages_list, params)
@@ -187,6 +193,12 @@ class SimulatedWorldTeacher:
     def __repr__(self) -> str:
         return (f"SimulatedWorldTeacher({self.name!r}, error_rate={self.error_rate}, style={self.style!r}, "
                 f"seed={self.seed})")
+
+    def identity(self) -> dict[str, Any]:
+        """What decides this teacher's answers (recorded by resumable stages)."""
+        return {"name": self.name, "error_rate": self.error_rate, "style": self.style, "seed": self.seed,
+                "error_kinds": list(self.error_kinds), "review_noise": self.review_noise,
+                "malformed_review_rate": self.malformed_review_rate}
 
     @staticmethod
     def request_kind(messages: Messages) -> tuple[str, WorldProblem]:

@@ -202,6 +202,16 @@ def read_rows(source: str | os.PathLike | Sequence[Any], cls: type, filename: st
     return rows
 
 
+def digest(values: Any) -> str:
+    """A short hash of JSON-able inputs: a stage key holds it so changed inputs (a new student answer, an
+    edited question or rationale) are noticed on resume instead of mixing old rows with new ones."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _identities(teachers: Sequence[Teacher]) -> list[Any]:
+    return [t.identity() if hasattr(t, "identity") else {"name": t.name} for t in teachers]
+
+
 def _check_record(out: Path, key: dict[str, Any], rows_file: str) -> None:
     """Refuse a folder whose rows were made with another configuration; record this one."""
     record = out / RECORD
@@ -306,6 +316,8 @@ def mine(model, tokenizer, task, problems: Sequence[Problem], out: str | os.Path
     check_problems(problems)
     params = SamplingParams(n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     _check_record(out, {"stage": "mine", "task": getattr(task, "name", ""), "problems": [p.id for p in problems],
+                        "inputs": digest([[p.id, task.prompt(p), p.answer] for p in problems]),
+                        "student": getattr(model, "name_or_path", "") or type(model).__name__,
                         "sampling": params.to_dict(), "batch_size": batch_size}, "answers.jsonl")
     rows = RowFile(out / "answers.jsonl", StudentAnswer, lambda r: (r.problem_id,))
     sampler = LocalSampler(model, tokenizer, batch_size=batch_size)
@@ -353,12 +365,12 @@ def explain(teachers: Sequence[Teacher], mined: str | os.PathLike | Sequence[Stu
     out.mkdir(parents=True, exist_ok=True)
     names = _teacher_names(teachers)
     items = [m for m in read_rows(mined, StudentAnswer, "mined.jsonl") if not m.correct]
-    _check_record(out, {"stage": "explain", "teachers": names, "items": [m.problem_id for m in items],
-                        "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed},
-                  "explanations.jsonl")
-    rows = RowFile(out / "explanations.jsonl", Explanation, lambda r: (r.problem_id, r.teacher))
     jobs = [(t, (m.problem_id, names[t]), explain_prompt(m.question, m.completion, m.answer), m)
             for m in items for t in range(len(teachers))]
+    _check_record(out, {"stage": "explain", "teachers": _identities(teachers), "items": [m.problem_id for m in items],
+                        "inputs": digest([j[2] for j in jobs]), "temperature": temperature,
+                        "max_new_tokens": max_new_tokens, "seed": seed}, "explanations.jsonl")
+    rows = RowFile(out / "explanations.jsonl", Explanation, lambda r: (r.problem_id, r.teacher))
 
     def make_row(teacher, item, prompt, sample):
         return Explanation(item.problem_id, teacher.name, prompt, item.completion, sample.text, sample.finish_reason)
@@ -391,7 +403,8 @@ def rationales(teachers: Sequence[Teacher], task, problems: Sequence[Problem], o
     out.mkdir(parents=True, exist_ok=True)
     names = _teacher_names(teachers)
     check_problems(problems)
-    _check_record(out, {"stage": "rationales", "teachers": names, "problems": [p.id for p in problems],
+    _check_record(out, {"stage": "rationales", "teachers": _identities(teachers), "problems": [p.id for p in problems],
+                        "inputs": digest([[p.id, task.prompt(p), p.answer] for p in problems]),
                         "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed},
                   "rationales.jsonl")
     rows = RowFile(out / "rationales.jsonl", Rationale, lambda r: (r.problem_id, r.teacher))
@@ -443,8 +456,9 @@ def review(teachers: Sequence[Teacher], rationales: str | os.PathLike | Sequence
     if require_review and len(teachers) < 2:
         raise ValueError("peer review needs at least two teachers (nobody reviews their own rationale)")
     found_rationales = read_rows(rationales, Rationale, "rationales.jsonl")
-    _check_record(out, {"stage": "review", "teachers": names,
+    _check_record(out, {"stage": "review", "teachers": _identities(teachers),
                         "rationales": [[r.problem_id, r.teacher] for r in found_rationales],
+                        "inputs": digest([[r.question, r.text, r.answer] for r in found_rationales]),
                         "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed},
                   "reviews.jsonl")
     rows = RowFile(out / "reviews.jsonl", ReviewRow, lambda r: (r.problem_id, r.author, r.reviewer))
@@ -526,7 +540,7 @@ def build(mined: str | os.PathLike | Sequence[StudentAnswer],
     - ``committee``: the explanation of a teacher chosen per item (deterministically, spread over the
       teachers); the accepted rationale with the best mean review score (ties: teacher order);
     - ``single``: only ``single_teacher``'s (default: the first teacher) explanation and rationale, no
-      review (its rationale is used whether or not it was accepted);
+      review (its rationale is used when it passes the verifier, whatever its review scores);
     - ``no-explanation``: the committee's rationales only.
 
     ``rationale_instruction=False`` trains the rationale on the bare task prompt (e.g. the world's model).
@@ -553,7 +567,11 @@ def build(mined: str | os.PathLike | Sequence[StudentAnswer],
     if ablation != "no-explanation":
         if explanations is None:
             raise ValueError(f"the {ablation!r} ablation needs the explain stage's output")
+        answers = {item.problem_id: item.completion for item in items}
         for e in read_rows(explanations, Explanation, "explanations.jsonl"):
+            if e.problem_id in answers and e.student_answer != answers[e.problem_id]:
+                raise ValueError(f"the explanation of problem {e.problem_id!r} by {e.teacher!r} explains another "
+                                 "student answer than the mined one; run explain again into a new folder")
             if e.teacher in names and e.text.strip():
                 expl[e.problem_id][e.teacher] = e
     rows = []
@@ -564,19 +582,23 @@ def build(mined: str | os.PathLike | Sequence[StudentAnswer],
             if options:
                 e = expl[item.problem_id][_pick(item.problem_id, options)]
                 rows.append({"task": "explanation", "problem_id": item.problem_id, "teacher": e.teacher,
-                             "prompt": student_explain_prompt(item.prompt, item.completion), "completion": e.text})
+                             "prompt": student_explain_prompt(item.prompt, item.completion), "completion": e.text,
+                             "finish_reason": e.finish_reason})
                 counts[f"explanation:{e.teacher}"] += 1
             else:
                 counts["items_without_explanation"] += 1
         candidates = by_problem.get(item.problem_id, [])
         if ablation != "single":
             candidates = [r for r in candidates if r.accepted]
+        else:  # no review, but the verifier still applies: the ablation removes the review only
+            candidates = [r for r in candidates if r.rationale.correct]
         candidates = [r for r in candidates if r.rationale.text.strip()]
         if candidates:
             best = max(candidates, key=lambda r: (r.mean_score or 0.0, -names.index(r.rationale.teacher)))
             prompt = rationale_prompt(item.prompt) if rationale_instruction else item.prompt
             rows.append({"task": "rationale", "problem_id": item.problem_id, "teacher": best.rationale.teacher,
-                         "prompt": prompt, "completion": best.rationale.text})
+                         "prompt": prompt, "completion": best.rationale.text,
+                         "finish_reason": best.rationale.finish_reason})
             counts[f"rationale:{best.rationale.teacher}"] += 1
         else:
             counts["items_without_rationale"] += 1
@@ -601,12 +623,12 @@ def _save_dataset(rows: list[dict[str, str]], folder: Path) -> None:
 
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    columns = ("task", "problem_id", "teacher", "prompt", "completion")
+    columns = ("task", "problem_id", "teacher", "prompt", "completion", "finish_reason")
     features = datasets.Features({k: datasets.Value("string") for k in columns})
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        table = {k: [r[k] for r in rows] for k in columns}  # from_dict: an empty dataset keeps its columns
+        table = {k: [r.get(k, "stop") if k == "finish_reason" else r[k] for r in rows] for k in columns}  # from_dict: an empty dataset keeps its columns
         datasets.Dataset.from_dict(table, features=features).save_to_disk(str(tmp))
     finally:
         if bars:

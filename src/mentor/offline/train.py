@@ -23,7 +23,9 @@ from mentor.train.sft import SFTConfig, train_sft
 
 
 def _default_sft() -> SFTConfig:
-    return SFTConfig(steps=200, batch_size=16, lr=3e-4, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0)
+    # shuffled batches: length grouping would skew a weighted loss's per-batch token denominator
+    return SFTConfig(steps=200, batch_size=16, lr=3e-4, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0,
+                     group_by_length=False)
 
 
 @dataclass
@@ -67,8 +69,9 @@ def training_examples(config: DistillConfig, tokenizer) -> tuple[list, dict]:
     from mentor.models import render_prompt
     from mentor.offline.mapd import load_dataset_rows, mapd_examples
 
-    eos = getattr(tokenizer, "eos_token", None) or ""  # the student learns to stop after each answer
-    rows = [{**row, "completion": row["completion"] + eos} for row in load_dataset_rows(config.data)]
+    eos = getattr(tokenizer, "eos_token", None) or ""  # the student learns to stop, but not where a text was cut
+    rows = [{**row, "completion": row["completion"] + (eos if row.get("finish_reason", "stop") == "stop" else "")}
+            for row in load_dataset_rows(config.data)]
     examples = mapd_examples(rows, config.alpha, tokenizer, render=lambda prompt: render_prompt(tokenizer, prompt))
     return examples, {**Counter(row["task"] for row in rows), "examples": len(examples)}
 

@@ -43,6 +43,8 @@ class SFTConfig:
     max_length: int = 512
     seed: int = 0
     log_every: int = 20
+    group_by_length: bool = True  # batches of similar lengths (less padding); off for weighted losses, whose
+    # per-batch token denominator would otherwise favour the weights of short examples
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "max_length", "log_every"):
@@ -99,8 +101,10 @@ def collate(batch: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.T
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random,
                            group: int = 16) -> list[list[int]]:
     """One epoch of batches: shuffled, then sorted by length within windows of ``group`` batches so that
-    a batch holds similar lengths (less padding), then the batches shuffled."""
+    a batch holds similar lengths (less padding), then the batches shuffled; ``group=0``: shuffled only."""
     order = rng.sample(range(len(lengths)), len(lengths))
+    if group < 1:  # plain shuffled batches
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     batches = []
     window = batch_size * group
     for start in range(0, len(order), window):
@@ -143,7 +147,7 @@ def train_sft(
     model.train()
     for step in range(config.steps):
         if not batches:
-            batches = length_grouped_batches(lengths, config.batch_size, rng)
+            batches = length_grouped_batches(lengths, config.batch_size, rng, group=16 if config.group_by_length else 0)
         batch = {k: v.to(device) for k, v in collate([data[i] for i in batches.pop()], pad_id).items()}
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
