@@ -367,3 +367,17 @@ def test_a_gold_answer_the_verifier_cannot_read_is_counted_not_scored(caplog, tm
     assert "cannot read its gold answer" in caplog.text
     fill_group(rows, config.rewards, config.weighting)
     assert summarize(rows, config)["verdict_reasons"] == {"bad_gold": 2}
+
+
+def test_a_data_file_changed_under_the_same_ids_is_refused_on_resume(tmp_path):
+    from mentor.tasks import load_task
+
+    question = load_task("world").problems("train", n=1)[0].question  # the simulated teacher answers it
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text(json.dumps({"question": question, "answer": "x\n#### 1"}) + "\n")
+    out = tmp_path / "out"
+    config = GenerateConfig(task=str(data), n_problems=None, group_size=2)
+    run_generate(config, out)
+    data.write_text(json.dumps({"question": question, "answer": "x\n#### 2"}) + "\n")
+    with pytest.raises(FileExistsError, match="another question or gold answer"):
+        run_generate(config, out)

@@ -40,9 +40,10 @@ class CommitteeCritic:
             raise ValueError(f"{len(problems)} problems but {len(traces)} traces")
         questions = [p.question for p in problems]
         explanations = []  # explanations[t][i]: teacher t's explanation of rollout i
-        for teacher in self.teachers:
+        for index, teacher in enumerate(self.teachers):  # each its own seed: two copies of a model still differ
             asked = [user_messages(explain_prompt(q, trace, p.answer)) for q, trace, p in zip(questions, traces, problems)]
-            explanations.append([group[0].text for group in teacher.chat(asked, self.explain_params)] if asked else [])
+            params = SamplingParams(**{**self.explain_params.to_dict(), "seed": self.explain_params.seed + index})
+            explanations.append([group[0].text for group in teacher.chat(asked, params)] if asked else [])
         scores = [[[] for _ in problems] for _ in self.teachers]  # scores[t][i]: reviews of teacher t's explanation
         for r, reviewer in enumerate(self.teachers):
             jobs = [(t, i) for t in range(len(self.teachers)) if t != r for i in range(len(problems))]

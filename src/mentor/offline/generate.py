@@ -299,12 +299,16 @@ def run_generate(config: GenerateConfig, out: str | os.PathLike, *, teacher: Tea
     path = out / RESPONSES
     found, repaired = recover_responses(path)
     G = config.group_size
-    wanted = {p.id for p in problems}
+    wanted = {p.id: p for p in problems}
     stored: dict[str, dict[int, TeacherResponse]] = defaultdict(dict)
     for row in found:
         if row.problem_id not in wanted or row.sample_index >= G:
             raise RecordError(f"{path}: a row for problem {row.problem_id!r} sample {row.sample_index} that "
                               "this configuration does not generate")
+        problem = wanted[row.problem_id]
+        if row.prompt != task.prompt(problem) or row.answer != problem.answer:  # the data changed, ids did not
+            raise FileExistsError(f"{path}: problem {row.problem_id!r} has another question or gold answer than "
+                                  "when its rows were generated; use another --out")
         stored[row.problem_id][row.sample_index] = row
     todo = [p for p in problems if len(stored[p.id]) < G]
     own_teacher = teacher is None
