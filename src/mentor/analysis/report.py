@@ -20,7 +20,14 @@ from typing import Any
 
 import torch
 
-from mentor.analysis.token_advantage import StepAggregate, aggregate_by_error, token_advantages, token_steps
+from mentor.analysis.token_advantage import (
+    StepAggregate,
+    aggregate_by_error,
+    completion_logprobs,
+    prefix_texts,
+    token_advantages,
+    token_steps,
+)
 from mentor.contexts import build_context_prompt
 from mentor.models import render_prompt
 from mentor.records import Feedback, Problem, Rollout
@@ -115,12 +122,11 @@ def _nan_to_none(value: Any) -> Any:
     return value
 
 
-def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
+def token_pieces(tokenizer, ids: Sequence[int], texts: Sequence[str] | None = None) -> list[str]:
     """The text each token adds to the decoded completion (pieces join to the full text where decoding
-    is incremental; otherwise a token's own decoding)."""
+    is incremental; otherwise a token's own decoding). ``texts``: :func:`prefix_texts`, when decoded."""
     pieces, before = [], ""
-    for i in range(len(ids)):
-        text = tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=False)
+    for i, text in enumerate(texts if texts is not None else prefix_texts(tokenizer, ids)):
         incremental = text.startswith(before)
         pieces.append(text[len(before) :] if incremental else tokenizer.decode([ids[i]], skip_special_tokens=False))
         before = text
@@ -181,7 +187,9 @@ def analyze_rollouts(model, tokenizer, task, problems_by_id: Mapping[str, Proble
         else:
             first_error, located = None, correct  # a verified-correct rollout has no wrong step
         student = render_prompt(tokenizer, task.prompt(problem))
-        steps, pieces = token_steps(tokenizer, ids), token_pieces(tokenizer, ids)
+        texts = prefix_texts(tokenizer, ids)  # decoded once for both the steps and the pieces
+        steps, pieces = token_steps(tokenizer, ids, texts), token_pieces(tokenizer, ids, texts)
+        student_logp = None  # one student pass serves every context
         for kind in contexts:
             if kind == "critique" and not usable:
                 skipped[kind]["no_critique" if feedback is None else "unusable"] += 1
@@ -192,7 +200,9 @@ def analyze_rollouts(model, tokenizer, task, problems_by_id: Mapping[str, Proble
             user = build_context_prompt(kind, task.prompt(problem), problem=problem,
                                         critique=feedback.critique if usable else None)
             context = problem.solution if kind == "reference" else feedback.critique
-            adv_T = token_advantages(model, tokenizer, student, render_prompt(tokenizer, user), ids)
+            if student_logp is None:
+                student_logp = completion_logprobs(model, tokenizer, student, ids)
+            adv_T = token_advantages(model, tokenizer, student, render_prompt(tokenizer, user), ids, student_logp)
             entries[kind].append(TokenAdvantages(
                 rollout.problem_id, rollout.sample_index, pieces, adv_T.tolist(), steps, first_error,
                 feedback.case if feedback else None, context, bool(correct), located))

@@ -30,22 +30,30 @@ def completion_logprobs(model, tokenizer, prompt: str, completion_ids: Sequence[
     return logp_1L[0, len(prompt_ids) - 1 :].cpu()
 
 
-def token_advantages(model, tokenizer, student_prompt: str, teacher_prompt: str,
-                     completion_ids: Sequence[int]) -> torch.Tensor:
-    """A_t for every completion token; the teacher is the frozen model (LoRA adapter disabled)."""
-    student = completion_logprobs(model, tokenizer, student_prompt, completion_ids)
+def token_advantages(model, tokenizer, student_prompt: str, teacher_prompt: str, completion_ids: Sequence[int],
+                     student_logp: torch.Tensor | None = None) -> torch.Tensor:
+    """A_t for every completion token; the teacher is the frozen model (LoRA adapter disabled).
+    ``student_logp``: the student's log-probs of the same tokens when already computed (several contexts)."""
+    student = student_logp if student_logp is not None else completion_logprobs(
+        model, tokenizer, student_prompt, completion_ids)
     with teacher_mode(model):
         teacher = completion_logprobs(model, tokenizer, teacher_prompt, completion_ids)
     return teacher - student
 
 
-def token_steps(tokenizer, completion_ids: Sequence[int]) -> list[int]:
+def prefix_texts(tokenizer, completion_ids: Sequence[int]) -> list[str]:
+    """The decoded text of every prefix of the completion (token i's entry ends with token i)."""
+    return [tokenizer.decode(list(completion_ids[: i + 1]), skip_special_tokens=False)
+            for i in range(len(completion_ids))]
+
+
+def token_steps(tokenizer, completion_ids: Sequence[int], texts: Sequence[str] | None = None) -> list[int]:
     """The step each token belongs to in a step-tagged trace: k for ``<step_k>`` text, 0 before the first
-    tag, and one more than the last step for the ``<answer>`` line."""
+    tag, and one more than the last step for the ``<answer>`` line. ``texts``: :func:`prefix_texts`, when
+    already decoded."""
     steps, current, last_step = [], 0, 0
     text_before = ""
-    for i in range(len(completion_ids)):
-        text = tokenizer.decode(completion_ids[: i + 1], skip_special_tokens=False)
+    for text in texts if texts is not None else prefix_texts(tokenizer, completion_ids):
         for match in STEP_TAG.finditer(text, max(0, len(text_before) - 12)):
             if match.end() > len(text_before):  # a tag completed by this token
                 last_step = int(match.group(1)) if match.group(1) else last_step + 1
