@@ -7,6 +7,7 @@ config's own ``__post_init__``. The resolved config is what a run saves beside i
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -147,3 +148,29 @@ def save_config(config: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     return path
+
+
+def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested mappings, sorted."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += differences(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            out.append(prefix + k)
+    return out
+
+
+def record_config(path: str | Path, values: dict, what: str = "a run") -> None:
+    """Write a run folder's resolved config, or check that the one already there is the same: a folder
+    resumed with another configuration is an error naming what differs."""
+    path = Path(path)
+    values = json.loads(json.dumps(values))
+    if path.is_file():
+        changed = differences(json.loads(path.read_text()), values)
+        if changed:
+            raise ValueError(f"{path.parent} holds {what} with another configuration (differs in "
+                             f"{', '.join(changed)}); use a new folder")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values, indent=2) + "\n")

@@ -242,15 +242,20 @@ def apply_lora(model: Any, spec: LoraSpec) -> Any:
     return get_peft_model(model, config)
 
 
+def is_lora(model: Any) -> bool:
+    """Whether ``model`` carries a peft adapter (its base weights are then the frozen initial ones)."""
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
 @contextlib.contextmanager
 def teacher_mode(model: Any) -> Iterator[Any]:
     """Run ``model`` as the frozen initial-weights teacher: the LoRA adapter is disabled inside the block.
 
     A model without a peft adapter is yielded unchanged (it has no separate initial weights to return to).
     """
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):
+    if is_lora(model):
         with model.disable_adapter():
             yield model
     else:

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mentor.config import differences
 from mentor.records import (
     Problem,
     RecordError,
@@ -244,7 +245,7 @@ def _check_folder(out: Path, config: GenerateConfig) -> None:
         if isinstance(saved.get("teacher"), dict):  # folders written before a field became review-only
             saved["teacher"] = _answer_fields(saved["teacher"])
         if saved != key:
-            changed = _differences(key, saved)
+            changed = differences(key, saved)
             raise FileExistsError(f"{out} holds responses generated with another configuration "
                                   f"({', '.join(changed)} differ); use another --out")
     elif has_rows:
@@ -252,16 +253,6 @@ def _check_folder(out: Path, config: GenerateConfig) -> None:
     tmp = record.with_name(record.name + ".tmp")  # replaced whole: a kill never leaves half a record
     tmp.write_text(json.dumps({"key": key, "config": asdict(config)}, indent=2) + "\n")
     os.replace(tmp, record)
-
-
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            out += _differences(a[k], b[k], f"{prefix}{k}.")
-        elif a.get(k) != b.get(k):
-            out.append(prefix + k)
-    return out
 
 
 def load_problems(task, config: GenerateConfig) -> list[Problem]:

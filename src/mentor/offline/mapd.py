@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mentor.config import differences
 from mentor.feedback.committee import (
     accept,
     explain_prompt,
@@ -47,7 +48,7 @@ from mentor.feedback.committee import (
     review_prompt,
     student_explain_prompt,
 )
-from mentor.offline.generate import _differences, cut_partial_line, parse_keyed_rows
+from mentor.offline.generate import cut_partial_line, parse_keyed_rows
 from mentor.records import Problem, RecordError, append_jsonl, from_dict, to_dict, write_jsonl
 from mentor.sampling import SamplingParams
 from mentor.teachers import Teacher, TeacherConfig, user_messages
@@ -221,7 +222,7 @@ def _check_record(out: Path, key: dict[str, Any], rows_file: str) -> None:
         saved = json.loads(record.read_text()).get("key", {})
         if saved != key:
             raise FileExistsError(f"{out} holds rows made with another configuration "
-                                  f"({', '.join(_differences(key, saved))} differ); use another --out")
+                                  f"({', '.join(differences(key, saved))} differ); use another --out")
     elif has_rows:
         raise FileExistsError(f"{out / rows_file} exists but {RECORD} does not: not a MAPD stage folder")
     tmp = record.with_name(record.name + ".tmp")

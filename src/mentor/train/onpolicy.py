@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from mentor.config import record_config
 from mentor.contexts import build_context_prompt
 from mentor.evaluate import EvalConfig, check_contexts, evaluate
 from mentor.losses import (
@@ -134,10 +136,6 @@ class OnPolicyConfig:
     @property
     def context(self) -> str | None:
         return METHODS[self.method]
-
-    @property
-    def rollouts_per_step(self) -> int:
-        return self.prompts_per_step * self.rollouts_per_prompt
 
 
 # ----- one step ------------------------------------------------------------------------------------------
@@ -249,16 +247,12 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
         metrics.update({f"pg_{k}": v for k, v in pg_metrics.items()})
     if config.grpo_weight < 1 and any(r.teacher_prompt is not None for r in rows):  # else no signal to compute
         start = time.time()
-        keep_B = torch.tensor([r.teacher_prompt is not None for r in rows], device=device)
         teacher_prompts = [encode_prompt(tokenizer, r.teacher_prompt or r.prompt) for r in rows]
         with torch.no_grad(), teacher.scoring(model) as scorer:
             teacher_BTV, _ = completion_logits(scorer, teacher_prompts, completions)
         teacher_BTV = teacher_BTV / config.temperature
         times["teacher"] += time.time() - start
-        sd_mask_BT = mask_BT * keep_B[:, None].to(mask_BT.dtype)
-        for row, r in enumerate(rows):
-            if r.keep_tokens is not None:
-                sd_mask_BT[row, r.keep_tokens :] = 0.0
+        sd_mask_BT = _padded([[1.0] * signal_tokens(r) for r in rows], mask_BT.shape[1], mask_BT.dtype, device)
         teacher_logp_BT = token_logprobs(teacher_BTV, tokens_BT)
         if config.divergence == "sampled":
             sd, sd_metrics = sampled_token_distill(logp_BT, teacher_logp_BT, sd_mask_BT)
@@ -303,9 +297,8 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
     size = config.micro_batch_size or len(rows)
     chunks = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
     # each micro-batch's mean is weighted by its share of the step's tokens: the sum equals the full mean
-    pg_count = [sum(len(rows[i].sample.token_ids) for i in chunk) for chunk in chunks]
-    if config.aggregation == "sequence-mean":
-        pg_count = [sum(len(rows[i].sample.token_ids) > 0 for i in chunk) for chunk in chunks]
+    per_row = (lambda n: n > 0) if config.aggregation == "sequence-mean" else (lambda n: n)  # what a mean divides by
+    pg_count = [sum(per_row(len(rows[i].sample.token_ids)) for i in chunk) for chunk in chunks]
     sd_count = [sum(signal_tokens(rows[i]) for i in chunk) for chunk in chunks]
     totals: dict[str, float] = {}
     for chunk, n_pg, n_sd in zip(chunks, pg_count, sd_count):
@@ -322,7 +315,7 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
             if key.endswith("tokens"):
                 totals[key] = totals.get(key, 0.0) + value
             elif key.endswith("_min"):
-                totals[key] = min(totals.get(key, 0.0), value)
+                totals[key] = min(totals.get(key, math.inf), value)
             else:
                 share = n_pg / max(sum(pg_count), 1) if key.startswith("pg_") else n_sd / max(sum(sd_count), 1)
                 totals[key] = totals.get(key, 0.0) + value * share
@@ -492,17 +485,7 @@ def _prepare_run_dir(run_dir: Path, config: OnPolicyConfig, model, optimizer, sc
                      result: OnPolicyResult) -> tuple[int, int]:
     """Start a run folder, or restore its checkpoint; returns the step to continue from and the count of
     evaluations without improvement."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved = run_dir / "config.json"
-    resolved = asdict(config)
-    if saved.is_file():
-        previous = json.loads(saved.read_text())
-        changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
-        if changed:
-            raise ValueError(f"{run_dir} holds a run with another configuration (differs in {', '.join(changed)});"
-                             " use a new folder")
-    else:
-        saved.write_text(json.dumps(resolved, indent=2) + "\n")
+    record_config(run_dir / "config.json", asdict(config))
     state = load_checkpoint(run_dir / "checkpoint")
     if state is None:
         for name in ("metrics.jsonl", "evals.jsonl"):  # a run killed before its first checkpoint

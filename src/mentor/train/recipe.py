@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mentor.config import record_config
 from mentor.models import LoraSpec
 from mentor.train.onpolicy import OnPolicyConfig, OnPolicyResult, train_onpolicy
 
@@ -86,13 +87,12 @@ def run_training(config: TrainConfig, out: str | Path, *, loaded=None,
     from mentor.tasks import load_task
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    record_config(out / "train.json", asdict(config))  # the model, task, LoRA and critic must match on resume too
     task = load_task(config.task)
     model, tokenizer = loaded or load_policy(config.model)
     if config.lora:
         model = apply_lora(model, LoraSpec(r=config.lora_r, alpha=config.lora_alpha))
     critic = build_critic(config.critic, out, task)
-    (out / "train.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     result = train_onpolicy(model, tokenizer, task, config.onpolicy, run_dir=out,
                             critic=critic.critique_many if critic else None, progress=progress)
     if critic is not None:

@@ -13,15 +13,10 @@ from collections.abc import Iterator
 
 import torch
 
-from mentor.models import teacher_mode
+from mentor.models import is_lora, teacher_mode
+from mentor.train.checkpoint import restore_weights
 
 TEACHER_KINDS = ("initial", "ema", "live")
-
-
-def is_lora(model) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
 
 
 class SelfTeacher:
@@ -72,10 +67,6 @@ class SelfTeacher:
         params = dict(self.copy.named_parameters())
         return {name: params[name].detach().clone() for name in self._names}
 
-    @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if self.kind != "ema":
-            return
-        params = dict(self.copy.named_parameters())
-        for name, value in state.items():
-            params[name].copy_(value)
+        if self.kind == "ema":
+            restore_weights(self.copy, state)
