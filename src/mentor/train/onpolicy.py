@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from mentor.config import record_config
-from mentor.contexts import build_context_prompt
+from mentor.contexts import build_context_prompt, completion_token_mismatch
 from mentor.evaluate import EvalConfig, check_contexts, evaluate
 from mentor.losses import (
     clipped_policy_gradient,
@@ -357,6 +357,18 @@ def task_critic(task: Task) -> Critic:
     return lambda problems, traces: [task.critique(p, t) for p, t in zip(problems, traces)]
 
 
+def warn_on_tokenisation(tokenizer, task: Task, problem: Problem, config: OnPolicyConfig) -> None:
+    """Start-up check: a completion must tokenise the same after the student's and the teacher's prompts,
+    or the teacher would score token boundaries the student never produces (a warning, not an error)."""
+    student = render_prompt(tokenizer, task.prompt(problem))
+    teacher = student
+    if problem.solution:
+        teacher = render_prompt(tokenizer, build_context_prompt("reference", task.prompt(problem), problem=problem))
+    reason = completion_token_mismatch(tokenizer, student, teacher, problem.solution or problem.answer)
+    if reason:
+        log.warning(f"{config.method}: {reason}; the self-teacher's scores may not match the student's tokens")
+
+
 def eval_config(config: OnPolicyConfig) -> EvalConfig:
     """Held-out evaluation: same sampling as training, a fixed seed so every evaluation draws alike."""
     return EvalConfig(n_problems=config.eval_problems, k=config.eval_k, temperature=config.temperature,
@@ -404,6 +416,8 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     random.Random(config.seed).shuffle(pool)
     if config.grpo_weight < 1 and config.context in ("reference", "critique"):
         check_contexts(task, pool, [] if critic is not None and config.context == "critique" else [config.context])
+    if config.grpo_weight < 1 and pool:
+        warn_on_tokenisation(tokenizer, task, pool[0], config)
     critic = critic or task_critic(task)
     run_dir = Path(run_dir) if run_dir is not None else None
     torch.manual_seed(config.seed)
