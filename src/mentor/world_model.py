@@ -79,10 +79,7 @@ class WorldModelConfig:
             raise ValueError(f"mix keys must be none/reference/critique, got {sorted(self.mix)}")
 
     def key(self) -> str:
-        values = asdict(self)
-        if values["sft"].get("group_by_length", True):  # the default, added after the shipped build
-            values["sft"].pop("group_by_length", None)
-        blob = json.dumps({"v": BUILD_VERSION, **values}, sort_keys=True)
+        blob = json.dumps({"v": BUILD_VERSION, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
