@@ -61,6 +61,18 @@ class ProgressBar:
         self.lines[key] = _Line(description, total)
         return key
 
+    def tracker(self, description: str, info: str = ""):
+        """A ``(done, total)`` callback for a library function that learns its total as it goes: the bar is
+        added at the first call."""
+        key = []
+
+        def update(done: int, total: int) -> None:
+            if not key:
+                key.append(self.add(description, total=total, info=info))
+            self.update(key[0], done, info=info)
+
+        return update
+
     def update(self, key: int, completed: int, info: str = "") -> None:
         if self.rich is not None:
             self.rich.update(key, completed=completed, info=info)

@@ -27,6 +27,7 @@ is a clear error.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -123,7 +124,7 @@ class SamplerTeacher:
         out = []
         for messages in messages_list:
             prompt = render_messages(self.tokenizer, messages)
-            seeded = SamplingParams(**{**params.to_dict(), "seed": _chat_seed(params.seed, messages)})
+            seeded = dataclasses.replace(params, seed=_chat_seed(params.seed, messages))
             out.append(self.sampler.generate([prompt], seeded)[0])
             self._stats["requests"] += params.n
         return out
@@ -435,6 +436,21 @@ class TeacherConfig:
 #: fields that change how requests are sent, never what the teacher answers
 OPERATIONAL_FIELDS = ("delay_s", "api_key_env", "concurrency", "max_retries", "backoff_s", "timeout_s",
                       "rate_limit_per_s")
+#: fields that change only a simulated teacher's reviews, never its solutions
+REVIEW_FIELDS = ("review_noise", "malformed_review_rate")
+
+
+def teacher_configs(teachers: dict[str, Any], where: str = "teachers") -> list[TeacherConfig]:
+    """A committee written as name -> TeacherConfig fields (config files, ``teachers.NAME.KEY=VALUE``)."""
+    out = []
+    for name, values in teachers.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}.{name}: expected a mapping of TeacherConfig keys, got {values!r}")
+        unknown = sorted(set(values) - set(TeacherConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"{where}.{name}: unknown config key {unknown[0]!r}")
+        out.append(TeacherConfig(**{**values, "name": name}))
+    return out
 
 
 def build_teacher(config: TeacherConfig, cache_dir: str | Path | None = None,

@@ -37,12 +37,10 @@ def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) ->
     check_contexts(task, problems, config.contexts)  # before the model loads, not after sampling
     model, tokenizer = loaded or load_model(config.model)
     with progress_bar() as bar:
-        ids = {}
+        trackers = {}
 
         def progress(kind: str, total: int, done: int) -> None:
-            if kind not in ids:
-                ids[kind] = bar.add(f"sampling [{kind}]", total=total, info=f"k={config.k}")
-            bar.update(ids[kind], done, info=f"k={config.k}")
+            trackers.setdefault(kind, bar.tracker(f"sampling [{kind}]", info=f"k={config.k}"))(done, total)
 
         summaries, rollouts = evaluate(model, tokenizer, task, problems, config, progress)
     table = Table(title=f"{title}: {task.name}, {len(problems)} problems, k={config.k}, "

@@ -21,15 +21,9 @@ def generate_command(args) -> int:
     config = dataclasses.replace(config, **{k: v for k, v in flags.items() if v is not None})
     out = Path(args.out)
     with progress_bar() as bar:
-        ids = []
-
-        def progress(done: int, total: int) -> None:
-            if not ids:
-                ids.append(bar.add(f"prompts answered ({config.group_size} responses each)", total=total))
-            bar.update(ids[0], done)
-
         try:
-            summary = run_generate(config, out, progress=progress)
+            summary = run_generate(config, out, progress=bar.tracker(
+                f"prompts answered ({config.group_size} responses each)"))
         except SamplerError as err:
             rows = out / "responses.jsonl"
             kept = len(rows.read_text().splitlines()) if rows.is_file() else 0
@@ -92,14 +86,7 @@ def _mapd_stage(args, label: str, run) -> int:
     teachers = build_teachers(config, out)
     try:
         with progress_bar() as bar:
-            ids = []
-
-            def progress(done: int, total: int) -> None:
-                if not ids:
-                    ids.append(bar.add(f"{label} ({len(teachers)} teachers)", total=total))
-                bar.update(ids[0], done)
-
-            summary = run(config, teachers, out, progress)
+            summary = run(config, teachers, out, bar.tracker(f"{label} ({len(teachers)} teachers)"))
     except SamplerError as err:
         print(f"mentor: error: teacher request failed: {str(err).splitlines()[0]} (the rows written are kept in "
               f"{out}; run the same command again to resume)", file=sys.stderr)

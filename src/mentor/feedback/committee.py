@@ -78,7 +78,6 @@ Here is an answer to this question:
 
 Point out the mistakes in this answer."""
 
-REQUEST_KINDS = ("explanation", "explanation_review", "review", "rationale", "solve")
 SCORE_RANGE = (1.0, 5.0)
 #: why a review's score was not used; ``ok`` when it was
 SCORE_REASONS = ("ok", "empty", "no_score", "unbracketed", "out_of_range")

@@ -12,6 +12,7 @@ with no accepted explanation gets an ``unusable`` Feedback: no teacher signal, c
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 
@@ -42,7 +43,7 @@ class CommitteeCritic:
         explanations = []  # explanations[t][i]: teacher t's explanation of rollout i
         for index, teacher in enumerate(self.teachers):  # each its own seed: two copies of a model still differ
             asked = [user_messages(explain_prompt(q, trace, p.answer)) for q, trace, p in zip(questions, traces, problems)]
-            params = SamplingParams(**{**self.explain_params.to_dict(), "seed": self.explain_params.seed + index})
+            params = dataclasses.replace(self.explain_params, seed=self.explain_params.seed + index)
             explanations.append([group[0].text for group in teacher.chat(asked, params)] if asked else [])
         scores = [[[] for _ in problems] for _ in self.teachers]  # scores[t][i]: reviews of teacher t's explanation
         for r, reviewer in enumerate(self.teachers):

@@ -54,7 +54,7 @@ def distillation_examples(
         from mentor.offline.generate import reweight
 
         rows = reweight(list(rows), rewards, weighting)
-    render, eos = _renderer(tokenizer)
+    render, eos = renderer(tokenizer)
     counts: Counter[str] = Counter(rows=len(rows))
     examples = []
     for row in rows:
@@ -87,7 +87,8 @@ def distillation_examples(
     return examples, dict(counts)
 
 
-def _renderer(tokenizer: Any | None):
+def renderer(tokenizer: Any | None):
+    """``(render, eos)``: a prompt as the student sees it (its chat template) and its end-of-sequence text."""
     if tokenizer is None:
         return (lambda prompt: prompt), ""
     from mentor.models import render_prompt

@@ -64,7 +64,14 @@ from mentor.rewards import (
     total_reward,
 )
 from mentor.sampling import Sample, SamplingParams
-from mentor.teachers import OPERATIONAL_FIELDS, Teacher, TeacherConfig, build_teacher, user_messages
+from mentor.teachers import (
+    OPERATIONAL_FIELDS,
+    REVIEW_FIELDS,
+    Teacher,
+    TeacherConfig,
+    build_teacher,
+    user_messages,
+)
 
 RESPONSES = "responses.jsonl"
 DATASET = "dataset"
@@ -123,7 +130,7 @@ class GenerateConfig:
 
 def _answer_fields(teacher: dict) -> dict:
     """The teacher fields that can change a solve answer (not how requests are sent, not reviews)."""
-    skip = (*OPERATIONAL_FIELDS, "review_noise", "malformed_review_rate")
+    skip = (*OPERATIONAL_FIELDS, *REVIEW_FIELDS)
     return {k: v for k, v in teacher.items() if k not in skip}
 
 
@@ -242,8 +249,6 @@ def _check_folder(out: Path, config: GenerateConfig) -> None:
     has_rows = (out / RESPONSES).is_file() and (out / RESPONSES).stat().st_size > 0
     if record.is_file() and has_rows:  # a folder without rows (a run that failed at once) is started afresh
         saved = json.loads(record.read_text()).get("key", {})
-        if isinstance(saved.get("teacher"), dict):  # folders written before a field became review-only
-            saved["teacher"] = _answer_fields(saved["teacher"])
         if saved != key:
             changed = differences(key, saved)
             raise FileExistsError(f"{out} holds responses generated with another configuration "

@@ -35,7 +35,7 @@ import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from mentor.feedback.committee import (
 from mentor.offline.generate import cut_partial_line, parse_keyed_rows
 from mentor.records import Problem, RecordError, append_jsonl, from_dict, to_dict, write_jsonl
 from mentor.sampling import SamplingParams
-from mentor.teachers import Teacher, TeacherConfig, user_messages
+from mentor.teachers import Teacher, TeacherConfig, teacher_configs, user_messages
 
 ABLATIONS = ("committee", "single", "no-explanation")
 SUMMARY = "summary.json"
@@ -752,16 +752,7 @@ class MapdConfig:
     def teacher_configs(self) -> list[TeacherConfig]:
         if not self.teachers:
             raise ValueError("the committee has no teacher (config key teachers)")
-        out = []
-        for name, values in self.teachers.items():
-            if not isinstance(values, dict):
-                raise ValueError(f"teachers.{name}: expected a mapping of TeacherConfig keys, got {values!r}")
-            known = set(TeacherConfig.__dataclass_fields__)
-            unknown = sorted(set(values) - known)
-            if unknown:
-                raise ValueError(f"teachers.{name}: unknown config key {unknown[0]!r}")
-            out.append(TeacherConfig(**{**values, "name": name}))
-        return out
+        return teacher_configs(self.teachers)
 
     def problems(self) -> tuple[Any, list[Problem]]:
         from mentor.tasks import load_task
@@ -778,10 +769,6 @@ def build_teachers(config: MapdConfig, cache_dir: str | os.PathLike | None) -> l
     from mentor.teachers import build_teacher
 
     return [build_teacher(t, cache_dir) for t in config.teacher_configs()]
-
-
-def config_dict(config: MapdConfig) -> dict[str, Any]:
-    return asdict(config)
 
 
 def run_pipeline(config: MapdConfig, out: str | os.PathLike, ablations: Sequence[str] = ABLATIONS, *,

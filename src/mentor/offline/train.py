@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mentor.evaluate import EvalConfig, evaluate
+from mentor.evaluate import EvalConfig
 from mentor.offline.distill import DISTILL_MODES, distillation_examples
 from mentor.records import append_jsonl
+from mentor.train.common import held_out_score, save_model
 from mentor.train.sft import SFTConfig, train_sft
 
 
@@ -66,13 +67,13 @@ def training_examples(config: DistillConfig, tokenizer) -> tuple[list, dict]:
                                      tokenizer=tokenizer)
     from collections import Counter
 
-    from mentor.models import render_prompt
+    from mentor.offline.distill import renderer
     from mentor.offline.mapd import load_dataset_rows, mapd_examples
 
-    eos = getattr(tokenizer, "eos_token", None) or ""  # the student learns to stop, but not where a text was cut
+    render, eos = renderer(tokenizer)  # the student learns to stop, but not where a text was cut
     rows = [{**row, "completion": row["completion"] + (eos if row.get("finish_reason", "stop") == "stop" else "")}
             for row in load_dataset_rows(config.data)]
-    examples = mapd_examples(rows, config.alpha, tokenizer, render=lambda prompt: render_prompt(tokenizer, prompt))
+    examples = mapd_examples(rows, config.alpha, tokenizer, render=render)
     return examples, {**Counter(row["task"] for row in rows), "examples": len(examples)}
 
 
@@ -81,8 +82,6 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     """Train into ``out`` (best/ and final/ weights, evals.jsonl, loss.jsonl, summary.json); returns the
     summary, whose ``evals`` list has the same shape as an on-policy run's (for ``mentor compare``)."""
     import dataclasses
-
-    import torch
 
     from mentor.models import load_policy
     from mentor.tasks import load_task
@@ -106,19 +105,13 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
 
     def record(step: int) -> None:
         nonlocal best
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            summary, _ = evaluate(model, tokenizer, task, problems, scoring)
-        model.train(was_training)
-        score = {"step": step, **summary["none"]}
+        score = held_out_score(model, tokenizer, task, problems, scoring, step)
         evals.append(score)
         append_jsonl(out / "evals.jsonl", score)
         key = f"avg@{config.eval_k}"
         if best is None or score[key] > best[key]:
             best = score
-            model.save_pretrained(out / "best")
-            tokenizer.save_pretrained(out / "best")
+            save_model(model, tokenizer, out / "best")
 
     record(0)
 
@@ -131,8 +124,7 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     sft = dataclasses.replace(config.sft, seed=config.seed)
     history = train_sft(model, tokenizer, examples, sft, progress=on_step, log_path=out / "loss.jsonl")
     record(sft.steps)
-    model.save_pretrained(out / "final")
-    tokenizer.save_pretrained(out / "final")
+    save_model(model, tokenizer, out / "final")
     summary = {"method": config.mode, "normalisation": config.normalisation, "seed": config.seed,
                "steps": sft.steps, "examples": counts, "sequences": sft.steps * sft.batch_size,
                "final_loss": history[-1]["loss"] if history else None, "best": best, "final": evals[-1],

@@ -35,3 +35,23 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, min_ratio: flo
         return min_ratio + (1 - min_ratio) * decay
 
     return factor
+
+
+def held_out_score(model, tokenizer, task, problems, config, step: int) -> dict:
+    """``{"step": step, **metrics}`` of the model's context-free samples on held-out ``problems`` under an
+    :class:`~mentor.evaluate.EvalConfig`; the model is sampled in eval mode and left as it was."""
+    from mentor.evaluate import evaluate
+
+    was_training = model.training
+    model.eval()
+    try:
+        summary, _ = evaluate(model, tokenizer, task, problems, config)
+    finally:
+        model.train(was_training)
+    return {"step": step, **summary["none"]}
+
+
+def save_model(model, tokenizer, folder) -> None:
+    """Weights (an adapter under LoRA) and tokenizer, loadable with ``load_policy(folder)``."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

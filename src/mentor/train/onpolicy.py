@@ -31,7 +31,7 @@ import torch
 
 from mentor.config import record_config
 from mentor.contexts import build_context_prompt, completion_token_mismatch
-from mentor.evaluate import EvalConfig, check_contexts, evaluate
+from mentor.evaluate import EvalConfig, check_contexts
 from mentor.losses import (
     clipped_policy_gradient,
     generalized_jsd,
@@ -46,7 +46,7 @@ from mentor.sampling.local import LocalSampler
 from mentor.tasks import Task
 from mentor.tasks.world_critic import corrected_solution
 from mentor.train.checkpoint import load_checkpoint, restore_weights, save_checkpoint, set_rng_state
-from mentor.train.common import clip_and_step, lr_lambda
+from mentor.train.common import clip_and_step, held_out_score, lr_lambda, save_model
 from mentor.train.guards import Guards, copy_overlap
 from mentor.train.teacher import TEACHER_KINDS, SelfTeacher
 
@@ -375,16 +375,6 @@ def eval_config(config: OnPolicyConfig) -> EvalConfig:
                       top_p=config.top_p, max_new_tokens=config.max_new_tokens, seed=0)
 
 
-def _evaluate(model, tokenizer, task: Task, problems: list[Problem], config: OnPolicyConfig, step: int) -> dict:
-    summary, _ = evaluate(model, tokenizer, task, problems, eval_config(config))
-    return {"step": step, **summary["none"]}
-
-
-def _save_model(model, tokenizer, folder: Path) -> None:
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-
-
 def _trackers(config: OnPolicyConfig, run_dir: Path | None, extra: Sequence = ()):
     """An accelerate Accelerator that only logs (to ``report_to`` by name and to ``extra`` tracker
     objects), or None when no tracker is asked for."""
@@ -438,7 +428,7 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     def record_eval(step: int) -> bool:
         """Evaluate; keep the best; True when early stopping says stop."""
         nonlocal bad_evals
-        score = _evaluate(model, tokenizer, task, eval_set, config, step)
+        score = held_out_score(model, tokenizer, task, eval_set, eval_config(config), step)
         result.evals.append(score)
         key = f"avg@{config.eval_k}"
         if run_dir is not None:
@@ -448,7 +438,7 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
         if result.best is None or score[key] > result.best[key]:
             result.best, bad_evals = score, 0
             if run_dir is not None:
-                _save_model(model, tokenizer, run_dir / "best")
+                save_model(model, tokenizer, run_dir / "best")
         else:
             bad_evals += 1
         return bool(config.early_stopping_patience) and bad_evals >= config.early_stopping_patience
@@ -490,7 +480,7 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     if trackers is not None:
         trackers.end_training()
     if run_dir is not None:
-        _save_model(model, tokenizer, run_dir / "final")
+        save_model(model, tokenizer, run_dir / "final")
         (run_dir / "summary.json").write_text(json.dumps(run_summary(config, result), indent=2) + "\n")
     return result
 

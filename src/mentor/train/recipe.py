@@ -66,10 +66,9 @@ def build_critic(config: CriticConfig, run_dir: Path | None, task=None):
         return None
     if config.kind == "committee":
         from mentor.feedback.committee_critic import CommitteeCritic
-        from mentor.teachers import TeacherConfig, build_teacher
+        from mentor.teachers import build_teacher, teacher_configs
 
-        teachers = [build_teacher(TeacherConfig(**{**values, "name": name}), run_dir)
-                    for name, values in config.teachers.items()]
+        teachers = [build_teacher(t, run_dir) for t in teacher_configs(config.teachers, "critic.teachers")]
         return CommitteeCritic(teachers, threshold=config.threshold, task=task)
     from mentor.feedback import LLMCritic
     from mentor.sampling.openai_compatible import OpenAISampler
