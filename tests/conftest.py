@@ -16,8 +16,13 @@ def _single_thread_torch():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(scope="session")
+def mentor_cache(tmp_path_factory) -> str:
+    """The cache every test uses: $MENTOR_CACHE when set, else one per test session."""
+    return os.environ.get("MENTOR_CACHE") or str(tmp_path_factory.getbasetemp() / "mentor-cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Builds and conversions go to a per-session cache, never the user's ~/.cache/mentor."""
-    if "MENTOR_CACHE" not in os.environ:
-        monkeypatch.setenv("MENTOR_CACHE", str(tmp_path_factory.getbasetemp() / "mentor-cache"))
+def _isolated_cache(mentor_cache, monkeypatch):
+    """Builds and conversions go to the session's cache, never the user's ~/.cache/mentor."""
+    monkeypatch.setenv("MENTOR_CACHE", mentor_cache)

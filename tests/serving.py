@@ -94,14 +94,13 @@ def transformers_serve(folder: str, log_path: Path, env: dict[str, str] | None =
 
 
 @pytest.fixture(scope="session")
-def served_smollm2(tmp_path_factory):
+def served_smollm2(tmp_path_factory, mentor_cache):
     """``Served(base_url, model, log_path)`` of a ``transformers serve`` subprocess serving SmolLM2, killed at
     teardown. ``model`` is the converted folder (the name requests must carry); ``log_path`` is the server's
     log (uvicorn's access lines count the requests it answered)."""
     from mentor.models import gguf_to_folder, smollm2_gguf_path
 
-    # Module scope runs before conftest's function-scoped cache fixture: mirror it here.
-    cache = os.environ.get("MENTOR_CACHE") or str(tmp_path_factory.getbasetemp() / "mentor-cache")
+    cache = mentor_cache  # session scope runs before conftest's per-test cache fixture sets the variable
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MENTOR_CACHE", cache)
         folder = str(gguf_to_folder(smollm2_gguf_path()))

@@ -46,8 +46,8 @@ class Verdict:
     """What a verifier said about one completion.
 
     ``reason`` is one of ``ok`` (correct), ``no_answer`` (nothing could be extracted), ``unparseable``
-    (extracted but not understood), ``wrong`` and ``timeout`` (the equivalence check ran out of time:
-    never silently counted as wrong).
+    (extracted but not understood), ``wrong``, ``timeout`` (the equivalence check ran out of time:
+    never silently counted as wrong) and ``bad_gold`` (the gold answer itself cannot be read).
     """
 
     reward: float
@@ -60,6 +60,21 @@ class Verdict:
     def __post_init__(self) -> None:
         if self.reason not in VERDICT_REASONS:
             raise RecordError(f"field 'reason': {self.reason!r} is not one of {', '.join(VERDICT_REASONS)}")
+
+
+def _nested_verdict(value: Any) -> Verdict | None:
+    """A verdict field read from JSON; its errors name ``verdict.FIELD``."""
+    if not isinstance(value, dict):
+        return value
+    try:
+        return _from_dict(Verdict, value)
+    except RecordError as err:
+        raise RecordError(str(err).replace("field '", "field 'verdict.", 1)) from None
+
+
+def _check_finish_reason(value: str) -> None:
+    if value not in ("stop", "length"):
+        raise RecordError(f"field 'finish_reason': {value!r} is not 'stop' or 'length'")
 
 
 @dataclass
@@ -77,17 +92,12 @@ class Rollout:
     verdict: Verdict | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.verdict, dict):
-            try:
-                self.verdict = _from_dict(Verdict, self.verdict)
-            except RecordError as err:
-                raise RecordError(str(err).replace("field '", "field 'verdict.", 1)) from None
+        self.verdict = _nested_verdict(self.verdict)
         if self.logprobs and len(self.logprobs) != len(self.token_ids):
             raise RecordError(
                 f"field 'logprobs': {len(self.logprobs)} values for {len(self.token_ids)} token ids"
             )
-        if self.finish_reason not in ("stop", "length"):
-            raise RecordError(f"field 'finish_reason': {self.finish_reason!r} is not 'stop' or 'length'")
+        _check_finish_reason(self.finish_reason)
 
 
 @dataclass
@@ -140,15 +150,10 @@ class TeacherResponse:
 
     def __post_init__(self) -> None:
         _require_text(self, "problem_id", "teacher")
-        if isinstance(self.verdict, dict):
-            try:
-                self.verdict = _from_dict(Verdict, self.verdict)
-            except RecordError as err:
-                raise RecordError(str(err).replace("field '", "field 'verdict.", 1)) from None
+        self.verdict = _nested_verdict(self.verdict)
         if self.sample_index < 0:
             raise RecordError(f"field 'sample_index': must be >= 0, got {self.sample_index}")
-        if self.finish_reason not in ("stop", "length"):
-            raise RecordError(f"field 'finish_reason': {self.finish_reason!r} is not 'stop' or 'length'")
+        _check_finish_reason(self.finish_reason)
 
 
 @dataclass

@@ -439,7 +439,8 @@ def _symbolic(check: Callable[[str, str], str], pred: str, gold: str, timeout: f
 
 
 def _compare(pred: str, gold: str, timeout: float | None) -> str:
-    """``equal``, ``different``, ``unparseable`` or ``timeout``; plain numbers never leave this process."""
+    """``equal``, ``different``, ``unparseable``, ``gold_unparseable`` or ``timeout``; plain numbers never
+    leave this process."""
     if timeout is not None and not (
         isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0
     ):
