@@ -30,7 +30,7 @@ def echo(body: dict) -> str:
 
 class Script:
     """What the server does: ``actions`` first, one per request; then "ok", or ``fail`` once ``fail_after``
-    requests have been answered."""
+    "ok"s have been handed out."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -43,6 +43,7 @@ class Script:
         self.auth: list[str | None] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.granted = 0  # "ok"s handed out: counted when decided, so concurrent requests cannot overshoot
 
     def next_action(self, body: dict, auth: str | None) -> str:
         with self.lock:
@@ -52,8 +53,9 @@ class Script:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             if self.actions:
                 return self.actions.pop(0)
-            if self.fail_after is not None and len(self.answered) >= self.fail_after:
+            if self.fail_after is not None and self.granted >= self.fail_after:
                 return self.fail
+            self.granted += 1
             return "ok"
 
 

@@ -247,18 +247,26 @@ def iter_jsonl(path: str | os.PathLike, cls: type[R]) -> Iterator[R]:
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RecordError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            try:
-                yield _from_dict(cls, row)
-            except RecordError as err:
-                raise RecordError(f"{path}:{number}: {err}") from None
+    with path.open("rb") as handle:
+        yield from (row for _, row in numbered_rows(handle, path, cls))
+
+
+def numbered_rows(lines: Iterable[bytes], path: str | os.PathLike, cls: type[R]) -> Iterator[tuple[int, R]]:
+    """``(line number, row of cls)`` from the raw lines of a JSON-lines file; a bad line (not UTF-8, not
+    JSON, not a ``cls``) raises RecordError naming ``path`` and its line number."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except json.JSONDecodeError as err:
+            raise RecordError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        except UnicodeDecodeError as err:
+            raise RecordError(f"{path}:{number}: not valid JSON (not UTF-8: {err.reason})") from None
+        try:
+            yield number, _from_dict(cls, row)
+        except RecordError as err:
+            raise RecordError(f"{path}:{number}: {err}") from None
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> Path:

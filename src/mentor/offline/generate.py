@@ -49,6 +49,7 @@ from mentor.records import (
     Verdict,
     append_jsonl,
     from_dict,
+    numbered_rows,
     to_dict,
     write_jsonl,
 )
@@ -223,15 +224,7 @@ def parse_keyed_rows(data: bytes, path: Path, cls: type, key: Callable[[Any], tu
     """The rows of ``cls`` in complete JSON lines, by key; a bad row or a second row for a key is a
     RecordError naming file and line."""
     rows: dict[tuple, Any] = {}
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = from_dict(cls, json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RecordError(f"{path}:{number}: not valid JSON ({err})") from None
-        except RecordError as err:
-            raise RecordError(f"{path}:{number}: {err}") from None
+    for number, row in numbered_rows(data.split(b"\n"), path, cls):
         if key(row) in rows:
             raise RecordError(f"{path}:{number}: a second row for {describe(key(row))}")
         rows[key(row)] = row

@@ -49,7 +49,7 @@ from mentor.feedback.committee import (
     student_explain_prompt,
 )
 from mentor.offline.generate import cut_partial_line, parse_keyed_rows
-from mentor.records import Problem, RecordError, append_jsonl, from_dict, to_dict, write_jsonl
+from mentor.records import Problem, RecordError, append_jsonl, from_dict, read_jsonl, to_dict, write_jsonl
 from mentor.sampling import SamplingParams
 from mentor.teachers import Teacher, TeacherConfig, teacher_configs, user_messages
 
@@ -190,17 +190,7 @@ def read_rows(source: str | os.PathLike | Sequence[Any], cls: type, filename: st
         path = path / filename
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (run the previous MAPD stage first)")
-    rows = []
-    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(from_dict(cls, json.loads(line)))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RecordError(f"{path}:{number}: not valid JSON ({err})") from None
-        except RecordError as err:
-            raise RecordError(f"{path}:{number}: {err}") from None
-    return rows
+    return read_jsonl(path, cls)
 
 
 def digest(values: Any) -> str:
