@@ -9,6 +9,7 @@ the reference and critique contexts on the base model, and the exact configurati
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -150,27 +151,20 @@ def run_compare(config: CompareConfig, out: str | Path,
     jobs = [(label, seed) for label in config.methods for seed in config.seeds]
     results: dict[str, list[dict]] = {label: [] for label in config.methods}
 
-    if config.workers == 1:
-        for label, seed in jobs:
-            function, arguments = _job(config, label, seed, out)
-            summary = function(*arguments)
+    calls = [_job(config, label, seed, out) for label, seed in jobs]
+    with contextlib.ExitStack() as stack:
+        if config.workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")))
+            futures = [pool.submit(function, *arguments) for function, arguments in calls]
+            summaries = (future.result() for future in futures)
+        else:
+            summaries = (function(*arguments) for function, arguments in calls)  # one by one, as consumed
+        for (label, seed), summary in zip(jobs, summaries):
             results[label].append(summary)
             if on_done:
                 on_done(label, seed, summary)
-    else:
-        with ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(*_flat(_job(config, label, seed, out))): (label, seed) for label, seed in jobs}
-            for future, (label, seed) in futures.items():
-                summary = future.result()
-                results[label].append(summary)
-                if on_done:
-                    on_done(label, seed, summary)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
-
-
-def _flat(job: tuple[Callable, tuple]) -> tuple:
-    return (job[0], *job[1])
 
 
 # ----- the report ----------------------------------------------------------------------------------------
@@ -251,8 +245,7 @@ def token_advantage_section(config: CompareConfig, out: Path) -> str:
     """A_t of the reference and critique contexts on the base model's own rollouts (mentor analyze)."""
     if config.analysis_problems < 1:
         return ""
-    from mentor.analysis.report import aggregate_table, run_analysis
-    from mentor.evaluate import EvalConfig, evaluate
+    from mentor.analysis.report import aggregate_table, run_analysis, sample_rollouts
     from mentor.models import load_policy
     from mentor.tasks import load_task
 
@@ -260,12 +253,11 @@ def token_advantage_section(config: CompareConfig, out: Path) -> str:
     task = load_task(config.task)
     problems = task.problems("test", n=config.analysis_problems)
     shared = config.run_config(next(iter(config.methods)), config.seeds[0], str(out))
-    _, rollouts = evaluate(model, tokenizer, task, problems,
-                           EvalConfig(n_problems=len(problems), k=1, temperature=shared.temperature,
-                                      max_new_tokens=shared.max_new_tokens, seed=0))
-    result = run_analysis(model, tokenizer, task, problems, rollouts["none"], out / "analysis")
+    rollouts = sample_rollouts(model, tokenizer, task, problems, temperature=shared.temperature,
+                               max_new_tokens=shared.max_new_tokens)
+    result = run_analysis(model, tokenizer, task, problems, rollouts, out / "analysis")
     return ("## Where each context pushes the base model (per-token advantage)\n\n"
-            f"A_t = log p(y_t | x, c) - log p(y_t | x) on {len(rollouts['none'])} of the base model's own rollouts "
+            f"A_t = log p(y_t | x, c) - log p(y_t | x) on {len(rollouts)} of the base model's own rollouts "
             "(one per held-out problem, seed 0), split by the critic's first wrong step "
             "(`analysis/analysis.html` shows every token).\n\n"
             f"{aggregate_table(result)}\n\n![A_t around the first wrong step](analysis/advantage_by_error_offset.png)\n")

@@ -336,6 +336,17 @@ def write_plots(result: AnalysisResult, out_dir: str | os.PathLike, window: int 
     return [offset_png, region_png]
 
 
+def sample_rollouts(model, tokenizer, task, problems, *, seed: int = 0, temperature: float = 1.0,
+                    max_new_tokens: int = 160) -> list[Rollout]:
+    """The model's own attempts to analyse: one context-free rollout per problem, sampled as mentor eval
+    samples them."""
+    from mentor.evaluate import EvalConfig, evaluate
+
+    _, rollouts = evaluate(model, tokenizer, task, problems, EvalConfig(
+        n_problems=len(problems), k=1, seed=seed, temperature=temperature, max_new_tokens=max_new_tokens))
+    return rollouts["none"]
+
+
 def run_analysis(model, tokenizer, task, problems: Iterable[Problem], rollouts: Sequence[Rollout],
                  out_dir: str | os.PathLike, contexts: Sequence[str] = REPORT_CONTEXTS,
                  critic: Critic | None = None, max_html: int = 50, *,

@@ -29,8 +29,7 @@ def train_command(args) -> int:
 def analyze_command(args) -> int:
     from rich.console import Console
 
-    from mentor.analysis.report import aggregate_table, run_analysis
-    from mentor.evaluate import EvalConfig, evaluate
+    from mentor.analysis.report import aggregate_table, run_analysis, sample_rollouts
     from mentor.records import Rollout, read_jsonl
     from mentor.tasks import load_task
     from mentor.train.recipe import CriticConfig, build_critic
@@ -39,7 +38,7 @@ def analyze_command(args) -> int:
     contexts = tuple(c.strip() for c in args.contexts.split(","))
     critic = build_critic(CriticConfig(base_url=args.critic_base_url or "", model=args.critic_model or "",
                                        api_key_env=args.critic_api_key_env), Path(args.out))
-    critique = (lambda problem, trace: critic.critique(problem, trace)) if critic else None
+    critique = critic.critique if critic else None
     if args.rollouts:
         rollouts = read_jsonl(args.rollouts, Rollout)
         wanted = {r.problem_id for r in rollouts}
@@ -50,10 +49,8 @@ def analyze_command(args) -> int:
     if not args.rollouts:
         problems = task.problems(args.split, n=args.n)
         with console().status(f"sampling {len(problems)} rollouts"):
-            _, sampled = evaluate(model, tokenizer, task, problems,
-                                  EvalConfig(n_problems=len(problems), k=1, seed=args.seed,
-                                             temperature=args.temperature, max_new_tokens=args.max_new_tokens))
-        rollouts = sampled["none"]
+            rollouts = sample_rollouts(model, tokenizer, task, problems, seed=args.seed,
+                                       temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     with progress_bar() as bar:
         task_id = bar.add("token advantages", total=len(rollouts) * len(contexts))
         result = run_analysis(model, tokenizer, task, problems, rollouts, args.out, contexts=contexts,

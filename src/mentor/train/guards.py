@@ -41,6 +41,9 @@ class Guards:
     recent: deque = field(default_factory=deque)
     copy_warned: bool = False
 
+    def __post_init__(self) -> None:
+        self.recent = deque(self.recent, maxlen=self.window)  # the last ``window`` steps
+
     def check(self, step: int, metrics: dict) -> list[str]:
         warnings = []
         signal = metrics.get("signal_fraction")
@@ -54,8 +57,6 @@ class Guards:
             self.first.append(overlap)
             return warnings
         self.recent.append(overlap)
-        while len(self.recent) > self.window:
-            self.recent.popleft()
         base, now = sum(self.first) / len(self.first), sum(self.recent) / len(self.recent)
         if len(self.recent) == self.window and now > base + self.copy_margin and not self.copy_warned:
             self.copy_warned = True
@@ -67,5 +68,5 @@ class Guards:
         return {"first": list(self.first), "recent": list(self.recent), "copy_warned": self.copy_warned}
 
     def load_state_dict(self, state: dict) -> None:
-        self.first, self.recent = list(state["first"]), deque(state["recent"])
+        self.first, self.recent = list(state["first"]), deque(state["recent"], maxlen=self.window)
         self.copy_warned = state["copy_warned"]
