@@ -234,10 +234,15 @@ def teacher_params(index: int, temperature: float = 0.8, max_new_tokens: int = 5
 
 
 def _ask(teachers: Sequence[Teacher], jobs: list[tuple[int, tuple, str, Any]], rows: RowFile,
-         make_row: Callable[[Teacher, Any, str, Any], Any], params: Callable[[int], SamplingParams],
-         prompts_per_call: int, progress: Callable[[int, int], None] | None) -> float:
+         make_row: Callable[[Teacher, Any, str, Any], Any], *, temperature: float, max_new_tokens: int, seed: int,
+         prompts_per_call: int, progress: Callable[[int, int], None] | None) -> tuple[list[Any], float]:
     """Send the jobs (teacher index, row key, user message, context) whose key is not on disk yet, a call of
-    up to ``prompts_per_call`` per teacher at a time, and append each answer's row. Returns teacher seconds."""
+    up to ``prompts_per_call`` per teacher at a time (each teacher with :func:`teacher_params`), and append
+    each answer's row. Returns every job's row in job order and the seconds spent waiting for teachers."""
+
+    def params(index: int) -> SamplingParams:
+        return teacher_params(index, temperature, max_new_tokens, seed)
+
     todo = [j for j in jobs if j[1] not in rows]
     done, seconds = len(jobs) - len(todo), 0.0
     if progress is not None:
@@ -260,7 +265,7 @@ def _ask(teachers: Sequence[Teacher], jobs: list[tuple[int, tuple, str, Any]], r
             done += len(chunk)
             if progress is not None:
                 progress(done, len(jobs))
-    return seconds
+    return rows.finish([job[1] for job in jobs]), seconds
 
 
 def _teacher_names(teachers: Sequence[Teacher]) -> list[str]:
@@ -270,6 +275,12 @@ def _teacher_names(teachers: Sequence[Teacher]) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"teacher names must be distinct, got {names}")
     return names
+
+
+def _this_run(rows: RowFile, start: float, asked: float, teachers: Sequence[Teacher]) -> dict[str, Any]:
+    """What this invocation of a teacher stage did: rows found and written, seconds, teacher requests."""
+    return {**rows.run_stats(), "seconds": round(time.time() - start, 3), "teacher_seconds": round(asked, 3),
+            "teachers": _teacher_stats(teachers)}
 
 
 def _teacher_stats(teachers: Sequence[Teacher]) -> dict[str, dict[str, int]]:
@@ -366,9 +377,8 @@ def explain(teachers: Sequence[Teacher], mined: str | os.PathLike | Sequence[Stu
     def make_row(teacher, item, prompt, sample):
         return Explanation(item.problem_id, teacher.name, prompt, item.completion, sample.text, sample.finish_reason)
 
-    asked = _ask(teachers, jobs, rows, make_row, lambda i: teacher_params(i, temperature, max_new_tokens, seed),
-                 prompts_per_call, progress)
-    found = rows.finish([j[1] for j in jobs])
+    found, asked = _ask(teachers, jobs, rows, make_row, temperature=temperature, max_new_tokens=max_new_tokens,
+                        seed=seed, prompts_per_call=prompts_per_call, progress=progress)
     return _write_summary(out, {
         "stage": "explain", "items": len(items), "explanations": len(found),
         "per_teacher": {n: {"explanations": sum(r.teacher == n for r in found),
@@ -376,8 +386,7 @@ def explain(teachers: Sequence[Teacher], mined: str | os.PathLike | Sequence[Stu
                             "truncated": sum(r.teacher == n and r.finish_reason == "length" for r in found)}
                         for n in names},
         "empty": sum(not r.text.strip() for r in found),
-        "this_run": {**rows.run_stats(), "seconds": round(time.time() - start, 3), "teacher_seconds": round(asked, 3),
-                     "teachers": _teacher_stats(teachers)},
+        "this_run": _this_run(rows, start, asked, teachers),
     })
 
 
@@ -409,9 +418,8 @@ def rationales(teachers: Sequence[Teacher], task, problems: Sequence[Problem], o
         return Rationale(problem.id, teacher.name, task.prompt(problem), problem.question, problem.answer,
                          sample.text, verdict.correct, verdict.extracted, verdict.reason, sample.finish_reason)
 
-    asked = _ask(teachers, jobs, rows, make_row, lambda i: teacher_params(i, temperature, max_new_tokens, seed),
-                 prompts_per_call, progress)
-    found = rows.finish([j[1] for j in jobs])
+    found, asked = _ask(teachers, jobs, rows, make_row, temperature=temperature, max_new_tokens=max_new_tokens,
+                        seed=seed, prompts_per_call=prompts_per_call, progress=progress)
     return _write_summary(out, {
         "stage": "rationales", "problems": len(problems), "rationales": len(found),
         "per_teacher": {n: {"rationales": sum(r.teacher == n for r in found),
@@ -420,8 +428,7 @@ def rationales(teachers: Sequence[Teacher], task, problems: Sequence[Problem], o
                             "truncated": sum(r.teacher == n and r.finish_reason == "length" for r in found)}
                         for n in names},
         "verdict_reasons": dict(sorted(Counter(r.reason for r in found).items())),
-        "this_run": {**rows.run_stats(), "seconds": round(time.time() - start, 3), "teacher_seconds": round(asked, 3),
-                     "teachers": _teacher_stats(teachers)},
+        "this_run": _this_run(rows, start, asked, teachers),
     })
 
 
@@ -460,9 +467,8 @@ def review(teachers: Sequence[Teacher], rationales: str | os.PathLike | Sequence
         score, reason = parse_score(sample.text)
         return ReviewRow(rationale.problem_id, rationale.teacher, teacher.name, sample.text, score, reason)
 
-    asked = _ask(teachers, jobs, rows, make_row, lambda i: teacher_params(i, temperature, max_new_tokens, seed),
-                 prompts_per_call, progress) if require_review else 0.0
-    found = rows.finish([j[1] for j in jobs]) if require_review else []
+    found, asked = _ask(teachers, jobs, rows, make_row, temperature=temperature, max_new_tokens=max_new_tokens,
+                        seed=seed, prompts_per_call=prompts_per_call, progress=progress) if require_review else ([], 0.0)
     by_rationale: dict[tuple, list[ReviewRow]] = defaultdict(list)
     for row in found:
         by_rationale[(row.problem_id, row.author)].append(row)
@@ -477,8 +483,7 @@ def review(teachers: Sequence[Teacher], rationales: str | os.PathLike | Sequence
     return _write_summary(out, {
         "stage": "review", **review_stats(reviewed, found, names),
         "threshold": threshold, "require_verified": require_verified, "require_review": require_review,
-        "this_run": {**rows.run_stats(), "seconds": round(time.time() - start, 3), "teacher_seconds": round(asked, 3),
-                     "teachers": _teacher_stats(teachers)},
+        "this_run": _this_run(rows, start, asked, teachers),
     })
 
 
