@@ -142,28 +142,40 @@ def total_reward(components: Mapping[str, float], weights: Mapping[str, float]) 
 
 def group_stats(rewards: Sequence[float], correct: Sequence[bool]) -> dict:
     """Size, mean, population std, min, max, number correct and whether the group has zero variance."""
+    _check_group(rewards, correct)
+    mean, std = _mean_std(rewards)
+    return {"size": len(rewards), "mean": mean, "std": std, "min": min(rewards), "max": max(rewards),
+            "n_correct": int(sum(bool(c) for c in correct)), "zero_variance": zero_variance(rewards)}
+
+
+def _check_group(rewards: Sequence[float], correct: Sequence[bool]) -> None:
     if not rewards:
         raise ValueError("a group needs at least one reward")
     if len(correct) != len(rewards):
         raise ValueError(f"{len(rewards)} rewards but {len(correct)} correctness flags")
+
+
+def _mean_std(rewards: Sequence[float]) -> tuple[float, float]:
+    """Mean and population standard deviation."""
     mean = sum(rewards) / len(rewards)
-    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards))
-    low, high = min(rewards), max(rewards)
-    return {"size": len(rewards), "mean": mean, "std": std, "min": low, "max": high,
-            "n_correct": int(sum(bool(c) for c in correct)), "zero_variance": high - low <= ZERO_RANGE}
+    return mean, math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards))
+
+
+def zero_variance(rewards: Sequence[float]) -> bool:
+    """Whether a group's rewards are all equal (within ``ZERO_RANGE``): it carries no relative signal."""
+    return max(rewards) - min(rewards) <= ZERO_RANGE
 
 
 def zscore(rewards: Sequence[float], eps: float = 1e-6) -> list[float]:
     """``(r - mean) / (std + eps)`` with the population std."""
-    mean = sum(rewards) / len(rewards)
-    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards))
+    mean, std = _mean_std(rewards)
     return [(r - mean) / (std + eps) for r in rewards]
 
 
 def minmax(rewards: Sequence[float]) -> list[float]:
     """``(r - min) / (max - min)``; all zeros when the range is zero."""
     low, high = min(rewards), max(rewards)
-    if high - low <= ZERO_RANGE:
+    if zero_variance(rewards):
         return [0.0] * len(rewards)
     return [(r - low) / (high - low) for r in rewards]
 
@@ -240,7 +252,8 @@ def group_weights(rewards: Sequence[float], correct: Sequence[bool], config: Wei
     """Weights of one group under ``method`` (default: the config's), with the zero-variance policy and the
     bound applied; None for every response of a dropped group."""
     method = method or config.normalisation
-    if group_stats(rewards, correct)["zero_variance"]:
+    _check_group(rewards, correct)
+    if zero_variance(rewards):
         if config.zero_variance == "drop":
             return [None] * len(rewards)
         raw = [1.0 if c else 0.0 for c in correct]
