@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from mentor.config import differences
+from mentor.offline.rows import cut_partial_line, parse_keyed_rows
 from mentor.records import (
     Problem,
     RecordError,
@@ -49,7 +50,6 @@ from mentor.records import (
     Verdict,
     append_jsonl,
     from_dict,
-    numbered_rows,
     to_dict,
     write_jsonl,
 )
@@ -201,34 +201,6 @@ def recover_responses(path: str | os.PathLike) -> tuple[list[TeacherResponse], b
     path = Path(path)
     data, repaired = cut_partial_line(path)
     return _parse_rows(data, path), repaired
-
-
-def cut_partial_line(path: str | os.PathLike) -> tuple[bytes, bool]:
-    """The complete lines of an append-only JSON-lines file, after cutting off (on disk) a last line left
-    half-written by a kill; ``(b"", False)`` when there is no file. Returns ``(data, repaired)``."""
-    path = Path(path)
-    if not path.is_file():
-        return b"", False
-    data = path.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep < len(data):
-        with path.open("r+b") as handle:
-            handle.truncate(keep)
-            handle.flush()
-            os.fsync(handle.fileno())
-    return data[:keep], keep < len(data)
-
-
-def parse_keyed_rows(data: bytes, path: Path, cls: type, key: Callable[[Any], tuple],
-                     describe: Callable[[tuple], str] = str) -> dict[tuple, Any]:
-    """The rows of ``cls`` in complete JSON lines, by key; a bad row or a second row for a key is a
-    RecordError naming file and line."""
-    rows: dict[tuple, Any] = {}
-    for number, row in numbered_rows(data.split(b"\n"), path, cls):
-        if key(row) in rows:
-            raise RecordError(f"{path}:{number}: a second row for {describe(key(row))}")
-        rows[key(row)] = row
-    return rows
 
 
 def _parse_rows(data: bytes, path: Path) -> list[TeacherResponse]:

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mentor.config import differences
 from mentor.feedback.committee import (
     accept,
     explain_prompt,
@@ -48,14 +47,13 @@ from mentor.feedback.committee import (
     review_prompt,
     student_explain_prompt,
 )
-from mentor.offline.generate import cut_partial_line, parse_keyed_rows
-from mentor.records import Problem, RecordError, append_jsonl, from_dict, read_jsonl, to_dict, write_jsonl
+from mentor.offline.rows import RowFile, check_record
+from mentor.records import Problem, RecordError, from_dict, read_jsonl, to_dict, write_jsonl
 from mentor.sampling import SamplingParams
 from mentor.teachers import Teacher, TeacherConfig, teacher_configs, user_messages
 
 ABLATIONS = ("committee", "single", "no-explanation")
 SUMMARY = "summary.json"
-RECORD = "stage.json"
 
 
 def _require_gold(row: Any) -> None:
@@ -144,43 +142,6 @@ class ReviewedRationale:
 # ----- the resumable row file ---------------------------------------------------------------------------
 
 
-class RowFile:
-    """An append-only JSON-lines file of rows of ``cls``, one per key, that survives a kill at any moment.
-
-    Opening it cuts off a half-written last line (:func:`~mentor.offline.generate.cut_partial_line`) and
-    reads the rows on disk (a bad row or a second row for a key is a RecordError naming file and line);
-    :meth:`add` appends one row, flushed and fsynced; :meth:`finish` rewrites the file in the given key order.
-    """
-
-    def __init__(self, path: str | os.PathLike, cls: type, key: Callable[[Any], tuple]) -> None:
-        self.path, self.cls, self.key = Path(path), cls, key
-        data, self.repaired = cut_partial_line(self.path)
-        self.rows: dict[tuple, Any] = parse_keyed_rows(data, self.path, cls, key)
-        self.found, self.written = len(self.rows), 0
-
-    def __contains__(self, key: tuple) -> bool:
-        return key in self.rows
-
-    def add(self, row: Any) -> None:
-        append_jsonl(self.path, row)
-        self.rows[self.key(row)] = row
-        self.written += 1
-
-    def finish(self, order: Sequence[tuple]) -> list[Any]:
-        """The rows in ``order`` (each must be there); the file rewritten in that order if it is not."""
-        rows = [self.rows[k] for k in order]
-        if len(rows) != len(self.rows):
-            extra = sorted(set(self.rows) - set(order))[:1]
-            raise RecordError(f"{self.path}: a row for {extra} that this stage does not make; use another --out")
-        text = "".join(json.dumps(to_dict(r), ensure_ascii=False) + "\n" for r in rows)
-        if not self.path.is_file() or self.path.read_text(encoding="utf-8") != text:
-            write_jsonl(self.path, rows)
-        return rows
-
-    def run_stats(self) -> dict[str, Any]:
-        return {"rows_found": self.found, "rows_written": self.written, "partial_line_repaired": self.repaired}
-
-
 def read_rows(source: str | os.PathLike | Sequence[Any], cls: type, filename: str) -> list[Any]:
     """Rows of ``cls`` from a list (returned as is), a stage folder (its ``filename``) or a JSON-lines file."""
     if not isinstance(source, (str, os.PathLike)):
@@ -201,23 +162,6 @@ def digest(values: Any) -> str:
 
 def _identities(teachers: Sequence[Teacher]) -> list[Any]:
     return [t.identity() if hasattr(t, "identity") else {"name": t.name} for t in teachers]
-
-
-def _check_record(out: Path, key: dict[str, Any], rows_file: str) -> None:
-    """Refuse a folder whose rows were made with another configuration; record this one."""
-    record = out / RECORD
-    key = json.loads(json.dumps(key))
-    has_rows = (out / rows_file).is_file() and (out / rows_file).stat().st_size > 0
-    if record.is_file() and has_rows:
-        saved = json.loads(record.read_text()).get("key", {})
-        if saved != key:
-            raise FileExistsError(f"{out} holds rows made with another configuration "
-                                  f"({', '.join(differences(key, saved))} differ); use another --out")
-    elif has_rows:
-        raise FileExistsError(f"{out / rows_file} exists but {RECORD} does not: not a MAPD stage folder")
-    tmp = record.with_name(record.name + ".tmp")
-    tmp.write_text(json.dumps({"key": key}, indent=2) + "\n")
-    os.replace(tmp, record)
 
 
 def _write_summary(out: Path, summary: dict[str, Any]) -> dict[str, Any]:
@@ -317,7 +261,7 @@ def mine(model, tokenizer, task, problems: Sequence[Problem], out: str | os.Path
     out.mkdir(parents=True, exist_ok=True)
     check_problems(problems)
     params = SamplingParams(n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
-    _check_record(out, {"stage": "mine", "task": getattr(task, "name", ""), "problems": [p.id for p in problems],
+    check_record(out, {"stage": "mine", "task": getattr(task, "name", ""), "problems": [p.id for p in problems],
                         "inputs": digest([[p.id, task.prompt(p), p.answer] for p in problems]),
                         "student": getattr(model, "name_or_path", "") or type(model).__name__,
                         "sampling": params.to_dict(), "batch_size": batch_size}, "answers.jsonl")
@@ -369,7 +313,7 @@ def explain(teachers: Sequence[Teacher], mined: str | os.PathLike | Sequence[Stu
     items = [m for m in read_rows(mined, StudentAnswer, "mined.jsonl") if not m.correct]
     jobs = [(t, (m.problem_id, names[t]), explain_prompt(m.question, m.completion, m.answer), m)
             for m in items for t in range(len(teachers))]
-    _check_record(out, {"stage": "explain", "teachers": _identities(teachers), "items": [m.problem_id for m in items],
+    check_record(out, {"stage": "explain", "teachers": _identities(teachers), "items": [m.problem_id for m in items],
                         "inputs": digest([j[2] for j in jobs]), "temperature": temperature,
                         "max_new_tokens": max_new_tokens, "seed": seed}, "explanations.jsonl")
     rows = RowFile(out / "explanations.jsonl", Explanation, lambda r: (r.problem_id, r.teacher))
@@ -403,7 +347,7 @@ def rationales(teachers: Sequence[Teacher], task, problems: Sequence[Problem], o
     out.mkdir(parents=True, exist_ok=True)
     names = _teacher_names(teachers)
     check_problems(problems)
-    _check_record(out, {"stage": "rationales", "teachers": _identities(teachers), "problems": [p.id for p in problems],
+    check_record(out, {"stage": "rationales", "teachers": _identities(teachers), "problems": [p.id for p in problems],
                         "inputs": digest([[p.id, task.prompt(p), p.answer] for p in problems]),
                         "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed},
                   "rationales.jsonl")
@@ -454,7 +398,7 @@ def review(teachers: Sequence[Teacher], rationales: str | os.PathLike | Sequence
     if require_review and len(teachers) < 2:
         raise ValueError("peer review needs at least two teachers (nobody reviews their own rationale)")
     found_rationales = read_rows(rationales, Rationale, "rationales.jsonl")
-    _check_record(out, {"stage": "review", "teachers": _identities(teachers),
+    check_record(out, {"stage": "review", "teachers": _identities(teachers),
                         "rationales": [[r.problem_id, r.teacher] for r in found_rationales],
                         "inputs": digest([[r.question, r.text, r.answer] for r in found_rationales]),
                         "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed},
