@@ -87,7 +87,10 @@ def test_analyze_reads_rollouts_written_by_eval(tmp_path, capsys):
 COMPARE = ["seeds=[0,1]", "shared.steps=2", "shared.eval_every=1", "shared.eval_problems=4", "shared.eval_k=2",
            "shared.max_new_tokens=120", "analysis_problems=3", "methods.GRPO.prompts_per_step=1",
            "methods.GRPO.rollouts_per_prompt=4", "methods.RefSol.prompts_per_step=4",
-           "methods.StepAlignFB.prompts_per_step=4", "methods.StepAlignFB-to-divergence.prompts_per_step=4"]
+           "methods.StepAlignFB.prompts_per_step=4", "methods.StepAlignFB-to-divergence.prompts_per_step=4",
+           "methods.StepAlignFB-clip.prompts_per_step=4", "shared.test_problems=4", "distill.sft.steps=2",
+           "distill.sft.batch_size=4", "distill.eval_every=1", "distill.eval_problems=4", "distill.eval_k=2",
+           "distill.test_problems=4", "distill.max_new_tokens=120"]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -95,17 +98,21 @@ def test_compare_writes_the_paper_table_and_resumes(tmp_path, capsys, workers):
     out = tmp_path / "compare"
     assert main(["compare", "--out", str(out), *COMPARE, f"workers={workers}"]) == 0
     report = (out / "report.md").read_text()
-    for label in ("GRPO", "RefSol", "StepAlignFB", "StepAlignFB-to-divergence"):
+    for label in ("GRPO", "RefSol", "StepAlignFB", "StepAlignFB-to-divergence", "StepAlignFB-clip", "Oracle"):
         assert f"| {label} |" in report
         for seed in (0, 1):
             assert (out / label / f"seed{seed}" / "summary.json").is_file()
     assert "| method | Pass@2 | Maj@2 | Avg@2 |" in report and "±" in report
+    # chosen on validation, reported on test: both checkpoints of every run, with standard errors
+    assert "## On the test split (checkpoint chosen on validation)" in report
+    assert "| Oracle | best (step" in report and "| GRPO | final (step 2, 2) |" in report and "(se " in report
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "analysis" / "analysis.html").is_file() and "per-token advantage" in report
     results = json.loads((out / "results.json").read_text())
     assert all(len(runs) == 2 and all(len(r["evals"]) == 3 for r in runs) for runs in results.values())
     # budgets are equal: 4 rollouts a step for every method
-    assert {runs[0]["rollouts"] for runs in results.values()} == {8}
+    assert {runs[0]["rollouts"] for label, runs in results.items() if label != "Oracle"} == {8}
+    assert results["Oracle"][0]["sequences"] == 8  # 2 steps x 4 correct traces
     if workers == 1:  # a second call finds every run finished and reproduces the report
         assert main(["compare", "--out", str(out), *COMPARE]) == 0
         assert json.loads((out / "results.json").read_text())["GRPO"][0]["final"] == results["GRPO"][0]["final"]

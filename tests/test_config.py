@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mentor.config import ConfigError, load_config, save_config
 from mentor.tasks.world import WorldConfig
+from mentor.tasks.world_habits import Habits
 from mentor.train.sft import SFTConfig
 from mentor.world_model import WorldModelConfig
 
@@ -254,7 +255,8 @@ def test_missing_required_field_is_a_config_error():
         ("world.ops=['/']", "ops must be a non-empty subset"),
         ("sft.batch_size=0", "batch_size must be >= 1"),
         ("sft.lr=-1e-3", "lr must be > 0"),
-        ("error_rate=1.5", "error_rate must be in"),
+        ("habits.swap=1.5", "habit swap must be in"),
+        ("continue_rate=2", "continue_rate must be in"),
         ("mix={none: 1, other: 1}", "mix keys"),
     ],
 )
@@ -283,7 +285,7 @@ def test_config_error_is_a_value_error():
     [
         WorldModelConfig(),
         WorldModelConfig(world=WorldConfig(steps=3, modulus=13, ops=("+",)), sft=SFTConfig(steps=9, lr=3e-4),
-                         error_kinds={"result": 1.0}, mix={"none": 1.0}, hidden_size=48),
+                         habits=Habits(swap=0.5, slip=0.0), mix={"none": 1.0}, hidden_size=48),
         Small(count=-4, ratio=1e-9, label="with: colon # and hash", enabled=False, items=[], table={"a": 0.5},
               maybe=0, inner=Inner(depth=0, rate=2.0), middle=Middle(flag=True)),
         Small(label="true", maybe=None),
@@ -302,13 +304,13 @@ def test_save_then_load_round_trips_exactly(tmp_path, config):
 
 
 def test_loaded_world_model_config_keeps_its_cache_key(tmp_path):
-    config = load_config(WorldModelConfig, overrides=["sft.steps=20", "world.modulus=13", "error_rate=0"])
+    config = load_config(WorldModelConfig, overrides=["sft.steps=20", "world.modulus=17", "habits.slip=0"])
     back = load_config(WorldModelConfig, save_config(config, tmp_path / "c.yaml"))
     assert back.key() == config.key()
     assert config.key() != WorldModelConfig().key()
     # an override that repeats a default value names the same build as no override at all
     default = WorldModelConfig()
-    same = [f"error_rate={default.error_rate}", f"sft.lr={default.sft.lr}"]
+    same = [f"habits.swap={default.habits.swap}", f"sft.lr={default.sft.lr}", f"habits.skip={default.habits.skip}"]
     assert load_config(WorldModelConfig, overrides=same).key() == default.key()
 
 
@@ -327,7 +329,29 @@ def test_random_configs_round_trip(tmp_path_factory, count, ratio, label, items,
 
 
 def test_mapping_fields_are_updated_not_replaced():
-    config = load_config(WorldModelConfig, overrides=["error_kinds.substitution=0", "mix.none=0.8"])
+    config = load_config(WorldModelConfig, overrides=["mix.facts=0", "mix.none=0.8"])
     default = WorldModelConfig()
-    assert config.error_kinds == {**default.error_kinds, "substitution": 0}
-    assert config.mix == {**default.mix, "none": 0.8}
+    assert config.mix == {**default.mix, "facts": 0, "none": 0.8}
+
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["onpolicy.method=grpo"], ("grpo", 1.0, 8)),
+        (["onpolicy.method=sd-success"], ("sd-success", 0.0, 8)),
+        (["onpolicy.grpo_weight=0.5"], ("sd-critique", 0.5, 8)),
+        (["onpolicy.method=grpo", "onpolicy.rollouts_per_prompt=4"], ("grpo", 1.0, 4)),
+        (["onpolicy.method=sd-reference"], ("sd-reference", 0.0, 1)),
+    ],
+)
+def test_derived_defaults_follow_the_overrides(tmp_path, overrides, expected):
+    """`mentor train onpolicy.method=grpo` once failed: grpo_weight kept the default method's 0.0."""
+    from mentor.train.recipe import TrainConfig
+
+    config = load_config(TrainConfig, overrides=overrides)
+    assert (config.onpolicy.method, config.onpolicy.grpo_weight, config.onpolicy.rollouts_per_prompt) == expected
+    method = overrides[0].split("=")[1] if overrides[0].startswith("onpolicy.method") else None
+    if method:  # the same from a YAML file
+        path = write_yaml(tmp_path / "c.yaml", {"onpolicy": {"method": method}})
+        assert load_config(TrainConfig, path).onpolicy.method == method

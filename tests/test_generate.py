@@ -49,7 +49,7 @@ def straight(tmp_path_factory):
 
 def test_rows_carry_group_statistics_and_every_weight(straight):
     rows = load_responses(straight)
-    ids = [f"world-3step-mod10-train-0-{i}" for i in range(8)]
+    ids = [f"world-4step-mod17-train-0-{i}" for i in range(8)]
     assert [(r.problem_id, r.sample_index) for r in rows] == [(i, j) for i in ids for j in range(4)]
     weighting = WeightingConfig()
     for i in range(0, 32, 4):

@@ -328,11 +328,11 @@ def test_unknown_ablation_and_teacher_keys_are_user_errors(tmp_path, capsys):
 
 
 def test_mapd_examples_weights_reproduce_the_alpha_loss(world):
+    from mentor.loading import load_model
     from mentor.losses import causal_lm_logprobs, weighted_nll
-    from mentor.models import load_policy
     from mentor.train.sft import collate, tokenize
 
-    model, tokenizer = load_policy("world")
+    model, tokenizer = load_model("world")
     _, problems = world
     rows = []
     for i, problem in enumerate(problems[:7]):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mentor.metrics import avg_at_k, maj_at_k, majority_index, pass_at_k, summarize
+from mentor.metrics import avg_at_k, maj_at_k, majority_index, pass_at_k, standard_error, summarize
 from mentor.records import Verdict
 from mentor.verify import verify
 
@@ -107,10 +107,30 @@ def test_summarize():
     assert summary["truncation_rate"] == pytest.approx(1 / 8)
     assert summary["timeouts"] == 0
 
+    # standard errors over the 2 problems: per-problem avg 0.5 and 0.5 (se 0); maj 1 and 1 (se 0)
+    assert summary["se"] == {"avg@4": 0.0, "pass@4": 0.0, "maj@4": 0.0}
+
     two = summarize(verdicts, k=2)
     assert two["pass@2"] == pytest.approx(pass_at_k(4, 2, 2)) == pytest.approx(5 / 6)
     assert two["maj@2"] == 1.0 and two["avg@4"] == summary["avg@4"]
     assert two["truncation_rate"] is None
+
+
+def test_standard_error_closed_form():
+    assert standard_error([1.0]) == 0.0 and standard_error([]) == 0.0
+    # values 0, 1, 1, 0: sample variance 1/3, se sqrt(1/3 / 4)
+    assert standard_error([0, 1, 1, 0]) == pytest.approx(math.sqrt(1 / 12))
+    # a Bernoulli p over n problems: close to sqrt(p (1 - p) / n)
+    values = [1.0] * 30 + [0.0] * 70
+    assert standard_error(values) == pytest.approx(math.sqrt(0.3 * 0.7 / 100), rel=0.01)
+
+
+def test_summarize_gives_the_standard_error_over_problems():
+    right, wrong = verify("1", "1"), verify("2", "1")
+    summary = summarize([[right, right], [wrong, wrong], [right, wrong]])
+    assert summary["avg@2"] == pytest.approx(0.5)
+    assert summary["se"]["avg@2"] == pytest.approx(standard_error([1.0, 0.0, 0.5]))
+    assert summary["se"]["pass@2"] == pytest.approx(standard_error([1.0, 0.0, 1.0]))
 
 
 def test_summarize_counts_timeouts_as_incorrect():

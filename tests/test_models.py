@@ -161,15 +161,24 @@ def test_load_policy_errors_are_one_clear_line(monkeypatch, tmp_path):
         load_policy(str(tmp_path / "missing-folder"))
 
 
-def test_world_hook(monkeypatch):
+def test_world_spec_is_resolved_above_the_core(monkeypatch):
+    from mentor.loading import load_model
+
     fake = types.ModuleType("mentor.world_model")
     fake.load_world_model = lambda: (tiny_llama(), word_tokenizer())
     monkeypatch.setitem(sys.modules, "mentor.world_model", fake)
-    model, tokenizer = load_policy("world")
-    assert isinstance(model, LlamaForCausalLM) and tokenizer.pad_token is not None
-    monkeypatch.setitem(sys.modules, "mentor.world_model", None)  # makes the import fail
-    with pytest.raises(ModelLoadError, match="mentor.world_model is unavailable"):
-        load_policy("world")
+    model, tokenizer = load_model("world", lora=LoraSpec(r=2))
+    assert isinstance(model.get_base_model(), LlamaForCausalLM) and tokenizer.pad_token is not None
+
+
+def test_the_core_never_imports_the_world():
+    """models, sampling, evaluate, losses and the trainers import no world module (no import circle)."""
+    import subprocess
+
+    code = ("import sys, mentor.models, mentor.evaluate, mentor.train.onpolicy, mentor.train.sft, mentor.losses; "
+            "print(sorted(m for m in sys.modules if 'world' in m))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # ------------------------------------------------------------------------------------- SmolLM2 via GGUF

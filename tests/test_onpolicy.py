@@ -164,6 +164,31 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     assert [json.loads(x)["step"] for x in (tmp_path / "evals.jsonl").read_text().splitlines()] == [0, 1, 2]
 
 
+def test_the_checkpoint_chosen_on_validation_is_reported_on_test(tmp_path):
+    from mentor.train.common import held_out_score
+    from mentor.train.onpolicy import eval_config
+
+    task = load_task("world")
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    base, _ = load_world_folder(SHIPPED_DIR)
+    # a learning rate this large wrecks the model: step 0 stays the best on validation
+    config = OnPolicyConfig(steps=2, prompts_per_step=4, lr=0.5, eval_every=1, eval_problems=6, eval_k=2,
+                            max_new_tokens=120, test_problems=6)
+    assert eval_config(config).split == "validation" and eval_config(config, test=True).split == "test"
+    result = train_onpolicy(model, tokenizer, task, config, run_dir=tmp_path)
+    assert result.best["step"] == 0 and set(result.test) == {"best", "final"}
+    expected = held_out_score(base, tokenizer, task, task.problems("test", n=6), eval_config(config, test=True), 0)
+    timing = ("seconds", "tokens_per_second")
+    got = {k: v for k, v in result.test["best"].items() if k not in timing}
+    assert got == {k: v for k, v in expected.items() if k not in timing}  # the untrained weights, on test
+    assert {"greedy", "trace_rate"} <= set(expected) and {"greedy", "trace_rate", "avg@2"} <= set(expected["se"])
+    assert result.test["final"]["step"] == 2
+    final, _ = load_world_folder(tmp_path / "final")
+    assert same(weights(model), weights(final)) and not same(weights(model), weights(base))  # left at final
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["test"]["best"]["avg@2"] == expected["avg@2"] and summary["test_evaluation"]["split"] == "test"
+
+
 def _rows(task, tokenizer, completions):
     problems = task.problems("train", n=len(completions))
     rows = []

@@ -155,11 +155,14 @@ def test_wrong_final_answer_after_correct_steps():
 
 
 def test_parse_trace_reads_steps_and_answer():
-    good = "d is a + b with a = 1 and b = 2, 1 + 2 = 3 so d = 3"
-    inconsistent = "e is d * d with d = 3 and d = 3, 3 * 4 = 2 so e = 2"  # uses 4 after naming 3
-    steps, answer = parse_trace(f"<step_1> {good}\n<step_2> {inconsistent}\n<step_3> junk\n<answer> 3")
-    assert [s.parsed for s in steps] == [True, False, False]
-    assert (steps[0].name, steps[0].x, steps[0].y, steps[0].result) == ("d", 1, 2, 3) and answer == "3"
+    good = "d is a - b with a = 1 and b = 2, 1 - 2 = -1 so d = 12"
+    inconsistent = "e is d * d with d = 3 and d = 3, 3 * 4 = 12 so e = 12"  # uses 4 after naming 3
+    alternative = "from d and a: 12 + 1 makes 13, hence f = 0"
+    steps, answer = parse_trace(f"<step_1> {good}\n<step_2> {inconsistent}\n<step_3> junk\n<step_4> {alternative}"
+                                "\n<answer> 3")
+    assert [s.parsed for s in steps] == [True, False, False, True]
+    assert (steps[0].name, steps[0].x, steps[0].y, steps[0].integer, steps[0].result) == ("d", 1, 2, -1, 12)
+    assert (steps[3].name, steps[3].left, steps[3].integer, steps[3].result) == ("f", "d", 13, 0) and answer == "3"
 
 
 def test_corrupt_trace_rejects_bad_arguments():

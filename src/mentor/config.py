@@ -69,9 +69,21 @@ def _merge(cls: type, values: dict[str, Any], where: str, base: Any = None) -> d
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             inner = _default(cls, key, base)
             changes = _merge(hint, value, f"{where}{key}.", inner if isinstance(inner, hint) else None)
+            if isinstance(inner, hint):
+                changes = {**_derived_unset(hint, inner, changes), **changes}
             value = dataclasses.replace(inner, **changes) if isinstance(inner, hint) else hint(**changes)
         out[key] = _coerce(f"{where}{key}", value, hint)
     return out
+
+
+def _derived_unset(cls: type, inner: Any, changes: dict[str, Any]) -> dict[str, Any]:
+    """Derived fields (declared default None, filled by ``__post_init__`` from other fields) that the
+    changes leave alone and that still hold their derived value, set back to None: so that they follow
+    the new values (``onpolicy.method=grpo`` gets grpo's ``grpo_weight``, not the default method's)."""
+    plain = cls()
+    return {f.name: None for f in dataclasses.fields(cls)
+            if f.default is None and f.name not in changes and getattr(plain, f.name) is not None
+            and getattr(inner, f.name) == getattr(plain, f.name)}
 
 
 def _parse_value(text: str) -> Any:

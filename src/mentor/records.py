@@ -106,7 +106,8 @@ class Feedback:
 
     ``step_verdicts`` has one entry per step the solver wrote, up to the first wrong one (correct, missing
     (it needed a step that was never written) or wrong); ``first_error_step`` counts steps of the
-    critique's corrected trace.
+    critique's corrected trace, which is ``corrected`` (empty when the critic writes none, e.g. a free-text
+    explanation).
     """
 
     problem_id: str
@@ -116,6 +117,7 @@ class Feedback:
     first_error_step: int | None = None
     step_verdicts: list[str] = field(default_factory=list)
     sample_index: int = 0
+    corrected: str = ""  # the corrected solution inside the critique, when the critic writes one
 
     def __post_init__(self) -> None:
         if self.case not in FEEDBACK_CASES:

@@ -47,7 +47,6 @@ from mentor.tasks.world import (
     alternative_step,
     canonical_solution,
     corrupt_trace,
-    format_step,
     format_trace,
     parse_question,
     parse_trace,
@@ -276,7 +275,7 @@ class SimulatedWorldTeacher:
         if rng.random() < self.malformed_review_rate:
             return rng.choice(["The rationale looks reasonable to me.", "Every step checks out. Score: [7]",
                                "I would rate this rationale 4/5."])
-        rationale = to_canonical(problem, extract_section(request, "Rationale to review") or "")
+        rationale = extract_section(request, "Rationale to review") or ""  # the critic reads every wording
         feedback = critique(_as_problem(problem), rationale)
         if feedback.case == "correct":
             score, verdict = 5, "Every step is correct and the final answer matches."
@@ -322,34 +321,6 @@ class SimulatedWorldTeacher:
         pass
 
 
-_ALTERNATIVE_RES = (
-    re.compile(r"^(?P<x>-?\d+) (?P<op>[-+*]) (?P<y>-?\d+) gives (?P<z>-?\d+), hence (?P<name>[a-z]) = (?P<z2>-?\d+)$"),
-    re.compile(r"^from (?P<left>[a-z]) and (?P<right>[a-z]): (?P<x>-?\d+) (?P<op>[-+*]) (?P<y>-?\d+) makes "
-               r"(?P<z>-?\d+), hence (?P<name>[a-z]) = (?P<z2>-?\d+)$"),
-)
-
-
-def to_canonical(problem: WorldProblem, trace: str) -> str:
-    """A trace with its steps in the alternative wordings rewritten in the canonical notation (so the exact
-    critic can read them); a step naming another operation or operands than its definition is kept as it is."""
-    steps, answer = parse_trace(trace)
-    if not steps:
-        return trace
-    bodies = []
-    for step in steps:
-        body = step.body
-        for pattern in _ALTERNATIVE_RES:
-            match = pattern.match(body)
-            definition = problem.definition(match["name"]) if match else None
-            if match and definition and match["z"] == match["z2"] and definition[2] == match["op"] and (
-                    "left" not in pattern.groupindex or (match["left"], match["right"]) == definition[1::2]):
-                _, left, op, right = definition
-                body = format_step(match["name"], left, op, right, int(match["x"]), int(match["y"]), int(match["z"]))
-                break
-        bodies.append(body)
-    return format_trace(bodies, answer)
-
-
 def _last_user(messages: Messages) -> str:
     users = [m for m in messages if m.get("role") == "user"]
     return str(users[-1]["content"]) if users else ""
@@ -368,7 +339,7 @@ def restyle(trace: str, style: int) -> str:
     kept as they are; the answer line is kept)."""
     steps, answer = parse_trace(trace)
     bodies = [
-        alternative_step(s.name, s.left, s.op, s.right, s.x, s.y, s.result, style) if s.parsed else s.body
+        alternative_step(s.name, s.left, s.op, s.right, s.x, s.y, s.integer, s.result, style) if s.parsed and s.left else s.body
         for s in steps
     ]
     return format_trace(bodies, answer)
@@ -474,6 +445,6 @@ def build_teacher(config: TeacherConfig, cache_dir: str | Path | None = None,
     from mentor.sampling.local import LocalSampler
 
     if load_model is None:
-        from mentor.models import load_policy as load_model
+        from mentor.loading import load_model
     model, tokenizer = load_model(config.model)
     return SamplerTeacher(name, LocalSampler(model, tokenizer), tokenizer)

@@ -1,11 +1,17 @@
 """The world's tiny base solver: its own tokenizer, a Llama-style model of ~1M parameters, trained from
 scratch with mentor's SFT loop, and cached so the next run loads it in seconds.
 
-It is trained on three kinds of example, so that it behaves like a small instruction-tuned model:
-- the bare question -> a step-tagged trace, correct or with one injected error (so it is imperfect);
-- question + reference solution (other order and wording) -> the canonical correct trace;
-- question + the exact critic's step-aligned critique of a trace -> the corrected trace.
-The last two make the self-teacher (the same model with context) clearly better than the student.
+It is trained so that it behaves like a small instruction-tuned model that knows its facts:
+- the bare question -> a step-tagged trace written with the solver's error habits
+  (:mod:`mentor.tasks.world_habits`: a misconception about ``-``, slips, skipped steps, stopping early);
+- question + the exact critic's critique of such a trace -> the corrected trace; and, for a share
+  ``continue_rate`` of them, the trace as the solver wrote it up to its first departure from the
+  critique, then the rest written correctly *from what is on the page* (the teacher fixes the wrong step
+  it is asked about and otherwise goes on consistently, as an LLM continuing a given prefix does);
+- question + reference solution -> the reference's own derivation (its order and wording); and, for a
+  share ``continue_rate``, a correct trace in the canonical wording cut at a random word, then that step
+  finished as written and the remaining steps in the reference's order and wording.
+The context examples train no habits: the self-teacher is the same model, better informed.
 """
 
 from __future__ import annotations
@@ -25,14 +31,16 @@ from mentor.contexts import build_context_prompt
 from mentor.models import cache_dir, render_prompt
 from mentor.records import Problem
 from mentor.tasks.world import (
-    ERROR_KINDS,
+    OPS,
     WorldConfig,
     WorldProblem,
     WorldTask,
     canonical_solution,
-    corrupt_trace,
+    format_trace,
+    parse_trace,
 )
 from mentor.tasks.world_critic import corrected_solution, critique
+from mentor.tasks.world_habits import Habits, first_departure, habit_trace, swap_steps
 from mentor.train.sft import SFTConfig, SFTExample, train_sft
 
 CHAT_TEMPLATE = (
@@ -41,7 +49,9 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 EOS = "<|end|>"
-BUILD_VERSION = 1  # bump when the recipe changes so cached builds are not reused
+BUILD_VERSION = 2  # bump when the recipe changes so cached builds are not reused
+EXAMPLE_KINDS = ("none", "reference", "critique", "facts")
+FACTS_PROMPT = "Facts modulo {modulus}."
 
 
 @dataclass
@@ -50,65 +60,112 @@ class WorldModelConfig:
 
     world: WorldConfig = field(default_factory=WorldConfig)
     train_problems: int = 8000
-    error_rate: float = 0.1  # fraction of bare-question traces with one injected error
-    # substitution errors are off: they teach the model to look values up wrongly (docs/world.md)
-    error_kinds: dict[str, float] = field(
-        default_factory=lambda: {"result": 0.6, "substitution": 0.0, "skip": 0.2, "truncate": 0.2}
-    )
-    mix: dict[str, float] = field(default_factory=lambda: {"none": 0.7, "reference": 0.15, "critique": 0.15})
+    habits: Habits = field(default_factory=Habits)  # how the solver errs on the bare question
+    mix: dict[str, float] = field(
+        default_factory=lambda: {"none": 0.55, "reference": 0.175, "critique": 0.175, "facts": 0.1})
+    facts_per_drill: int = 16  # arithmetic facts in one ``facts`` example (the solver's "pre-training")
+    continue_rate: float = 0.5  # share of context examples that continue a page departing from the context
     vocab_size: int = 400
     hidden_size: int = 128
     layers: int = 3
     heads: int = 4
-    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=1100, batch_size=32, lr=3e-3, warmup_steps=30))
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=3500, batch_size=32, lr=3e-3, warmup_steps=30))
     seed: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.world, dict):
             self.world = WorldConfig(**self.world)
+        if isinstance(self.habits, dict):
+            self.habits = Habits(**self.habits)
         if isinstance(self.sft, dict):
             self.sft = SFTConfig(**self.sft)
-        self.error_kinds = {k: float(v) for k, v in self.error_kinds.items()}  # 0 and 0.0: one cache key
-        self.mix = {k: float(v) for k, v in self.mix.items()}
-        if not 0 <= self.error_rate <= 1:
-            raise ValueError(f"error_rate must be in [0, 1], got {self.error_rate}")
-        unknown = set(self.error_kinds) - set(ERROR_KINDS)
-        if unknown:
-            raise ValueError(f"unknown error kinds {sorted(unknown)}; choose from {', '.join(ERROR_KINDS)}")
-        if set(self.mix) - {"none", "reference", "critique"}:
-            raise ValueError(f"mix keys must be none/reference/critique, got {sorted(self.mix)}")
+        self.mix = {k: float(v) for k, v in self.mix.items()}  # 0 and 0.0: one cache key
+        if set(self.mix) - set(EXAMPLE_KINDS):
+            raise ValueError(f"mix keys must be {'/'.join(EXAMPLE_KINDS)}, got {sorted(self.mix)}")
+        if not 0 <= self.continue_rate <= 1:
+            raise ValueError(f"continue_rate must be in [0, 1], got {self.continue_rate}")
 
     def key(self) -> str:
         blob = json.dumps({"v": BUILD_VERSION, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _solo_trace(wp: WorldProblem, config: WorldModelConfig, rng: random.Random) -> str:
-    if rng.random() >= config.error_rate:
-        return canonical_solution(wp)
-    kinds, weights = zip(*config.error_kinds.items())
-    kind = rng.choices(kinds, weights)[0]
-    return corrupt_trace(wp, rng, kind, rng.randint(1, len(wp.defs)))
+def _critique_continuation(problem: Problem, wp: WorldProblem, config: WorldModelConfig,
+                           rng: random.Random) -> tuple[str, str, str] | None:
+    """(critique, page, continuation) for one forced solver error, or None when the problem
+    allows none. The page is the solver's trace up to the first word that departs from the critique;
+    the continuation goes on from the page correctly (a skipped variable gets its right value)."""
+    options = [("swap", i) for i in swap_steps(wp)] + [("slip", i) for i in range(len(wp.defs))]
+    options += [("skip", i) for i in range(len(wp.defs) - 1)]
+    forced = rng.choice(options)
+    seed = rng.random()
+    written = habit_trace(wp, config.habits, random.Random(seed), forced)
+    continued = habit_trace(wp, config.habits, random.Random(seed), forced, skipped_value="correct")
+    feedback = critique(problem, written)
+    end = first_departure(written, corrected_solution(feedback))
+    if end is None or continued[:end] != written[:end]:
+        return None
+    return feedback.critique, written[:end], continued[end:]
 
 
-def training_texts(config: WorldModelConfig, problems: list[Problem]) -> list[tuple[str, str]]:
-    """(user message, completion) pairs of the three kinds, in the proportions of ``config.mix``."""
+def _reference_continuation(problem: Problem, wp: WorldProblem, rng: random.Random) -> tuple[str, str]:
+    """(page, continuation): a correct canonical trace cut at a random word of a random step, then that
+    step finished as written and the remaining steps in the reference's order and wording."""
+    lines = canonical_solution(wp).split("\n")[:-1]  # the steps, without the answer line
+    j = rng.randrange(len(lines))
+    words = lines[j].split(" ")
+    cut = rng.randrange(1, len(words))  # at least the step's tag is on the page
+    page = "\n".join(lines[:j] + [" ".join(words[:cut])])
+    finish = " " + " ".join(words[cut:])
+    done = {wp.defs[i][0] for i in range(j + 1)}
+    ref_steps, answer = parse_trace(problem.solution)
+    rest = format_trace([s.body for s in ref_steps if s.name not in done], answer).split("\n")
+    renumbered = [f"<step_{j + 1 + i}> " + line.split(" ", 1)[1] for i, line in enumerate(rest[:-1], start=1)]
+    return page, "\n".join([finish, *renumbered, rest[-1]])
+
+
+def fact_drill(wp: WorldProblem, config: WorldModelConfig, rng: random.Random) -> str:
+    """Random arithmetic facts of the world, one a line (``7 - 9 = -2 so 11``: the integer result and its
+    reduction): what the solver knows."""
+    m, ops = wp.modulus, config.world.ops
+    lines = []
+    for _ in range(config.facts_per_drill):
+        x, y, op = rng.randrange(m), rng.randrange(m), rng.choice(ops)
+        lines.append(f"{x} {op} {y} = {OPS[op](x, y)} so {wp.apply(op, x, y)}")
+    return "\n".join(lines)
+
+
+def training_texts(config: WorldModelConfig, problems: list[Problem]) -> list[tuple[str, str, str]]:
+    """(user message, page, completion) triples of the three kinds, in the proportions of ``config.mix``;
+    the page is text the model is given after the prompt (not trained on), usually empty."""
     rng = random.Random(config.seed)
     kinds, weights = zip(*config.mix.items())
-    pairs = []
+    out = []
     for problem in problems:
         wp = WorldProblem.from_meta(problem.meta)
         kind = rng.choices(kinds, weights)[0]
+        if kind == "facts":
+            out.append((FACTS_PROMPT.format(modulus=wp.modulus), "", fact_drill(wp, config, rng)))
+            continue
         if kind == "none":
-            pairs.append((problem.question, _solo_trace(wp, config, rng)))
-        elif kind == "reference":
-            pairs.append((build_context_prompt("reference", problem.question, problem=problem),
-                          canonical_solution(wp)))
+            out.append((problem.question, "", habit_trace(wp, config.habits, rng)))
+            continue
+        if kind == "reference":
+            user = build_context_prompt("reference", problem.question, problem=problem)
+            if rng.random() < config.continue_rate:
+                out.append((user, *_reference_continuation(problem, wp, rng)))
+            else:
+                out.append((user, "", problem.solution))
+            continue
+        continuation = _critique_continuation(problem, wp, config, rng) if rng.random() < config.continue_rate else None
+        if continuation is not None:
+            text, page, rest = continuation
+            out.append((build_context_prompt("critique", problem.question, critique=text), page, rest))
         else:
-            feedback = critique(problem, _solo_trace(wp, config, rng))
-            pairs.append((build_context_prompt("critique", problem.question, critique=feedback.critique),
-                          corrected_solution(feedback)))
-    return pairs
+            feedback = critique(problem, habit_trace(wp, config.habits, rng))
+            out.append((build_context_prompt("critique", problem.question, critique=feedback.critique), "",
+                        corrected_solution(feedback)))
+    return out
 
 
 def train_problems(config: WorldModelConfig) -> list[Problem]:
@@ -171,10 +228,10 @@ def build_world_model(
     start = time.time()
     torch.manual_seed(config.seed)
     problems = train_problems(config)
-    pairs = training_texts(config, problems)
-    tokenizer = build_tokenizer([u + "\n" + c for u, c in pairs], config.vocab_size, config.world.steps)
+    triples = training_texts(config, problems)
+    tokenizer = build_tokenizer([u + "\n" + p + c for u, p, c in triples], config.vocab_size, config.world.steps)
     model = build_model(tokenizer, config)
-    examples = [SFTExample(render_prompt(tokenizer, u), c + EOS) for u, c in pairs]
+    examples = [SFTExample(render_prompt(tokenizer, u) + p, c + EOS) for u, p, c in triples]
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "mentor_world.json").is_file():
         raise FileExistsError(f"{out_dir} exists and is not a world-model build; choose an empty or new folder")

@@ -18,10 +18,10 @@ def progress_bar():
 # ----- mentor eval ------------------------------------------------------------------------------------
 
 def load_model(spec: str):
-    from mentor.models import load_policy
+    from mentor.loading import load_model as load
 
     with console().status(f"loading model {spec}"):
-        return load_policy(spec)
+        return load(spec)
 
 
 def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) -> dict:
@@ -73,9 +73,18 @@ def train_progress(bar, total: int):
 def score_table(title: str, rows: list[tuple[str, dict]], k: int):
     from rich.table import Table
 
-    table = Table(title=title)
-    for column in ("checkpoint", "step", f"Pass@{k}", f"Maj@{k}", f"Avg@{k}"):
+    table = Table(title=title + " (± standard error over problems)")
+    keys = [f"pass@{k}", f"maj@{k}", f"avg@{k}"]
+    with_traces = all("trace_rate" in score for _, score in rows)
+    for column in ("checkpoint", "step", f"Pass@{k}", f"Maj@{k}", f"Avg@{k}") + (("fully correct traces",)
+                                                                                  if with_traces else ()):
         table.add_column(column, justify="right")
     for name, score in rows:
-        table.add_row(name, str(score["step"]), *(f"{100 * score[f'{m}@{k}']:.2f}" for m in ("pass", "maj", "avg")))
+        cells = [_with_error(score, key) for key in keys + (["trace_rate"] if with_traces else [])]
+        table.add_row(name, str(score["step"]), *cells)
     return table
+
+
+def _with_error(score: dict, key: str) -> str:
+    error = score.get("se", {}).get(key)
+    return f"{100 * score[key]:.2f}" + (f" ± {100 * error:.2f}" if error is not None else "")

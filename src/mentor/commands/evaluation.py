@@ -74,11 +74,11 @@ def demo_training(model, tokenizer, task, before: dict, args) -> None:
     from mentor.evaluate import EvalConfig, evaluate
     from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy
 
-    config = OnPolicyConfig(method="sd-critique", signal_span="to-divergence", steps=args.train_steps,
-                            prompts_per_step=16, lr=3e-4, eval_problems=args.n, eval_k=args.k, seed=args.seed)
+    config = OnPolicyConfig(method="sd-critique", steps=args.train_steps, prompts_per_step=16, lr=1e-3,
+                            eval_problems=args.n, eval_k=args.k, seed=args.seed)
     console().print(f"self-distillation with step-aligned critique: {config.steps} steps x "
-                     f"{config.prompts_per_step} rollouts, lr {config.lr}, signal up to the first departure "
-                     "from the critique")
+                     f"{config.prompts_per_step} rollouts, lr {config.lr}, forward KL to the self-teacher on "
+                     "every token (the paper's form); checkpoints evaluated on validation problems")
     with progress_bar() as bar:
         train_onpolicy(model, tokenizer, task, config, run_dir=Path(args.out) / "train",
                        progress=train_progress(bar, config.steps))

@@ -155,8 +155,8 @@ def _parse(problem: Problem, text: str, author: str, trace: str | None) -> tuple
         verdicts = verdicts[: error_step - 1] + ["wrong" if case == "incorrect" else "missing"]
     lines = [f"<step_{i}> {body}" for i, body in enumerate(bodies, start=1)] + [f"<answer> {value}"]
     header = _HEADERS[case].format(k=error_step if error_step is not None else "?")
-    critique = header + "\n" + "\n".join(lines)
-    return Feedback(problem.id, critique, case, author, error_step, verdicts), "ok"
+    corrected = "\n".join(lines)
+    return Feedback(problem.id, header + "\n" + corrected, case, author, error_step, verdicts, corrected=corrected), "ok"
 
 
 def _step_bodies(text: str) -> list[str]:

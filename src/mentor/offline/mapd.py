@@ -715,7 +715,7 @@ def run_pipeline(config: MapdConfig, out: str | os.PathLike, ablations: Sequence
     """Every stage in order into ``out/{mine,explain,rationales,review}`` and one ``out/build-ABLATION`` per
     ablation (each stage resumes on its own folder); returns the build folders by ablation."""
     if load_model is None:
-        from mentor.models import load_policy as load_model
+        from mentor.loading import load_model
     out = Path(out)
     task, problems = config.problems()
     model, tokenizer = load_model(config.student)

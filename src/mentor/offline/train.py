@@ -1,6 +1,9 @@
 """``mentor distill``: train the student offline on a ``mentor generate`` folder, as AdvDistill
 (reward-weighted), plain SFT on every response, or rejection-sampling SFT (METHODS.md section 2), or on a
-``mentor mapd build`` folder (``mode=mapd``: alpha CE(explanation) + (1 - alpha) CE(rationale), section 3).
+``mentor mapd build`` folder (``mode=mapd``: alpha CE(explanation) + (1 - alpha) CE(rationale), section 3),
+or as the *oracle* (``mode=oracle``, no data folder): SFT on the task's correct traces in the solver's own
+format (``Task.gold_trace``) of ``sft.steps x sft.batch_size`` training problems, the ceiling that shows
+how much a budget can teach at all.
 
 All differ only in the examples' weights (:mod:`mentor.offline.distill`, :func:`mentor.offline.mapd.
 mapd_examples`); the loop is the shared ``train_sft``. Held-out evaluation runs before training, every ``eval_every`` steps and at the end, the
@@ -19,7 +22,8 @@ from pathlib import Path
 from mentor.evaluate import EvalConfig
 from mentor.offline.distill import DISTILL_MODES, distillation_examples
 from mentor.records import append_jsonl
-from mentor.train.common import held_out_score, save_model
+from mentor.train.checkpoint import trainable_state
+from mentor.train.common import held_out_score, save_model, test_scores
 from mentor.train.sft import SFTConfig, train_sft
 
 
@@ -34,7 +38,7 @@ class DistillConfig:
     """One offline distillation run. ``data``: a ``mentor generate`` output folder (or its responses.jsonl)."""
 
     data: str = ""
-    mode: str = "advdistill"  # advdistill | sft | rft (generate folders) | mapd (mapd build folders)
+    mode: str = "advdistill"  # advdistill | sft | rft (generate folders) | mapd (mapd build folders) | oracle
     normalisation: str = "zscore"  # advdistill's weight: zscore | minmax | softmax | zscore_clipped
     alpha: float = 0.5  # mapd: the mistake-explanation task's share of the loss
     model: str = "world"
@@ -43,23 +47,29 @@ class DistillConfig:
     eval_every: int = 0  # 0: evaluate before and after only
     eval_problems: int = 100
     eval_k: int = 8
+    eval_split: str = "validation"  # where checkpoints are evaluated and the best one is chosen
+    test_problems: int = 0  # at the end, the best and the final weights on this many test problems (0: none)
     temperature: float = 1.0
     max_new_tokens: int = 160
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.data:
+        if self.mode not in (*DISTILL_MODES, "mapd", "oracle"):
+            raise ValueError(f"mode must be one of {', '.join(DISTILL_MODES)}, mapd, oracle; got {self.mode!r}")
+        if not self.data and self.mode != "oracle":
             raise ValueError("distill needs data=FOLDER (a mentor generate output)")
-        if self.mode not in (*DISTILL_MODES, "mapd"):
-            raise ValueError(f"mode must be one of {', '.join(DISTILL_MODES)}, mapd; got {self.mode!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.eval_every < 0 or self.eval_problems < 1 or self.eval_k < 1:
-            raise ValueError("eval_every must be >= 0, eval_problems and eval_k >= 1")
+        if self.eval_every < 0 or self.eval_problems < 1 or self.eval_k < 1 or self.test_problems < 0:
+            raise ValueError("eval_every and test_problems must be >= 0, eval_problems and eval_k >= 1")
+        if self.eval_split not in ("train", "validation", "test"):
+            raise ValueError(f"eval_split must be train, validation or test, got {self.eval_split!r}")
 
 
 def training_examples(config: DistillConfig, tokenizer) -> tuple[list, dict]:
     """The weighted examples of ``config.mode`` from ``config.data`` and their counts."""
+    if config.mode == "oracle":
+        return oracle_examples(config, tokenizer)
     if config.mode != "mapd":
         from mentor.offline.generate import load_responses
 
@@ -77,13 +87,27 @@ def training_examples(config: DistillConfig, tokenizer) -> tuple[list, dict]:
     return examples, {**Counter(row["task"] for row in rows), "examples": len(examples)}
 
 
+def oracle_examples(config: DistillConfig, tokenizer) -> tuple[list, dict]:
+    """One correct trace (``Task.gold_trace``) for each of ``sft.steps x sft.batch_size`` training
+    problems of ``config.task`` (drawn with ``config.seed``, as an on-policy run draws its prompts)."""
+    from mentor.offline.distill import renderer
+    from mentor.tasks import load_task
+    from mentor.train.sft import SFTExample
+
+    task = load_task(config.task)
+    render, eos = renderer(tokenizer)
+    problems = task.problems("train", n=config.sft.steps * config.sft.batch_size, seed=config.seed)
+    examples = [SFTExample(render(task.prompt(p)), trace + eos) for p in problems if (trace := task.gold_trace(p))]
+    return examples, {"problems": len(problems), "examples": len(examples)}
+
+
 def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
                 progress: Callable[[int, dict], None] | None = None) -> dict:
     """Train into ``out`` (best/ and final/ weights, evals.jsonl, loss.jsonl, summary.json); returns the
     summary, whose ``evals`` list has the same shape as an on-policy run's (for ``mentor compare``)."""
     import dataclasses
 
-    from mentor.models import load_policy
+    from mentor.loading import load_model
     from mentor.tasks import load_task
 
     start = time.time()
@@ -92,25 +116,29 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     for name in ("evals.jsonl", "loss.jsonl"):  # a rerun starts again: offline runs are short
         (out / name).unlink(missing_ok=True)
-    model, tokenizer = loaded or load_policy(config.model)
+    model, tokenizer = loaded or load_model(config.model)
     examples, counts = training_examples(config, tokenizer)
     if not examples:
         raise ValueError(f"{config.data}: no training examples for mode {config.mode} ({counts})")
     task = load_task(config.task)
-    problems = task.problems("test", n=config.eval_problems)
-    scoring = EvalConfig(n_problems=len(problems), k=config.eval_k, temperature=config.temperature,
-                         max_new_tokens=config.max_new_tokens, seed=0)
+    problems = task.problems(config.eval_split, n=config.eval_problems)
+    scoring = EvalConfig(n_problems=len(problems), k=config.eval_k, split=config.eval_split,
+                         temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=0)
+    testing = (dataclasses.replace(scoring, n_problems=config.test_problems, split="test", greedy=True)
+               if config.test_problems else None)
     evals: list[dict] = []
     best: dict | None = None
+    best_weights: dict | None = None
 
     def record(step: int) -> None:
-        nonlocal best
+        nonlocal best, best_weights
         score = held_out_score(model, tokenizer, task, problems, scoring, step)
         evals.append(score)
         append_jsonl(out / "evals.jsonl", score)
         key = f"avg@{config.eval_k}"
         if best is None or score[key] > best[key]:
             best = score
+            best_weights = trainable_state(model) if config.test_problems else None
             save_model(model, tokenizer, out / "best")
 
     record(0)
@@ -124,10 +152,13 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     sft = dataclasses.replace(config.sft, seed=config.seed)
     history = train_sft(model, tokenizer, examples, sft, progress=on_step, log_path=out / "loss.jsonl")
     record(sft.steps)
+    test = (test_scores(model, tokenizer, task, testing, sft.steps, best, best_weights)
+            if config.test_problems else None)
     save_model(model, tokenizer, out / "final")
     summary = {"method": config.mode, "normalisation": config.normalisation, "seed": config.seed,
                "steps": sft.steps, "examples": counts, "sequences": sft.steps * sft.batch_size,
                "final_loss": history[-1]["loss"] if history else None, "best": best, "final": evals[-1],
-               "evals": evals, "evaluation": asdict(scoring), "seconds": round(time.time() - start, 1)}
+               "evals": evals, "test": test, "evaluation": asdict(scoring),
+               "test_evaluation": asdict(testing) if config.test_problems else None, "seconds": round(time.time() - start, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -30,3 +30,8 @@ class Task:
 
     def critique(self, problem: Problem, completion: str) -> Feedback | None:
         return None
+
+    def gold_trace(self, problem: Problem) -> str | None:
+        """A correct solution in the solver's own format (what an oracle trains on); by default the
+        problem's reference solution."""
+        return problem.solution

@@ -3,18 +3,19 @@
 A problem defines a few input variables and then derived variables, each from two earlier ones with
 one operation, all modulo a small number; the question asks for the last one. Example (mod 10)::
 
-    Work modulo 10. Let a = 7, b = 4, c = 3. Then d is a + b, e is c * a, f is d - e. What is f?
+    Work modulo 10. Let a = 7, b = 4, c = 3. Then d is a + b, e is c - a, f is d - e. What is f?
 
 The canonical, step-tagged solution computes the derived variables in order, one step each, naming the
-operands' values before it uses them::
+operands' values before it uses them, then the result as an integer, then reduced::
 
-    <step_1> d is a + b with a = 7 and b = 4, 7 + 4 = 1 so d = 1
-    <step_2> e is c * a with c = 3 and a = 7, 3 * 7 = 1 so e = 1
-    <step_3> f is d - e with d = 1 and e = 1, 1 - 1 = 0 so f = 0
-    <answer> 0
+    <step_1> d is a + b with a = 7 and b = 4, 7 + 4 = 11 so d = 1
+    <step_2> e is c - a with c = 3 and a = 7, 3 - 7 = -4 so e = 6
+    <step_3> f is d - e with d = 1 and e = 6, 1 - 6 = -5 so f = 5
+    <answer> 5
 
 (Writing ``x = value`` for every value that is used and never ``x = expression`` means a value is always
-found the same way, which lets a tiny transformer learn the world in minutes.) Alternative reference
+found the same way, and writing the integer before its reduction lets a tiny transformer learn the
+arithmetic in minutes: integer sums are learned fast, a modular table from scratch is not.) Alternative reference
 derivations reach the same answer in another valid order and other words. Because the whole problem is
 known, an exact step critic (``world_critic``) can check every step.
 """
@@ -37,7 +38,7 @@ ANSWER_RE = re.compile(r"<answer>\s*(\S*)")
 CANONICAL_STEP_RE = re.compile(
     r"^(?P<name>[a-z]) is (?P<left>[a-z]) (?P<op>[-+*]) (?P<right>[a-z]) "
     r"with (?P<left2>[a-z]) = (?P<lv>-?\d+) and (?P<right2>[a-z]) = (?P<rv>-?\d+), "
-    r"(?P<x>-?\d+) (?P<op2>[-+*]) (?P<y>-?\d+) = (?P<z>-?\d+) so (?P<name2>[a-z]) = (?P<z2>-?\d+)$"
+    r"(?P<x>-?\d+) (?P<op2>[-+*]) (?P<y>-?\d+) = (?P<zi>-?\d+) so (?P<name2>[a-z]) = (?P<z>-?\d+)$"
 )
 SPLITS = ("train", "validation", "test")
 
@@ -46,11 +47,12 @@ SPLITS = ("train", "validation", "test")
 class WorldConfig:
     """Difficulty of the world: how many derived steps, how many inputs, the modulus and the operations."""
 
-    steps: int = 3
+    steps: int = 4
     inputs: int = 3
-    modulus: int = 10
-    ops: tuple[str, ...] = ("+", "-", "*")
+    modulus: int = 17  # prime, and no `*`: every answer is about equally likely (a guess is right 1 in 17)
+    ops: tuple[str, ...] = ("+", "-")
     chain_prob: float = 0.6  # how often a step builds on the previous step's variable
+    sensitive: bool = True  # every derived step changes the answer when its value changes (no dead steps)
 
     def __post_init__(self) -> None:
         self.ops = tuple(self.ops)
@@ -108,7 +110,30 @@ class WorldProblem:
             raise ValueError(f"not a world problem (meta lacks modulus/inputs/defs): {err}") from None
 
 
-def generate(config: WorldConfig, rng: random.Random) -> WorldProblem:
+def answer_depends_on_every_step(wp: WorldProblem) -> bool:
+    """Whether a wrong value (off by one) at any derived step changes the answer: no step is dead or
+    cancels out, so a trace with one wrong step never reaches the right answer by luck."""
+    for i, (name, *_) in enumerate(wp.defs[:-1]):
+        values = dict(wp.values)
+        values[name] = (values[name] + 1) % wp.modulus
+        for later, left, op, right in wp.defs[i + 1 :]:
+            values[later] = wp.apply(op, values[left], values[right])
+        if values[wp.target] == wp.answer:
+            return False
+    return True
+
+
+def generate(config: WorldConfig, rng: random.Random, max_tries: int = 200) -> WorldProblem:
+    """A random problem; with ``config.sensitive`` one on which the answer depends on every derived step
+    (drawn again up to ``max_tries`` times; tiny moduli such as 2 may not allow it, and keep the last)."""
+    for _ in range(max_tries):
+        wp = _draw(config, rng)
+        if not config.sensitive or answer_depends_on_every_step(wp):
+            break
+    return wp
+
+
+def _draw(config: WorldConfig, rng: random.Random) -> WorldProblem:
     names = string.ascii_lowercase
     inputs = {names[i]: rng.randrange(config.modulus) for i in range(config.inputs)}
     defined = list(inputs)
@@ -158,15 +183,21 @@ def parse_question(text: str) -> WorldProblem | None:
     return WorldProblem(int(match["m"]), inputs, defs)
 
 
-def format_step(name: str, left: str, op: str, right: str, x: int, y: int, z: int) -> str:
-    """A step body in the canonical notation (``x``, ``y`` the operands' values, ``z`` the result)."""
-    return f"{name} is {left} {op} {right} with {left} = {x} and {right} = {y}, {x} {op} {y} = {z} so {name} = {z}"
+def format_step(name: str, left: str, op: str, right: str, x: int, y: int, integer: int, modulus: int,
+                written: tuple[int, int] | None = None) -> str:
+    """A step body in the canonical notation: ``x``, ``y`` the operands' values, ``integer`` the result
+    before reduction (the name is assigned ``integer % modulus``), ``written`` the operands as the
+    arithmetic writes them when they differ (e.g. swapped)."""
+    a, b = written or (x, y)
+    return (f"{name} is {left} {op} {right} with {left} = {x} and {right} = {y}, {a} {op} {b} = {integer} "
+            f"so {name} = {integer % modulus}")
 
 
 def step_body(wp: WorldProblem, name: str) -> str:
     """The canonical, correct body of the step that computes ``name``."""
     _, left, op, right = wp.definition(name)
-    return format_step(name, left, op, right, wp.values[left], wp.values[right], wp.values[name])
+    x, y = wp.values[left], wp.values[right]
+    return format_step(name, left, op, right, x, y, OPS[op](x, y), wp.modulus)
 
 
 def format_trace(bodies: list[str], answer: str | int | None) -> str:
@@ -180,16 +211,19 @@ def canonical_solution(wp: WorldProblem) -> str:
     return format_trace([step_body(wp, d[0]) for d in wp.defs], wp.answer)
 
 
-def alternative_step(name: str, left: str, op: str, right: str, x: int, y: int, z: int, style: int) -> str:
-    """A step body in one of the two alternative wordings (``style`` 0 or 1) of reference derivations."""
+def alternative_step(name: str, left: str, op: str, right: str, x: int, y: int, integer: int, z: int,
+                     style: int) -> str:
+    """A step body in one of the two alternative wordings (``style`` 0 or 1) of reference derivations
+    (``integer`` the result before reduction, ``z`` after)."""
     if style == 0:
-        return f"{x} {op} {y} gives {z}, hence {name} = {z}"
-    return f"from {left} and {right}: {x} {op} {y} makes {z}, hence {name} = {z}"
+        return f"{x} {op} {y} gives {integer}, hence {name} = {z}"
+    return f"from {left} and {right}: {x} {op} {y} makes {integer}, hence {name} = {z}"
 
 
 def _alternative_body(wp: WorldProblem, name: str, style: int) -> str:
     _, left, op, right = wp.definition(name)
-    return alternative_step(name, left, op, right, wp.values[left], wp.values[right], wp.values[name], style)
+    x, y = wp.values[left], wp.values[right]
+    return alternative_step(name, left, op, right, x, y, OPS[op](x, y), wp.values[name], style)
 
 
 def _random_topological_order(wp: WorldProblem, rng: random.Random) -> list[str]:
@@ -228,11 +262,40 @@ class ParsedStep:
     right: str | None = None
     x: int | None = None
     y: int | None = None
-    result: int | None = None
+    integer: int | None = None  # the result before reduction
+    result: int | None = None  # the value assigned
 
     @property
     def parsed(self) -> bool:
         return self.name is not None
+
+
+ALTERNATIVE_STEP_RES = (  # the two wordings of reference derivations (see alternative_step)
+    re.compile(r"^(?P<x>-?\d+) (?P<op>[-+*]) (?P<y>-?\d+) gives (?P<zi>-?\d+), hence (?P<name>[a-z]) = (?P<z>-?\d+)$"),
+    re.compile(r"^from (?P<left>[a-z]) and (?P<right>[a-z]): (?P<x>-?\d+) (?P<op>[-+*]) (?P<y>-?\d+) makes "
+               r"(?P<zi>-?\d+), hence (?P<name>[a-z]) = (?P<z>-?\d+)$"),
+)
+
+
+def _read_step(step: ParsedStep) -> None:
+    """Fill ``step`` from its body when the body is a step in one of the world's wordings and is
+    consistent with itself (the values it names are the ones it uses, with the same operation and the
+    same variable); leave it unread otherwise. Whether the arithmetic is right is the critic's to say."""
+    match = CANONICAL_STEP_RE.match(step.body)
+    if match and (
+        (match["left2"], match["right2"], match["op2"], match["name2"], match["x"], match["y"])
+        == (match["left"], match["right"], match["op"], match["name"], match["lv"], match["rv"])
+    ):
+        step.name, step.left, step.op, step.right = match.group("name", "left", "op", "right")
+    else:
+        match = next((m for m in (p.match(step.body) for p in ALTERNATIVE_STEP_RES) if m), None)
+        if match is None:
+            return
+        groups = match.groupdict()
+        step.name, step.op = match["name"], match["op"]
+        step.left, step.right = groups.get("left"), groups.get("right")  # the first wording names none
+    step.x, step.y = int(match["x"]), int(match["y"])
+    step.integer, step.result = int(match["zi"]), int(match["z"])
 
 
 def parse_trace(text: str) -> tuple[list[ParsedStep], str | None]:
@@ -243,17 +306,8 @@ def parse_trace(text: str) -> tuple[list[ParsedStep], str | None]:
     pieces = STEP_RE.split(body_text)
     steps = []
     for label, body in zip(pieces[1::2], pieces[2::2]):
-        body = " ".join(body.split())
-        step = ParsedStep(int(label), body)
-        match = CANONICAL_STEP_RE.match(body)
-        # a step is read only when it is consistent with itself: the values it names are the ones it
-        # uses, with the same operation, and the result it states is the one it assigns
-        if match and (
-            (match["left2"], match["right2"], match["op2"], match["name2"], match["x"], match["y"], match["z2"])
-            == (match["left"], match["right"], match["op"], match["name"], match["lv"], match["rv"], match["z"])
-        ):
-            step.name, step.left, step.op, step.right = match.group("name", "left", "op", "right")
-            step.x, step.y, step.result = int(match["x"]), int(match["y"]), int(match["z"])
+        step = ParsedStep(int(label), " ".join(body.split()))
+        _read_step(step)
         steps.append(step)
     return steps, answer
 
@@ -307,6 +361,10 @@ class WorldTask(Task):
 
         return critique(problem, completion)
 
+    def gold_trace(self, problem: Problem) -> str:
+        """The canonical trace (the reference solution is worded differently on purpose)."""
+        return canonical_solution(WorldProblem.from_meta(problem.meta))
+
 
 ERROR_KINDS = ("result", "substitution", "skip", "truncate")
 
@@ -314,7 +372,8 @@ ERROR_KINDS = ("result", "substitution", "skip", "truncate")
 def corrupt_trace(wp: WorldProblem, rng: random.Random, kind: str, step: int) -> str:
     """A canonical trace with one injected error at 1-based ``step``, continued consistently after it.
 
-    - ``result``: the step's result is wrong; later steps use the wrong value (the answer is wrong);
+    - ``result``: the step's result is wrong (before and after reduction); later steps use the wrong value
+      (the answer is wrong);
     - ``substitution``: a wrong value is substituted for one operand; the result follows from it;
     - ``skip``: the step is left out, later steps still use its right value (a missing step);
     - ``truncate``: the trace stops before the step, with no answer (incomplete).
@@ -335,11 +394,11 @@ def corrupt_trace(wp: WorldProblem, rng: random.Random, kind: str, step: int) ->
                 x = (x + rng.randrange(1, m)) % m
             else:
                 y = (y + rng.randrange(1, m)) % m
-        z = wp.apply(op, x, y)
+        integer = OPS[op](x, y)
         if i == step and kind == "result":
-            z = (z + rng.randrange(1, m)) % m
-        values[name] = z
+            integer += rng.randrange(1, m)
+        values[name] = integer % m
         if i == step and kind == "skip":
             continue
-        bodies.append(format_step(name, left, op, right, x, y, z))
+        bodies.append(format_step(name, left, op, right, x, y, integer, m))
     return format_trace(bodies, values[wp.target])

@@ -16,7 +16,7 @@ The wrong span itself is never quoted: the critique names the step by number and
 from __future__ import annotations
 
 from mentor.records import Feedback, Problem
-from mentor.tasks.world import ParsedStep, WorldProblem, format_trace, parse_trace, step_body
+from mentor.tasks.world import OPS, ParsedStep, WorldProblem, format_trace, parse_trace, step_body
 
 AUTHOR = "world-exact-critic"
 
@@ -26,12 +26,17 @@ def _check(wp: WorldProblem, step: ParsedStep, known: set[str]) -> str:
     if not step.parsed or step.name in known:
         return "wrong"
     definition = wp.definition(step.name)
-    if definition is None or definition[1:] != (step.left, step.op, step.right):
+    if definition is None:
         return "wrong"
-    if not {step.left, step.right} <= known:
+    _, def_left, def_op, def_right = definition
+    # a step in the first reference wording names no operands: its values say which it used
+    if (step.left or def_left, step.op, step.right or def_right) != (def_left, def_op, def_right):
+        return "wrong"
+    if not {def_left, def_right} <= known:
         return "missing"
-    left, right = wp.values[step.left], wp.values[step.right]
-    if (step.x, step.y, step.result) != (left, right, wp.apply(step.op, left, right)):
+    left, right = wp.values[def_left], wp.values[def_right]
+    if (step.x, step.y, step.integer, step.result) != (left, right, OPS[def_op](left, right),
+                                                        wp.apply(def_op, left, right)):
         return "wrong"
     return "ok"
 
@@ -104,10 +109,11 @@ def critique(problem: Problem, completion: str) -> Feedback:
             case, error_step, at_answer = "incorrect", len(bodies) + 1, True
     if case != "correct" and not at_answer:  # a correct trace may leave out steps the target never uses
         add_correct(_remaining(wp, known))
-    text = _header(case, error_step, at_answer) + "\n" + format_trace(bodies, wp.answer)
+    corrected = format_trace(bodies, wp.answer)
     return Feedback(
         problem_id=problem.id,
-        critique=text,
+        critique=_header(case, error_step, at_answer) + "\n" + corrected,
+        corrected=corrected,
         case=case,
         author=AUTHOR,
         first_error_step=error_step,
@@ -116,5 +122,5 @@ def critique(problem: Problem, completion: str) -> Feedback:
 
 
 def corrected_solution(feedback: Feedback) -> str:
-    """The corrected trace inside a critique (everything after the header line)."""
-    return feedback.critique.split("\n", 1)[1]
+    """The corrected trace inside a critique."""
+    return feedback.corrected

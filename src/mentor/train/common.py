@@ -51,6 +51,28 @@ def held_out_score(model, tokenizer, task, problems, config, step: int) -> dict:
     return {"step": step, **summary["none"]}
 
 
+def test_scores(model, tokenizer, task, config, final_step: int, best: dict | None,
+                best_weights: dict | None) -> dict:
+    """``{"final": ..., "best": ...}``: the final weights and the best ones (chosen on another split, kept
+    as ``best_weights``, the trainable parameters) scored on ``config.n_problems`` problems of
+    ``config.split``; the model is left with its final weights."""
+    from mentor.train.checkpoint import restore_weights, trainable_state
+
+    problems = task.problems(config.split, n=config.n_problems)
+    scores = {"final": held_out_score(model, tokenizer, task, problems, config, final_step)}
+    best_step = best["step"] if best else final_step
+    if best_weights is None or best_step == final_step:
+        scores["best"] = {**scores["final"], "step": best_step}
+        return scores
+    final_weights = trainable_state(model)
+    restore_weights(model, best_weights)
+    try:
+        scores["best"] = held_out_score(model, tokenizer, task, problems, config, best_step)
+    finally:
+        restore_weights(model, final_weights)
+    return scores
+
+
 def save_model(model, tokenizer, folder) -> None:
     """Weights (an adapter under LoRA) and tokenizer, loadable with ``load_policy(folder)``."""
     model.save_pretrained(folder)

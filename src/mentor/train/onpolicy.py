@@ -44,9 +44,14 @@ from mentor.records import Feedback, Problem, append_jsonl, write_jsonl
 from mentor.sampling import Sample, SamplingParams
 from mentor.sampling.local import LocalSampler
 from mentor.tasks import Task
-from mentor.tasks.world_critic import corrected_solution
-from mentor.train.checkpoint import load_checkpoint, restore_weights, save_checkpoint, set_rng_state
-from mentor.train.common import clip_and_step, held_out_score, lr_lambda, save_model
+from mentor.train.checkpoint import (
+    load_checkpoint,
+    restore_weights,
+    save_checkpoint,
+    set_rng_state,
+    trainable_state,
+)
+from mentor.train.common import clip_and_step, held_out_score, lr_lambda, save_model, test_scores
 from mentor.train.guards import Guards, copy_overlap
 from mentor.train.teacher import TEACHER_KINDS, SelfTeacher
 
@@ -96,6 +101,8 @@ class OnPolicyConfig:
     eval_every: int = 0  # 0: evaluate only at the start and the end
     eval_problems: int = 50
     eval_k: int = 4
+    eval_split: str = "validation"  # where checkpoints are evaluated and the best one is chosen
+    test_problems: int = 0  # at the end, the best and the final weights on this many test problems (0: none)
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0: never
     save_every: int = 10
     copy_ngram: int = 6
@@ -121,7 +128,9 @@ class OnPolicyConfig:
                      "eval_problems", "eval_k", "top_k", "copy_ngram"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "early_stopping_patience", "warmup_steps"):
+        if self.eval_split not in ("train", "validation", "test"):
+            raise ValueError(f"eval_split must be train, validation or test, got {self.eval_split!r}")
+        for name in ("eval_every", "early_stopping_patience", "warmup_steps", "test_problems"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.temperature <= 0 or self.lr <= 0 or not 0 < self.top_p <= 1:
@@ -191,7 +200,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 def attach_contexts(rows: list[Row], task: Task, tokenizer, config: OnPolicyConfig, critic: Critic,
                     rollouts_per_prompt: int) -> dict[str, float]:
     """Give each row its teacher prompt (or none), its signal span and its copy overlap; returns counts."""
-    counts = {"critic_unusable": 0, "no_success": 0}
+    counts = {"critic_unusable": 0, "no_success": 0, "no_corrected_trace": 0}
     feedback: list[Feedback | None] = [None] * len(rows)
     if config.context == "critique":
         feedback = critic([r.problem for r in rows], [r.sample.text for r in rows])
@@ -215,7 +224,10 @@ def attach_contexts(rows: list[Row], task: Task, tokenizer, config: OnPolicyConf
         privileged = user[len(question):] if user.startswith(question) else user
         row.overlap = copy_overlap(row.sample.text, privileged, question, config.copy_ngram)
         if config.signal_span == "to-divergence" and config.context == "critique" and feedback[i].case != "correct":
-            target = tokenizer.encode(corrected_solution(feedback[i]), add_special_tokens=False)
+            if not feedback[i].corrected:  # a critic that writes no corrected trace: no span to cut
+                counts["no_corrected_trace"] += 1
+                continue
+            target = tokenizer.encode(feedback[i].corrected, add_special_tokens=False)
             row.keep_tokens = common_prefix(row.sample.token_ids, target) + 1  # through the first departure
     return counts
 
@@ -346,6 +358,8 @@ class OnPolicyResult:
     evals: list[dict]
     best: dict | None
     stopped_early: bool = False
+    test: dict | None = None  # {"best": ..., "final": ...} on the test split, when test_problems > 0
+    best_weights: dict | None = None  # the best evaluated trainable weights (kept for the test evaluation)
 
     @property
     def final(self) -> dict | None:
@@ -369,10 +383,12 @@ def warn_on_tokenisation(tokenizer, task: Task, problem: Problem, config: OnPoli
         log.warning(f"{config.method}: {reason}; the self-teacher's scores may not match the student's tokens")
 
 
-def eval_config(config: OnPolicyConfig) -> EvalConfig:
-    """Held-out evaluation: same sampling as training, a fixed seed so every evaluation draws alike."""
-    return EvalConfig(n_problems=config.eval_problems, k=config.eval_k, temperature=config.temperature,
-                      top_p=config.top_p, max_new_tokens=config.max_new_tokens, seed=0)
+def eval_config(config: OnPolicyConfig, test: bool = False) -> EvalConfig:
+    """Held-out evaluation: same sampling as training, a fixed seed so every evaluation draws alike;
+    ``test``: the final report on the test split, with a greedy answer per problem too."""
+    return EvalConfig(n_problems=config.test_problems if test else config.eval_problems, k=config.eval_k,
+                      split="test" if test else config.eval_split, temperature=config.temperature,
+                      top_p=config.top_p, max_new_tokens=config.max_new_tokens, seed=0, greedy=test)
 
 
 def _trackers(config: OnPolicyConfig, run_dir: Path | None, extra: Sequence = ()):
@@ -397,7 +413,7 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     With ``run_dir`` the run writes ``config.json``, ``metrics.jsonl``, ``evals.jsonl``, a checkpoint every
     ``save_every`` steps (``checkpoint/``), the best evaluated weights (``best/``) and the final ones
     (``final/``); started again on the same folder it resumes from the checkpoint, exactly. Evaluation
-    (held-out ``eval_set``, by default ``eval_problems`` test problems) runs at step 0, every
+    (held-out ``eval_set``, by default ``eval_problems`` problems of ``eval_split``) runs at step 0, every
     ``eval_every`` steps and at the end. ``stop_after`` ends the call after that many steps in total, as
     a kill would (tests and budgets); the folder can be resumed. ``trackers``: accelerate tracker objects
     (``GeneralTracker``) beside the ``report_to`` names.
@@ -417,7 +433,7 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.schedule, config.warmup_steps,
                                                                        config.steps))
-    eval_set = eval_set if eval_set is not None else task.problems("test", n=config.eval_problems)
+    eval_set = eval_set if eval_set is not None else task.problems(config.eval_split, n=config.eval_problems)
     guards = Guards(copy_margin=config.copy_margin, min_signal_fraction=config.min_signal_fraction)
     result = OnPolicyResult(history=[], evals=[], best=None)
     bad_evals, start = 0, 0
@@ -437,6 +453,8 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
             trackers.log({f"eval/{k}": v for k, v in score.items() if isinstance(v, (int, float))}, step=step)
         if result.best is None or score[key] > result.best[key]:
             result.best, bad_evals = score, 0
+            if config.test_problems:
+                result.best_weights = trainable_state(model)
             if run_dir is not None:
                 save_model(model, tokenizer, run_dir / "best")
         else:
@@ -472,11 +490,18 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
                             teacher_state=teacher.state_dict() if teacher else {}, step=step + 1,
                             loop_state={"history": result.history, "evals": result.evals, "best": result.best,
                                         "bad_evals": bad_evals, "guards": guards.state_dict(),
-                                        "stopped_early": result.stopped_early})
+                                        "stopped_early": result.stopped_early,
+                                        "best_weights": result.best_weights})
         if result.stopped_early:
             log.warning(f"early stopping at step {step + 1}: no better avg@{config.eval_k} in "
                         f"{config.early_stopping_patience} evaluations")
             break
+    if config.test_problems:
+        result.test = test_scores(model, tokenizer, task, eval_config(config, test=True), len(result.history),
+                                  result.best, result.best_weights)
+        if trackers is not None:
+            trackers.log({f"test/{which}/{k}": v for which, score in result.test.items() for k, v in score.items()
+                          if isinstance(v, (int, float))}, step=len(result.history))
     if trackers is not None:
         trackers.end_training()
     if run_dir is not None:
@@ -504,6 +529,7 @@ def _prepare_run_dir(run_dir: Path, config: OnPolicyConfig, model, optimizer, sc
     loop = state["loop"]
     result.history, result.evals, result.best = loop["history"], loop["evals"], loop["best"]
     result.stopped_early = loop["stopped_early"]
+    result.best_weights = loop.get("best_weights")
     guards.load_state_dict(loop["guards"])
     # lines written after the checkpoint belong to steps that will run again
     write_jsonl(run_dir / "metrics.jsonl", result.history)
@@ -520,6 +546,7 @@ def run_summary(config: OnPolicyConfig, result: OnPolicyResult) -> dict:
         "steps": len(history), "prompts": len(history) * config.prompts_per_step,
         "rollouts": sum(m["rollouts"] for m in history),
         "generated_tokens": sum(m["generated_tokens"] for m in history),
-        "stopped_early": result.stopped_early, "best": result.best, "final": result.final,
+        "stopped_early": result.stopped_early, "best": result.best, "final": result.final, "test": result.test,
         "evaluation": asdict(eval_config(config)),
+        "test_evaluation": asdict(eval_config(config, True)) if config.test_problems else None,
     }

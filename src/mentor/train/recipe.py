@@ -82,13 +82,14 @@ def build_critic(config: CriticConfig, run_dir: Path | None, task=None):
 def run_training(config: TrainConfig, out: str | Path, *, loaded=None,
                  progress: Callable[[int, dict], None] | None = None) -> OnPolicyResult:
     """Load the model (unless ``loaded`` = (model, tokenizer)), the task and the critic; train into ``out``."""
-    from mentor.models import apply_lora, load_policy
+    from mentor.loading import load_model
+    from mentor.models import apply_lora
     from mentor.tasks import load_task
 
     out = Path(out)
     record_config(out / "train.json", asdict(config))  # the model, task, LoRA and critic must match on resume too
     task = load_task(config.task)
-    model, tokenizer = loaded or load_policy(config.model)
+    model, tokenizer = loaded or load_model(config.model)
     if config.lora:
         model = apply_lora(model, LoraSpec(r=config.lora_r, alpha=config.lora_alpha))
     critic = build_critic(config.critic, out, task)
