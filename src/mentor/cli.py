@@ -49,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/demo", help="where to write results (default runs/demo)")
     p.add_argument("--train-steps", dest="train_steps", type=int, default=60,
-                   help="steps of the short sd-critique run (default 60; 0 skips it)")
+                   help="steps of the short training run (default 60; 0 skips it)")
+    p.add_argument("--method", choices=("grpo", "sd-critique"), default="grpo",
+                   help="the short run's method (default grpo: 2 prompts x 8 rollouts a step at lr 1e-4; "
+                   "sd-critique: 16 prompts x 1 at lr 1e-3)")
     p.set_defaults(func=demo)
 
     world = commands.add_parser("world", help="the model organism: build its base solver, show problems")

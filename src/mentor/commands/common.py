@@ -74,15 +74,21 @@ def score_table(title: str, rows: list[tuple[str, dict]], k: int):
     from rich.table import Table
 
     table = Table(title=title + " (± standard error over problems)")
-    keys = [f"pass@{k}", f"maj@{k}", f"avg@{k}"]
-    with_traces = all("trace_rate" in score for _, score in rows)
-    for column in ("checkpoint", "step", f"Pass@{k}", f"Maj@{k}", f"Avg@{k}") + (("fully correct traces",)
-                                                                                  if with_traces else ()):
+    columns = {f"pass@{k}": f"Pass@{k}", f"maj@{k}": f"Maj@{k}", f"avg@{k}": f"Avg@{k}",
+               "greedy": "greedy", "trace_rate": "fully correct traces"}
+    keys = [key for key in columns if all(key in score for _, score in rows)]
+    table.add_column("checkpoint", justify="right", no_wrap=True)
+    for column in ("step", *(columns[key] for key in keys)):
         table.add_column(column, justify="right")
     for name, score in rows:
-        cells = [_with_error(score, key) for key in keys + (["trace_rate"] if with_traces else [])]
-        table.add_row(name, str(score["step"]), *cells)
+        table.add_row(name, str(score["step"]), *(_with_error(score, key) for key in keys))
     return table
+
+
+def test_table(test: dict, k: int):
+    """The best checkpoint (chosen on validation) and the final one, scored on the test split."""
+    rows = [(f"{which} (chosen on validation)" if which == "best" else which, test[which]) for which in ("best", "final")]
+    return score_table("on the test split", rows, k)
 
 
 def _with_error(score: dict, key: str) -> str:

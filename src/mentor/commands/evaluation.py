@@ -67,18 +67,25 @@ def demo(args) -> int:
     return 0
 
 
+DEMO_RUNS = {  # the short run of `mentor demo` (docs/world.md, "First runs on the second world")
+    "grpo": {"method": "grpo", "prompts_per_step": 2, "rollouts_per_prompt": 8, "lr": 1e-4},
+    "sd-critique": {"method": "sd-critique", "prompts_per_step": 16, "lr": 1e-3},
+}
+
+
 def demo_training(model, tokenizer, task, before: dict, args) -> None:
-    """A short step-aligned-critique self-distillation run, then the same evaluation again."""
+    """A short on-policy run (GRPO by default), then the same evaluation again."""
     from rich.console import Console
 
     from mentor.evaluate import EvalConfig, evaluate
     from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy
 
-    config = OnPolicyConfig(method="sd-critique", steps=args.train_steps, prompts_per_step=16, lr=1e-3,
-                            eval_problems=args.n, eval_k=args.k, seed=args.seed)
-    console().print(f"self-distillation with step-aligned critique: {config.steps} steps x "
-                     f"{config.prompts_per_step} rollouts, lr {config.lr}, forward KL to the self-teacher on "
-                     "every token (the paper's form); checkpoints evaluated on validation problems")
+    method = getattr(args, "method", "grpo")
+    config = OnPolicyConfig(steps=args.train_steps, eval_problems=args.n, eval_k=args.k, seed=args.seed,
+                            **DEMO_RUNS[method])
+    console().print(f"{method}: {config.steps} steps x {config.prompts_per_step} prompts x "
+                     f"{config.rollouts_per_prompt} rollouts, lr {config.lr}; checkpoints evaluated on "
+                     "validation problems, the final weights on the test problems above")
     with progress_bar() as bar:
         train_onpolicy(model, tokenizer, task, config, run_dir=Path(args.out) / "train",
                        progress=train_progress(bar, config.steps))

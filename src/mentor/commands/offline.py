@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mentor.commands.common import console, load_model, progress_bar, score_table
+from mentor.commands.common import console, load_model, progress_bar, score_table, test_table
 
 
 def generate_command(args) -> int:
@@ -58,7 +58,9 @@ def distill_command(args) -> int:
         summary = run_distill(config, out, progress=lambda n, m: bar.update(task_id, n, info=f"loss {m['loss']:.4f}"))
     k = config.eval_k
     rows = [("start", summary["evals"][0]), ("best", summary["best"]), ("final", summary["final"])]
-    Console().print(score_table(f"{config.mode} on {config.task}: held-out evaluation", rows, k))
+    Console().print(score_table(f"{config.mode} on {config.task}: {config.eval_split} evaluation", rows, k))
+    if summary.get("test"):
+        Console().print(test_table(summary["test"], k))
     console().print(f"examples: {summary['examples']}; run folder -> {out}")
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mentor.commands.common import console, load_model, progress_bar, score_table, train_progress
+from mentor.commands.common import console, load_model, progress_bar, score_table, test_table, train_progress
 
 
 def train_command(args) -> int:
@@ -19,7 +19,10 @@ def train_command(args) -> int:
         result = run_training(config, out, progress=train_progress(bar, config.onpolicy.steps))
     k = config.onpolicy.eval_k
     rows = [("start", result.evals[0]), ("best", result.best), ("final", result.final)]
-    Console().print(score_table(f"{config.onpolicy.method} on {config.task}: held-out evaluation", rows, k))
+    Console().print(score_table(f"{config.onpolicy.method} on {config.task}: {config.onpolicy.eval_split} "
+                                "evaluation", rows, k))
+    if result.test:
+        Console().print(test_table(result.test, k))
     if result.stopped_early:
         console().print(f"stopped early at step {len(result.history)} (no better Avg@{k})")
     console().print(f"run folder -> {out} (best/, final/, metrics.jsonl, evals.jsonl, summary.json)")
