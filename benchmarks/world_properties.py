@@ -10,7 +10,9 @@
    misconception's slot (the first operand written for ``x - y`` with ``x < y``); the fully correct trace
    rate at T=1 and where the sampled traces first go wrong.
 3. A self-teacher that behaves like an instruction-tuned LLM: mean A_t on the correct prefix, the first
-   wrong step and after it, for the reference and the critique contexts, on the solver's own attempts.
+   wrong step and after it, for the reference and the critique contexts, on the solver's own attempts;
+   and at the first token where an attempt leaves the critique, the student's and the critique-teacher's
+   probability of the student's token and of the corrected one.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import time
 import torch
 
 from mentor.analysis.report import aggregate_table, analyze_rollouts
+from mentor.contexts import build_context_prompt
 from mentor.evaluate import EvalConfig, evaluate
 from mentor.loading import load_model
 from mentor.losses import causal_lm_logprobs
 from mentor.models import encode_prompt, render_prompt
 from mentor.tasks import load_task
 from mentor.tasks.world import WorldProblem, answer_depends_on_every_step, canonical_solution, parse_trace
+from mentor.train.onpolicy import common_prefix
 
 SLOT_RE = re.compile(
     r"with [a-z] = (?P<lookup1>\d+) and [a-z] = (?P<lookup2>\d+), (?P<first>\d+) (?P<op>[-+]) \d+ = "
@@ -68,6 +72,34 @@ def slot_probabilities(model, tokenizer, problems) -> dict[str, list[float]]:
                 out[SLOTS[slot]].append(p)
                 if slot == "result":
                     out[f"result {op}"].append(p)
+    return out
+
+
+@torch.no_grad()
+def departure_probabilities(model, tokenizer, task, problems_by_id, rollouts) -> dict[str, list[float]]:
+    """At the first token where a wrong rollout leaves the critique's corrected trace: the student's and
+    the critique-teacher's probability of the student's own token and of the corrected one."""
+    out: dict[str, list[float]] = collections.defaultdict(list)
+
+    def next_logp(prompt: str, ids: list[int]) -> torch.Tensor:
+        x = torch.tensor([encode_prompt(tokenizer, prompt) + ids])
+        return torch.log_softmax(model(x).logits[0, -1], dim=-1)
+
+    for rollout in rollouts:
+        problem = problems_by_id[rollout.problem_id]
+        feedback = task.critique(problem, rollout.completion)
+        if feedback.case == "correct":
+            continue
+        ids, target = list(rollout.token_ids), tokenizer.encode(feedback.corrected, add_special_tokens=False)
+        k = common_prefix(ids, target)
+        if k >= min(len(ids), len(target)):
+            continue
+        student = next_logp(render_prompt(tokenizer, task.prompt(problem)), ids[:k])
+        teacher = next_logp(render_prompt(tokenizer, build_context_prompt(
+            "critique", task.prompt(problem), critique=feedback.critique)), ids[:k])
+        for who, logp in (("student", student), ("teacher", teacher)):
+            out[f"{who} P(own token)"].append(math.exp(logp[ids[k]].item()))
+            out[f"{who} P(corrected token)"].append(math.exp(logp[target[k]].item()))
     return out
 
 
@@ -151,6 +183,14 @@ def main() -> None:
     result = analyze_rollouts(model, tokenizer, task, by_id, analysed)
     print(f"3. mean A_t on {len(analysed)} of the solver's attempts (one per problem):")
     print(aggregate_table(result))
+    departures = departure_probabilities(model, tokenizer, task, by_id, analysed)
+    n_dep = len(departures.get("student P(own token)", []))
+    print(f"   at the first token where a wrong attempt leaves the critique ({n_dep} attempts), mean probability:")
+    for key in ("student P(own token)", "teacher P(own token)", "student P(corrected token)",
+                "teacher P(corrected token)"):
+        values = departures.get(key, [])
+        if values:
+            print(f"   {key:28s} {sum(values) / len(values):.3f}")
 
 
 if __name__ == "__main__":

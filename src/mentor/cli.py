@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps of the short training run (default 60; 0 skips it)")
     p.add_argument("--method", choices=("grpo", "sd-critique"), default="grpo",
                    help="the short run's method (default grpo: 2 prompts x 8 rollouts a step at lr 1e-4; "
-                   "sd-critique: 16 prompts x 1 at lr 1e-3)")
+                   "sd-critique: 16 prompts x 1 at lr 3e-4)")
     p.set_defaults(func=demo)
 
     world = commands.add_parser("world", help="the model organism: build its base solver, show problems")
