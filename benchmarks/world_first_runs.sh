@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # First single-seed runs on the shipped world (docs/world.md, "First runs on the second world"):
 # GRPO, StepAlignFB, RefSol and the oracle, 60 steps each, checkpoints chosen on 100 validation problems
-# and scored on 300 test problems. Two runs at a time, one torch thread each (about 15 minutes on 2 cores).
+# and scored on 300 test problems. Two runs at a time, one torch thread each (7 minutes on 2 cores).
 #   bash benchmarks/world_first_runs.sh [OUT]      (default runs/world-first-runs)
 set -euo pipefail
 out=${1:-runs/world-first-runs}
