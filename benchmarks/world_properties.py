@@ -124,6 +124,8 @@ def first_failure(problem, completion: str, task) -> str:
         if match and (match[3], match[4]) == (match[2], match[1]):
             return "swap"
         return "other (unreadable step)"
+    if step.left is not None and (step.left, step.op, step.right) != definition[1:]:
+        return "other (wrong definition copied)"
     x, y = wp.values[definition[1]], wp.values[definition[3]]
     if (step.x, step.y) != (x, y):
         return "other (wrong look-up)"

@@ -114,26 +114,21 @@ def evaluate(
                 for i, (s, v) in enumerate(zip(group, verdicts[-1]))
             ]
         summary = summarize(verdicts, finishes, k=config.k)
-        rates = trace_rate(task, problems, [[r.completion for r in rows[i * config.k:(i + 1) * config.k]]
-                                            for i in range(len(problems))])
+        rates = trace_rate(task, problems, [[s.text for s in group] for group in samples])
         if rates is not None:
             summary["trace_rate"], summary["se"]["trace_rate"] = rates
         tokens = sum(len(r.token_ids) for r in rows)
         summary.update(seconds=round(seconds, 2), tokens_per_second=round(tokens / max(seconds, 1e-9), 1))
         summaries[kind], rollouts[kind] = summary, rows
-        attempts = [group[0].text for group in samples] if kind == "none" else attempts
+        if kind == "none":
+            attempts, student_prompts = [group[0].text for group in samples], prompts
     if config.greedy:
-        greedy = sampler.generate(prompts_for(tokenizer, task, problems, config),
+        greedy = sampler.generate(student_prompts,
                                   SamplingParams(n=1, temperature=0.0, max_new_tokens=config.max_new_tokens))
         right = [float(task.verify(p, group[0].text).correct) for p, group in zip(problems, greedy)]
         summaries["none"]["greedy"] = sum(right) / len(right)
         summaries["none"]["se"]["greedy"] = standard_error(right)
     return {k: summaries[k] for k in kinds if k in config.contexts or k == "none"}, rollouts
-
-
-def prompts_for(tokenizer, task: Task, problems: Sequence[Problem], config: EvalConfig) -> list[str]:
-    """The student's rendered prompts (the bare question)."""
-    return [render_prompt(tokenizer, u, thinking=config.thinking) for u in context_prompts(task, problems, "none")]
 
 
 def trace_rate(task: Task, problems: Sequence[Problem],

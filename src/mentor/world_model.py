@@ -92,15 +92,18 @@ class WorldModelConfig:
 
 def _critique_continuation(problem: Problem, wp: WorldProblem, config: WorldModelConfig,
                            rng: random.Random) -> tuple[str, str, str] | None:
-    """(critique, page, continuation) for one forced solver error, or None when the problem
-    allows none. The page is the solver's trace up to the first word that departs from the critique;
+    """(critique, page, continuation) for one forced solver error, or None when the trace never departs
+    from the critique. The page is the solver's trace up to the first word that departs from the critique;
     the continuation goes on from the page correctly (a skipped variable gets its right value)."""
     options = [("swap", i) for i in swap_steps(wp)] + [("slip", i) for i in range(len(wp.defs))]
     options += [("skip", i) for i in range(len(wp.defs) - 1)]
     forced = rng.choice(options)
     seed = rng.random()
     written = habit_trace(wp, config.habits, random.Random(seed), forced)
-    continued = habit_trace(wp, config.habits, random.Random(seed), forced, skipped_value="correct")
+    # after a swap or a slip the solver's own trace already goes on from its page; after a skip the
+    # skipped variable's value is not on the page, and a reader who knows it uses the right one
+    continued = written if forced[0] != "skip" else habit_trace(wp, config.habits, random.Random(seed), forced,
+                                                                 skipped_value="correct")
     feedback = critique(problem, written)
     end = first_departure(written, corrected_solution(feedback))
     if end is None or continued[:end] != written[:end]:
@@ -136,7 +139,8 @@ def fact_drill(wp: WorldProblem, config: WorldModelConfig, rng: random.Random) -
 
 
 def training_texts(config: WorldModelConfig, problems: list[Problem]) -> list[tuple[str, str, str]]:
-    """(user message, page, completion) triples of the three kinds, in the proportions of ``config.mix``;
+    """(user message, page, completion) triples of the kinds in ``config.mix`` (``EXAMPLE_KINDS``), in its
+    proportions;
     the page is text the model is given after the prompt (not trained on), usually empty."""
     rng = random.Random(config.seed)
     kinds, weights = zip(*config.mix.items())
