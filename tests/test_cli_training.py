@@ -93,15 +93,21 @@ COMPARE = ["seeds=[0,1]", "shared.steps=2", "shared.eval_every=1", "shared.eval_
            "distill.test_problems=4", "distill.max_new_tokens=120"]
 
 
+NO_SEARCH = ["search={}", "methods.Oracle.search={}"]
+SEARCH = ["search.lr=[1e-4, 1e-3]", "methods.Oracle.search.lr=[1e-3, 3e-3]"]
+LABELS = ("GRPO", "RefSol", "StepAlignFB", "StepAlignFB-to-divergence", "StepAlignFB-clip", "Oracle")
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_compare_writes_the_paper_table_and_resumes(tmp_path, capsys, workers):
     out = tmp_path / "compare"
-    assert main(["compare", "--out", str(out), *COMPARE, f"workers={workers}"]) == 0
+    assert main(["compare", "--out", str(out), *COMPARE, *NO_SEARCH, f"workers={workers}"]) == 0
     report = (out / "report.md").read_text()
-    for label in ("GRPO", "RefSol", "StepAlignFB", "StepAlignFB-to-divergence", "StepAlignFB-clip", "Oracle"):
+    for label in LABELS:
         assert f"| {label} |" in report
         for seed in (0, 1):
             assert (out / label / f"seed{seed}" / "summary.json").is_file()
+    assert "Hyperparameter search" not in report and json.loads((out / "search.json").read_text()) == {}
     assert "| method | Pass@2 | Maj@2 | Avg@2 |" in report and "±" in report
     # chosen on validation, reported on test: both checkpoints of every run, with standard errors
     assert "## On the test split (checkpoint chosen on validation)" in report
@@ -114,8 +120,56 @@ def test_compare_writes_the_paper_table_and_resumes(tmp_path, capsys, workers):
     assert {runs[0]["rollouts"] for label, runs in results.items() if label != "Oracle"} == {8}
     assert results["Oracle"][0]["sequences"] == 8  # 2 steps x 4 correct traces
     if workers == 1:  # a second call finds every run finished and reproduces the report
-        assert main(["compare", "--out", str(out), *COMPARE]) == 0
+        assert main(["compare", "--out", str(out), *COMPARE, *NO_SEARCH]) == 0
         assert json.loads((out / "results.json").read_text())["GRPO"][0]["final"] == results["GRPO"][0]["final"]
+
+
+def test_compare_searches_each_method_on_validation_then_runs_the_chosen_value_on_every_seed(tmp_path):
+    out = tmp_path / "search"
+    assert main(["compare", "--out", str(out), *COMPARE, *SEARCH, "analysis_problems=0", "workers=2"]) == 0
+    search = json.loads((out / "search.json").read_text())
+    results = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    assert "## Hyperparameter search (on validation)" in report
+    for label in LABELS:
+        entry = search[label]
+        grid = [1e-3, 3e-3] if label == "Oracle" else [1e-4, 1e-3]
+        assert [c["lr"] for c in entry["candidates"]] == grid and entry["chosen"] in entry["candidates"]
+        # the choice is the best validation score (the first on a tie), and the score is the run's best Avg@2
+        scores = entry["scores"]
+        assert entry["chosen"] == entry["candidates"][scores.index(max(scores))]
+        for choice, score in zip(entry["candidates"], scores):
+            run = json.loads((out / label / "search" / f"lr={choice['lr']}" / "summary.json").read_text())
+            assert score == max(e["avg@2"] for e in run["evals"])
+        # seed 0 is the chosen search run; seed 1 ran with the chosen value
+        assert not (out / label / "seed0").exists() and (out / label / "seed1" / "summary.json").is_file()
+        chosen = json.loads((out / label / "search" / f"lr={entry['chosen']['lr']}" / "summary.json").read_text())
+        assert results[label][0]["final"] == chosen["final"]
+        seed1 = json.loads((out / label / "seed1" / "config.json").read_text())
+        lr = seed1["sft"]["lr"] if label == "Oracle" else seed1["lr"]
+        assert lr == entry["chosen"]["lr"] and seed1["seed"] == 1
+        assert f"| {label} | **lr={entry['chosen']['lr']}** (chosen) |" in report
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["methods.GRPO.lr=1e-3", "search.lr=[1e-4]"], "which the search varies"),
+    (["shared.lr=1e-3", "search.lr=[1e-4]"], "which the search varies"),
+    (["search.lr=1e-4"], "non-empty lists"),
+    (["search.lr=[]"], "non-empty lists"),
+    (["search.nonsense=[1, 2]"], "nonsense"),
+])
+def test_compare_rejects_a_bad_search_before_running(tmp_path, capsys, overrides, message):
+    assert main(["compare", "--out", str(tmp_path / "out"), *overrides]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("label", ["../../escape", "a/b", "data", "mapd", "analysis", ".hidden", ""])
+def test_compare_method_labels_are_names_never_paths(tmp_path, capsys, label):
+    from mentor.config import ConfigError
+    from mentor.experiments import CompareConfig
+
+    with pytest.raises((ValueError, ConfigError), match="plain name"):
+        CompareConfig(methods={label: {"method": "grpo"}})
 
 
 def test_compare_rejects_a_bad_method_before_running(tmp_path):

@@ -135,6 +135,10 @@ def test_whole_nested_mapping_as_an_override_value(tmp_path):
         ("table={a: 1.5, b: 2}", "table", {"a": 1.5, "b": 2}),
         ("maybe=null", "maybe", None),
         ("maybe=3", "maybe", 3),
+        # YAML 1.2 floats: PyYAML alone reads these as text
+        ("table={lr: 1e-4}", "table", {"lr": 1e-4}),
+        ("table={a: -2E+3, b: .5e1}", "table", {"a": -2000.0, "b": 5.0}),
+        ("label=1e", "label", "1e"),
     ],
 )
 def test_override_values_are_parsed_as_yaml(override, attribute, expected):
@@ -332,6 +336,18 @@ def test_mapping_fields_are_updated_not_replaced():
     config = load_config(WorldModelConfig, overrides=["mix.facts=0", "mix.none=0.8"])
     default = WorldModelConfig()
     assert config.mix == {**default.mix, "facts": 0, "none": 0.8}
+
+
+def test_an_empty_mapping_override_empties_the_field(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", {"table": {"a": 1.0}})
+    assert load_config(Small, path).table == {"a": 1.0}
+    assert load_config(Small, path, ["table={}"]).table == {}
+
+
+def test_scientific_notation_in_a_file_is_a_number(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", "ratio: 1e-3\ntable: {lr: 3e-4}\n")
+    config = load_config(Small, path)
+    assert config.ratio == 1e-3 and config.table == {"lr": 3e-4}
 
 
 

@@ -135,3 +135,21 @@ def test_a_tokenizer_renders_prompts_and_ends_finished_responses(noisy, tokenize
     assert examples[1].completion == noisy[1].completion + "<end>"
     plain, _ = distillation_examples(rows, "sft")
     assert plain[1].prompt == noisy[1].prompt and plain[1].completion == noisy[1].completion
+
+
+@pytest.mark.parametrize("oracle_problems", [0, 10])
+def test_the_oracle_trains_on_the_gold_traces_of_the_teachers_prompts(tmp_path, noisy, oracle_problems):
+    from mentor.offline.train import DistillConfig, oracle_examples
+    from mentor.tasks import load_task
+
+    sft = SFTConfig(steps=3, batch_size=4)
+    config = DistillConfig(mode="oracle", sft=sft, seed=5, oracle_problems=oracle_problems)
+    examples, counts = oracle_examples(config, tokenizer=None)
+    task = load_task("world")
+    expected = (task.problems("train", n=10, seed=0) if oracle_problems
+                else task.problems("train", n=12, seed=5))
+    assert counts == {"problems": len(expected), "examples": len(expected)}
+    assert [e.completion for e in examples] == [task.gold_trace(p) for p in expected]
+    assert all(task.verify(p, e.completion).correct for p, e in zip(expected, examples))
+    if oracle_problems:  # the same prompts `mentor generate` drew (n_problems=10, problem seed 0)
+        assert {p.id for p in expected} == {row.problem_id for row in noisy}

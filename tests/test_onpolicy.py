@@ -140,6 +140,38 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, teacher):
     assert summary["rollouts"] == 12 and scores([summary["final"]]) == scores([straight.final])
 
 
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # what a crafted checkpoint does: run code when unpickled
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("content", ["crafted", "truncated", "empty", "foreign"])
+def test_a_checkpoint_that_is_not_plain_data_is_refused_and_runs_nothing(tmp_path, content):
+    from mentor.train.checkpoint import CheckpointError
+
+    task = load_task("world")
+    config = OnPolicyConfig(steps=2, prompts_per_step=2, save_every=1, **FAST)
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    train_onpolicy(model, tokenizer, task, config, run_dir=tmp_path / "run", stop_after=1)
+    path = tmp_path / "run" / "checkpoint" / "state.pt"
+    marker = tmp_path / "code-ran"
+    if content == "crafted":
+        state = torch.load(path, weights_only=True)
+        torch.save({**state, "loop": {**state["loop"], "extra": _Payload(marker)}}, path)
+    elif content == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif content == "empty":
+        path.write_bytes(b"")
+    else:
+        torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match="state.pt: not a mentor checkpoint"):
+        train_onpolicy(model, tokenizer, task, config, run_dir=tmp_path / "run")
+    assert not marker.exists()
+
+
 def test_a_run_folder_refuses_another_configuration(tmp_path):
     task = load_task("world")
     model, tokenizer = load_world_folder(SHIPPED_DIR)

@@ -111,7 +111,7 @@ def test_sd_critique_with_a_served_llm_critic_on_smollm2_with_lora(served_smollm
     assert json.loads((run_dir / "config.json").read_text())["method"] == "sd-critique"
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["critic_unusable"] for line in lines] == [m["critic_unusable"] for m in history]
-    state = torch.load(run_dir / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(run_dir / "checkpoint" / "state.pt", weights_only=True)
     assert state["step"] == 2 and set(state["model"]) == set(adapter)
     assert (run_dir / "final" / "adapter_config.json").is_file()
     assert (run_dir / "final" / "adapter_model.safetensors").is_file()

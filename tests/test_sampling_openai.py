@@ -108,6 +108,17 @@ def make_handler(script: Script) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", "500")
                 self.end_headers()
                 self.wfile.write(b'{"choices": [')
+            elif action.startswith("redirect:"):  # "redirect:<url>": a 302 elsewhere
+                self.reply(302, b"", {"Location": action.partition(":")[2]})
+            elif action == "trickle":  # a valid answer, one byte every 20 ms: each read is quick, the whole slow
+                payload = json.dumps({"choices": [{"text": echo(body), "finish_reason": "stop"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                for byte in payload:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.02)
             elif action == "nochoices":
                 self.reply(200, b'{"object": "error", "message": "overloaded"}')
             else:
@@ -165,13 +176,33 @@ def test_no_authorization_header_without_key(server, monkeypatch):
     assert script.auth == [None]
 
 
-@pytest.mark.parametrize("failure", ["429", "500", "hang", "truncated", "short", "nochoices"])
+@pytest.mark.parametrize("failure", ["429", "500", "hang", "truncated", "short", "nochoices", "trickle"])
 def test_retryable_failures_recover(server, failure):
     script, url = server
     script.actions = [failure, failure]
     out = sampler(url).complete(PROMPTS[:1], SamplingParams())
     assert out[0][0].text == echo(script.answered[0])
     assert len(script.requests) == 3
+
+
+def test_timeout_bounds_the_whole_request_not_each_read(server):
+    script, url = server
+    script.actions = ["trickle"]
+    start = time.monotonic()
+    out = sampler(url, timeout_s=0.3).complete(PROMPTS[:1], SamplingParams())
+    assert out[0][0].text == echo(script.answered[0]) and len(script.requests) == 2
+    assert time.monotonic() - start < 1.0  # the trickled answer (about 1.5 s) was given up at its deadline
+
+
+def test_a_redirect_is_refused_and_the_key_never_leaves_base_url(server):
+    script, url = server
+    elsewhere = Script()
+    with loopback_server(make_handler(elsewhere)) as other:
+        script.actions = [f"redirect:{other}/v1/completions"]
+        with pytest.raises(SamplerError, match="redirected to .* follows no redirect") as info:
+            sampler(url).complete(PROMPTS[:1], SamplingParams())
+    assert elsewhere.requests == [] and script.auth == [f"Bearer {KEY}"]
+    assert KEY not in str(info.value)
 
 
 def test_retry_after_is_honoured(server):

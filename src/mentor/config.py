@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +16,29 @@ from typing import Any, TypeVar
 import yaml
 
 C = TypeVar("C")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2's floats: ``1e-4`` is a number (PyYAML's 1.1 rules read it as text)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes text that ``_Loader`` would read as a number (``label: '1e-3'``)."""
+
+
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."))
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ConfigError(ValueError):
@@ -87,7 +111,7 @@ def _derived_unset(cls: type, inner: Any, changes: dict[str, Any]) -> dict[str, 
 
 
 def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text.strip() else ""
+    return _yaml(text) if text.strip() else ""
 
 
 def _nest(overrides: list[str]) -> dict[str, Any]:
@@ -125,7 +149,7 @@ def _seed_mappings(cls: type, values: dict, overrides: dict) -> None:
 def _deep_update(base: dict, extra: dict) -> dict:
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and value and isinstance(out.get(key), dict):  # ``key={}`` empties it
             out[key] = _deep_update(out[key], value)
         else:
             out[key] = value
@@ -140,7 +164,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = _yaml(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
         if not isinstance(loaded, dict):
@@ -158,7 +182,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
 def save_config(config: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    path.write_text(dump_yaml(dataclasses.asdict(config)))
     return path
 
 

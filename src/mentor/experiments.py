@@ -10,7 +10,9 @@ the reference and critique contexts on the base model, and the exact configurati
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -19,12 +21,13 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-import yaml
-
+from mentor.config import dump_yaml, load_config
 from mentor.train.onpolicy import OnPolicyConfig
 
 DEFAULT_CONFIG = Path(__file__).parent / "assets" / "compare_world.yaml"
 METRICS = ("pass", "maj", "avg")
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+RESERVED = {"data", "mapd", "analysis"}  # folders of OUT that are not runs
 
 
 @dataclass
@@ -47,6 +50,12 @@ class CompareConfig:
     mapd: dict = field(default_factory=dict)
     workers: int = 1  # runs in parallel, one torch thread each
     analysis_problems: int = 50  # base-model rollouts for the token-advantage figures (0: none)
+    # The hyperparameter search every method gets: each combination of these values (e.g. {lr: [1e-4,
+    # 3e-4, 1e-3]}) is run on the first seed, the one whose best checkpoint scores the highest Avg@k on the
+    # evaluation (validation) split is kept, and the other seeds run with it (the first seed's run is the
+    # search run). ``lr`` of an offline method is its ``sft.lr``. A method's own ``search`` entry replaces
+    # this grid for that method; keep the number of candidates equal so every method gets the same budget.
+    search: dict[str, list] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.seeds or not self.methods:
@@ -54,24 +63,49 @@ class CompareConfig:
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         for label in self.methods:
-            self.run_config(label, self.seeds[0])  # every combination must be a valid config
+            if not isinstance(label, str) or not LABEL.fullmatch(label) or label in RESERVED:
+                raise ValueError(f"method label {label!r} must be a plain name (letters, digits, '.', '_', '+', "
+                                 f"'-'; not {sorted(RESERVED)}): it names the run's folder")
+            if not isinstance(self.methods[label], dict):
+                raise ValueError(f"method {label!r} must be a mapping of options")
+            for choice in self.candidates(label):
+                self.run_config(label, self.seeds[0], choice=choice)  # every combination must be a valid config
 
     def is_offline(self, label: str) -> bool:
         return "mode" in self.methods[label]
 
-    def run_config(self, label: str, seed: int, out: str = "OUT"):
-        """The OnPolicyConfig of an on-policy method, or the DistillConfig of an offline one."""
+    def candidates(self, label: str) -> list[dict]:
+        """The search's combinations for one method ([{}] when nothing is searched)."""
+        grid = self.methods[label].get("search", self.search)
+        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+            raise ValueError(f"search of method {label!r} must map option names to non-empty lists, got {grid!r}")
+        clash = set(grid) & (set(self.methods[label]) | (set(self.shared) if not self.is_offline(label) else set()))
+        if clash:
+            raise ValueError(f"method {label!r} sets {sorted(clash)}, which the search varies")
+        return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+    def searched(self, label: str) -> bool:
+        return len(self.candidates(label)) > 1
+
+    def n_runs(self) -> int:
+        """Training runs in all: every candidate on the first seed, the chosen one on the others."""
+        return sum(len(self.seeds) + len(self.candidates(label)) - 1 for label in self.methods)
+
+    def run_config(self, label: str, seed: int, out: str = "OUT", choice: dict | None = None):
+        """The OnPolicyConfig of an on-policy method, or the DistillConfig of an offline one; ``choice``:
+        one combination of the search."""
+        method = {k: v for k, v in self.methods[label].items() if k != "search"}
+        choice = choice or {}
         try:
             if self.is_offline(label):
-                from mentor.config import load_config
                 from mentor.offline.train import DistillConfig
 
-                method = dict(self.methods[label])
                 ablation = method.pop("ablation", "committee")
                 data = f"{out}/mapd/build-{ablation}" if method["mode"] == "mapd" else f"{out}/data"
-                return load_config(DistillConfig, None, _overrides({**self.distill, **method, "model": self.model,
-                                                                    "task": self.task, "data": data, "seed": seed}))
-            return OnPolicyConfig(**{**self.shared, **self.methods[label], "seed": seed})
+                searched = {("sft.lr" if key == "lr" else key): value for key, value in choice.items()}
+                return load_config(DistillConfig, None, _overrides(self.distill) + _overrides(
+                    {**method, **searched, "model": self.model, "task": self.task, "data": data, "seed": seed}))
+            return OnPolicyConfig(**{**self.shared, **method, **choice, "seed": seed})
         except TypeError as err:
             raise ValueError(f"method {label!r}: {err}") from None
 
@@ -111,7 +145,6 @@ def _run_offline(config: dict, run_dir: str, threads: int) -> dict:
     """One offline distillation run (a DistillConfig as a dict); returns its summary."""
     import torch
 
-    from mentor.config import load_config
     from mentor.offline.train import DistillConfig, run_distill
 
     if threads:
@@ -119,23 +152,58 @@ def _run_offline(config: dict, run_dir: str, threads: int) -> dict:
     return run_distill(load_config(DistillConfig, None, _overrides(config)), run_dir)
 
 
-def _job(config: CompareConfig, label: str, seed: int, out: Path) -> tuple[Callable, tuple]:
+def _job(config: CompareConfig, label: str, seed: int, out: Path, choice: dict) -> tuple[Callable, tuple]:
     threads = 1 if config.workers > 1 else 0
-    run_dir = str(out / label / f"seed{seed}")
+    run_dir = str(_run_dir(config, label, seed, out, choice))
     if config.is_offline(label):
-        return _run_offline, (asdict(config.run_config(label, seed, str(out))), run_dir, threads)
-    return _run_one, (config.model, config.task, asdict(config.run_config(label, seed)), run_dir, threads)
+        return _run_offline, (asdict(config.run_config(label, seed, str(out), choice)), run_dir, threads)
+    return _run_one, (config.model, config.task, asdict(config.run_config(label, seed, choice=choice)), run_dir,
+                      threads)
+
+
+def candidate_name(choice: dict) -> str:
+    return ",".join(f"{key}={value}" for key, value in choice.items()) or "default"
+
+
+def _run_dir(config: CompareConfig, label: str, seed: int, out: Path, choice: dict) -> Path:
+    """OUT/METHOD/seedS; the first seed's runs of a search live in OUT/METHOD/search/CANDIDATE."""
+    if config.searched(label) and seed == config.seeds[0]:
+        return out / label / "search" / candidate_name(choice)
+    return out / label / f"seed{seed}"
+
+
+def validation_score(summary: dict) -> float:
+    """What the search maximises: the best checkpoint's Avg@k on the evaluation (validation) split."""
+    key = f"avg@{summary['evaluation']['k']}"
+    return max(e[key] for e in summary["evals"])
+
+
+def _run_jobs(config: CompareConfig, jobs: list[tuple[str, int, dict]], out: Path,
+              on_done: Callable[[str, int, dict], None] | None) -> list[dict]:
+    calls = [_job(config, label, seed, out, choice) for label, seed, choice in jobs]
+    with contextlib.ExitStack() as stack:
+        if config.workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")))
+            futures = [pool.submit(function, *arguments) for function, arguments in calls]
+            summaries = (future.result() for future in futures)
+        else:
+            summaries = (function(*arguments) for function, arguments in calls)  # one by one, as consumed
+        done = []
+        for (label, seed, choice), summary in zip(jobs, summaries):
+            done.append(summary)
+            if on_done:
+                on_done(label if not choice else f"{label} [{candidate_name(choice)}]", seed, summary)
+    return done
 
 
 def run_compare(config: CompareConfig, out: str | Path,
                 on_done: Callable[[str, int, dict], None] | None = None) -> dict[str, list[dict]]:
     """Run (or resume) every method x seed; returns the summaries by method label. Offline methods first
-    get their teacher data (``mentor generate``, resumable, shared by every offline run)."""
+    get their teacher data (``mentor generate``, resumable, shared by every offline run). With a search,
+    every candidate runs on the first seed first; the best on validation (``search.json``) runs the rest."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.yaml").write_text(yaml.safe_dump(asdict(config), sort_keys=False))
-    from mentor.config import load_config
-
+    (out / "compare.yaml").write_text(dump_yaml(asdict(config)))
     modes = {config.methods[label].get("mode") for label in config.methods if config.is_offline(label)}
     if modes - {"mapd", "oracle"}:
         from mentor.offline.generate import GenerateConfig, run_generate
@@ -148,23 +216,51 @@ def run_compare(config: CompareConfig, out: str | Path,
         ablations = sorted({m.get("ablation", "committee") for m in config.methods.values() if m.get("mode") == "mapd"})
         mapd = load_config(MapdConfig, None, _overrides({"task": config.task, "student": config.model, **config.mapd}))
         run_pipeline(mapd, out / "mapd", ablations)
-    jobs = [(label, seed) for label in config.methods for seed in config.seeds]
+    first = config.seeds[0]
+    searched = [(label, first, choice) for label in config.methods if config.searched(label)
+                for choice in config.candidates(label)]
+    search: dict[str, dict] = {}
+    for (label, _, choice), summary in zip(searched, _run_jobs(config, searched, out, on_done)):
+        entry = search.setdefault(label, {"candidates": [], "scores": [], "summaries": []})
+        entry["candidates"].append(choice)
+        entry["scores"].append(validation_score(summary))
+        entry["summaries"].append(summary)
+    chosen = {label: config.candidates(label)[0] for label in config.methods}
+    for label, entry in search.items():
+        best = max(range(len(entry["scores"])), key=lambda i: (entry["scores"][i], -i))  # ties: the first
+        chosen[label] = entry["candidates"][best]
+        entry["chosen"] = chosen[label]
+    jobs = [(label, seed, chosen[label]) for label in config.methods for seed in config.seeds
+            if not (label in search and seed == first)]
+    summaries = iter(_run_jobs(config, jobs, out, on_done))
     results: dict[str, list[dict]] = {label: [] for label in config.methods}
-
-    calls = [_job(config, label, seed, out) for label, seed in jobs]
-    with contextlib.ExitStack() as stack:
-        if config.workers > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")))
-            futures = [pool.submit(function, *arguments) for function, arguments in calls]
-            summaries = (future.result() for future in futures)
-        else:
-            summaries = (function(*arguments) for function, arguments in calls)  # one by one, as consumed
-        for (label, seed), summary in zip(jobs, summaries):
-            results[label].append(summary)
-            if on_done:
-                on_done(label, seed, summary)
+    for label in config.methods:
+        for seed in config.seeds:
+            if label in search and seed == first:
+                results[label].append(search[label]["summaries"][search[label]["candidates"].index(chosen[label])])
+            else:
+                results[label].append(next(summaries))
+    (out / "search.json").write_text(json.dumps(
+        {label: {key: entry[key] for key in ("candidates", "scores", "chosen")} for label, entry in search.items()},
+        indent=2) + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def search_table(out: Path) -> str:
+    """The search, as the report shows it: each candidate's validation score, the chosen one in bold."""
+    path = out / "search.json"
+    search = json.loads(path.read_text()) if path.is_file() else {}
+    if not search:
+        return ""
+    lines = ["| method | candidate | best validation Avg@k (first seed) |", "|---|---|---|"]
+    for label, entry in search.items():
+        for choice, score in zip(entry["candidates"], entry["scores"]):
+            name = candidate_name(choice)
+            if choice == entry["chosen"]:
+                name = f"**{name}** (chosen)"
+            lines.append(f"| {label} | {name} | {100 * score:.2f} |")
+    return "\n".join(lines)
 
 
 # ----- the report ----------------------------------------------------------------------------------------
@@ -295,7 +391,19 @@ def write_report(config: CompareConfig, results: dict[str, list[dict]], out: str
     k = first["evaluation"]["k"]
     evaluation = first["evaluation"]
     plot_curves(results, k, out / "curves.png")
-    configs = {label: asdict(config.run_config(label, config.seeds[0], str(out))) for label in config.methods}
+    search = json.loads((out / "search.json").read_text()) if (out / "search.json").is_file() else {}
+    configs = {label: asdict(config.run_config(label, config.seeds[0], str(out), search.get(label, {}).get(
+        "chosen", config.candidates(label)[0]))) for label in config.methods}
+    searched = search_table(out)
+    search_section = "" if not searched else f"""## Hyperparameter search (on {evaluation['split']})
+
+Every candidate ran on seed {config.seeds[0]}; the one whose best checkpoint scored the highest Avg@{k} on
+the {evaluation['split']} split was kept (ties: the first listed) and ran on the other seeds. Seed
+{config.seeds[0]}'s row in every table is its search run.
+
+{searched}
+
+"""
     tested = test_table(results, k)
     test_section = "" if not tested else f"""## On the test split (checkpoint chosen on {evaluation['split']})
 
@@ -326,7 +434,7 @@ sampling seed {evaluation['seed']}; checkpoints evaluated every {first['evals'][
 
 {results_table(results, k, 'start')}
 
-## Budget per run
+{search_section}## Budget per run
 
 {budget_table(results)}
 
@@ -340,10 +448,11 @@ sampling seed {evaluation['seed']}; checkpoints evaluated every {first['evals'][
 The comparison (`compare.yaml`):
 
 ```yaml
-{yaml.safe_dump(asdict(config), sort_keys=False).strip()}
+{dump_yaml(asdict(config)).strip()}
 ```
 
-Each method's resolved `OnPolicyConfig` (seed {config.seeds[0]}; other seeds differ only in `seed`):
+Each method's resolved configuration, with the chosen candidate (seed {config.seeds[0]}; other seeds differ only
+in `seed`):
 
 ```json
 {json.dumps(configs, indent=1)}

@@ -77,7 +77,7 @@ def compare_command(args) -> int:
         args.overrides, args.config = [args.config, *args.overrides], None
     config = load_config(CompareConfig, args.config or DEFAULT_CONFIG, args.overrides)
     out = Path(args.out)
-    total = len(config.methods) * len(config.seeds)
+    total = config.n_runs()
     with progress_bar() as bar:
         task_id = bar.add(f"{total} runs ({config.workers} at a time)", total=total)
         done = []

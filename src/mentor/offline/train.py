@@ -41,6 +41,10 @@ class DistillConfig:
     mode: str = "advdistill"  # advdistill | sft | rft (generate folders) | mapd (mapd build folders) | oracle
     normalisation: str = "zscore"  # advdistill's weight: zscore | minmax | softmax | zscore_clipped
     alpha: float = 0.5  # mapd: the mistake-explanation task's share of the loss
+    # oracle: 0 gives one training problem per sequence (steps x batch_size, drawn with ``seed``, as an
+    # on-policy run draws its prompts); N > 0 the first N training problems as ``mentor generate`` and
+    # ``mentor mapd`` draw them (problem seed 0), so the oracle sees the same prompts as their teachers
+    oracle_problems: int = 0
     model: str = "world"
     task: str = "world"  # where the held-out problems come from
     sft: SFTConfig = field(default_factory=_default_sft)
@@ -60,6 +64,8 @@ class DistillConfig:
             raise ValueError("distill needs data=FOLDER (a mentor generate output)")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.oracle_problems < 0:
+            raise ValueError(f"oracle_problems must be >= 0, got {self.oracle_problems}")
         if self.eval_every < 0 or self.eval_problems < 1 or self.eval_k < 1 or self.test_problems < 0:
             raise ValueError("eval_every and test_problems must be >= 0, eval_problems and eval_k >= 1")
         if self.eval_split not in ("train", "validation", "test"):
@@ -88,15 +94,18 @@ def training_examples(config: DistillConfig, tokenizer) -> tuple[list, dict]:
 
 
 def oracle_examples(config: DistillConfig, tokenizer) -> tuple[list, dict]:
-    """One correct trace (``Task.gold_trace``) for each of ``sft.steps x sft.batch_size`` training
-    problems of ``config.task`` (drawn with ``config.seed``, as an on-policy run draws its prompts)."""
+    """One correct trace (``Task.gold_trace``) for each training problem of ``config.task``: ``sft.steps x
+    sft.batch_size`` of them drawn with ``config.seed``, or the first ``oracle_problems`` (problem seed 0)."""
     from mentor.offline.distill import renderer
     from mentor.tasks import load_task
     from mentor.train.sft import SFTExample
 
     task = load_task(config.task)
     render, eos = renderer(tokenizer)
-    problems = task.problems("train", n=config.sft.steps * config.sft.batch_size, seed=config.seed)
+    if config.oracle_problems:
+        problems = task.problems("train", n=config.oracle_problems, seed=0)
+    else:
+        problems = task.problems("train", n=config.sft.steps * config.sft.batch_size, seed=config.seed)
     examples = [SFTExample(render(task.prompt(p)), trace + eos) for p in problems if (trace := task.gold_trace(p))]
     return examples, {"problems": len(problems), "examples": len(examples)}
 

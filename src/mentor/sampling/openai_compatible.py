@@ -250,9 +250,14 @@ class OpenAISampler:
             headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                raw = response.read()
+            with _OPENER.open(request, timeout=self.timeout_s) as response:
+                raw = _read_by(response, time.monotonic() + self.timeout_s, url)
         except urllib.error.HTTPError as error:
+            if 300 <= error.code < 400:
+                raise SamplerError(f"HTTP {error.code} from POST {url}: redirected to "
+                                   f"{error.headers.get('Location')!r}; mentor sends the API key only to the "
+                                   "configured base_url and follows no redirect: set base_url to the server "
+                                   "that answers") from None
             try:
                 detail = _redact(error.read()[:300].decode(errors="replace"), key)
             except (OSError, http.client.HTTPException):
@@ -274,6 +279,27 @@ class OpenAISampler:
             raise _Retryable(f"malformed response body ({type(error).__name__}: {error})", cause="bad_body") from None
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
         return Sample(text, [], [], finish)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx is an HTTPError: following it would carry the Authorization header to another server."""
+
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _read_by(response: Any, deadline: float, url: str) -> bytes:
+    """The body, read before ``deadline`` (``timeout_s`` bounds the whole request, not each socket read: a
+    server that trickles a byte a second cannot hold an attempt open)."""
+    chunks = []
+    while chunk := response.read1(65536):
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"POST {url}: no complete answer within the request's deadline")
+    return b"".join(chunks)
 
 
 def _retry_after(value: str | None) -> float | None:

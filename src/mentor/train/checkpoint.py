@@ -20,13 +20,20 @@ import torch
 STATE_FILE = "state.pt"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be resumed from: truncated, foreign, or holding more than plain data."""
+
+
 def trainable_state(model) -> dict[str, torch.Tensor]:
     """The parameters the optimizer changes (the adapter under LoRA, everything otherwise)."""
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The generators' states as plain data (tuples, ints, tensors), loadable with ``weights_only``."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -34,7 +41,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -60,7 +68,16 @@ def load_checkpoint(folder: str | Path) -> dict[str, Any] | None:
     path = Path(folder) / STATE_FILE
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code from a run folder
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a bad file; each is this error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a mentor checkpoint that loads as plain data (refused: "
+                              f"{reason[:200]}); delete the checkpoint folder to start the run again") from None
+    if not isinstance(state, dict) or not {"step", "model", "optimizer", "rng", "loop"} <= set(state):
+        raise CheckpointError(f"{path}: not a mentor checkpoint (missing keys); delete the checkpoint folder to "
+                              "start the run again")
+    return state
 
 
 @torch.no_grad()
