@@ -30,8 +30,9 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryErro
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from mentor.models import ModelLoadError
+    from mentor.runlock import FolderInUse
 
-    return (*USER_ERRORS, ModelLoadError)
+    return (*USER_ERRORS, ModelLoadError, FolderInUse)
 
 
 # ----- parser -----------------------------------------------------------------------------------------

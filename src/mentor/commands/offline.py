@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from mentor.commands.common import console, load_model, progress_bar, score_table, test_table
+from mentor.runlock import run_lock
 
 
 def generate_command(args) -> int:
@@ -20,7 +21,7 @@ def generate_command(args) -> int:
              "split": args.split, "seed": args.seed}
     config = dataclasses.replace(config, **{k: v for k, v in flags.items() if v is not None})
     out = Path(args.out)
-    with progress_bar() as bar:
+    with run_lock(out), progress_bar() as bar:
         try:
             summary = run_generate(config, out, progress=bar.tracker(
                 f"prompts answered ({config.group_size} responses each)"))
@@ -53,7 +54,7 @@ def distill_command(args) -> int:
 
     config = load_config(DistillConfig, args.config, args.overrides)
     out = Path(args.out or f"runs/distill-{config.mode}-seed{config.seed}")
-    with progress_bar() as bar:
+    with run_lock(out), progress_bar() as bar:
         task_id = bar.add(f"{config.mode} on {config.data}", total=config.sft.steps)
         summary = run_distill(config, out, progress=lambda n, m: bar.update(task_id, n, info=f"loss {m['loss']:.4f}"))
     k = config.eval_k
@@ -79,12 +80,16 @@ def _mapd_config(args):
 
 def _mapd_stage(args, label: str, run) -> int:
     """Run one teacher stage with a progress bar; a failed teacher request keeps the rows written (exit 1)."""
+    config = _mapd_config(args)
+    out = Path(args.out)
+    with run_lock(out):
+        return _run_stage(config, out, label, run)
+
+
+def _run_stage(config, out: Path, label: str, run) -> int:
     from mentor.offline.mapd import build_teachers
     from mentor.sampling.openai_compatible import SamplerError
 
-    config = _mapd_config(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     teachers = build_teachers(config, out)
     try:
         with progress_bar() as bar:
@@ -116,7 +121,7 @@ def mapd_mine(args) -> int:
     task, problems = config.problems()
     model, tokenizer = load_model(config.student)
     out = Path(args.out)
-    with progress_bar() as bar:
+    with run_lock(out), progress_bar() as bar:
         task_id = bar.add(f"student answers (T={config.student_temperature}, top_p={config.student_top_p})",
                           total=len(problems))
         summary = mine(model, tokenizer, task, problems, out, temperature=config.student_temperature,
@@ -160,7 +165,8 @@ def mapd_build(args) -> int:
 
     config = _mapd_config(args)
     out = Path(args.out)
-    summary = build(args.mined, args.explanations, args.reviewed, out, ablation=args.ablation or config.ablation,
-                    single_teacher=config.single_teacher, rationale_instruction=config.rationale_instruction)
+    with run_lock(out):
+        summary = build(args.mined, args.explanations, args.reviewed, out, ablation=args.ablation or config.ablation,
+                        single_teacher=config.single_teacher, rationale_instruction=config.rationale_instruction)
     _print_stage(summary, out)
     return 0

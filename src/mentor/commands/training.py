@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mentor.commands.common import console, load_model, progress_bar, score_table, test_table, train_progress
+from mentor.runlock import run_lock
 
 
 def train_command(args) -> int:
@@ -15,7 +16,7 @@ def train_command(args) -> int:
 
     config = load_config(TrainConfig, args.config, args.overrides)
     out = Path(args.out or f"runs/train-{config.onpolicy.method}-seed{config.onpolicy.seed}")
-    with progress_bar() as bar:
+    with run_lock(out), progress_bar() as bar:
         result = run_training(config, out, progress=train_progress(bar, config.onpolicy.steps))
     k = config.onpolicy.eval_k
     rows = [("start", result.evals[0]), ("best", result.best), ("final", result.final)]
@@ -78,7 +79,7 @@ def compare_command(args) -> int:
     config = load_config(CompareConfig, args.config or DEFAULT_CONFIG, args.overrides)
     out = Path(args.out)
     total = config.n_runs()
-    with progress_bar() as bar:
+    with run_lock(out), progress_bar() as bar:
         task_id = bar.add(f"{total} runs ({config.workers} at a time)", total=total)
         done = []
 

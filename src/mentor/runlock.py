@@ -1,0 +1,45 @@
+"""One run per output folder: ``with run_lock(out): ...`` refuses a second run on the same folder.
+
+Two runs writing one folder would pay for the same teacher requests twice and interleave their rows. The
+lock is an ``flock`` on ``OUT/.lock``, so the operating system releases it when its holder ends, however
+it ends (a SIGKILL leaves no stale lock); the file names the holder for the refusal message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+LOCK_FILE = ".lock"
+
+
+class FolderInUse(OSError):
+    """Another live process holds the run folder."""
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | Path) -> Iterator[Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise FolderInUse(f"{folder} is in use by {holder}; wait for that run to end or choose another "
+                              "--out") from None
+        handle.seek(0)
+        handle.truncate()
+        command = " ".join(["mentor", *sys.argv[1:2]]) if sys.argv[0].endswith("mentor") else sys.argv[0]
+        handle.write(f"pid {os.getpid()} ({command}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        handle.flush()
+        yield folder
+    finally:
+        handle.close()  # closing the file releases the lock
