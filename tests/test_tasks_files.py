@@ -80,6 +80,15 @@ def write_jsonl(path: Path, rows: list, blank_after_first: bool = False) -> Path
     return path
 
 
+@pytest.mark.parametrize("answer, gold", [("2", "2"), (" 3/4 ", "3/4"), ("x = 5", "x = 5"), ("72 clips", "72 clips"),
+                                          ("1,234", "1,234")])
+def test_a_bare_answer_column_is_the_gold_answer(tmp_path, answer, gold):
+    task = FileTask(write_jsonl(tmp_path / "qa.jsonl", [{"question": "How many?", "answer": answer}]))
+    problem = task.problems()[0]
+    assert problem.answer == gold and problem.solution is None
+    assert task.verify(problem, f"\\boxed{{{gold}}}").correct and not task.verify(problem, "\\boxed{99}").correct
+
+
 def test_gsm8k_jsonl(tmp_path):
     task = FileTask(write_jsonl(tmp_path / "gsm8k_test.jsonl", GSM8K_ROWS))
     problems = task.problems()
@@ -214,7 +223,8 @@ GOOD = GSM8K_ROWS[0]
         ({"answer": GOOD["answer"]}, "question", "missing"),
         ({"question": 123, "answer": GOOD["answer"]}, "question", "expected a non-empty string"),
         ({"question": GOOD["question"], "answer": "She sold 72.\n####   "}, "answer", "empty gold answer"),
-        ({"question": GOOD["question"], "answer": "She sold 72 clips."}, "answer", "no '####'"),
+        ({"question": GOOD["question"], "answer": "She sold 72 clips."}, "answer", "neither a worked solution"),
+        ({"question": GOOD["question"], "answer": "She sold\n72"}, "answer", "neither a worked solution"),
         ({"question": GOOD["question"]}, "answer", "missing"),
         ({"question": "", "answer": GOOD["answer"]}, "question", "non-empty"),
         (["not", "an", "object"], None, "expected an object"),
@@ -263,7 +273,7 @@ def test_invalid_json_and_duplicate_ids(tmp_path):
 def test_bad_rows_in_parquet_and_csv_name_the_row(tmp_path):
     import datasets
 
-    rows = [GOOD, {"question": GOOD["question"], "answer": "no marker"}]
+    rows = [GOOD, {"question": GOOD["question"], "answer": "She sold 48.\nThen 24 more, no marker."}]
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "bad.parquet"))
     with pytest.raises(RecordError, match=rf"^{tmp_path / 'bad.parquet'}: row 2: field 'answer'"):
         load_problems(tmp_path / "bad.parquet")

@@ -69,6 +69,15 @@ CORPUS = [
     # GSM8K
     ("Natalia sold 48/2 = 24 clips in May.\n48 + 24 = 72\n#### 72", "72", "72", "gsm8k", "ok"),
     ("#### 71", "72", "71", "gsm8k", "wrong"),
+    # the final answer is the last one the response commits to, whatever its marker
+    ("\\boxed{18} was my first guess, but 18 + 1 = 19. The answer is 19.", "19", "19", "answer_line", "ok"),
+    ("\\boxed{18} was my first guess, but 18 + 1 = 19. The answer is 19.", "18", "19", "answer_line", "wrong"),
+    ("#### 5\nOn second thought the answer is 6", "6", "6", "answer_line", "ok"),
+    ("The answer is 5. Checking again: \\boxed{6}", "6", "6", "boxed", "ok"),
+    ("Answer: 4, no: <answer> 7", "7", "7", "answer_tag", "ok"),
+    ("Answer: \\boxed{5}", "5", "5", "boxed", "ok"),
+    ("<answer>The answer is \\boxed{14}.</answer>", "14", "14", "boxed", "ok"),
+    ("The answer is 3.\n\nWe double the 6 apples, 2 * 6 = 12.\n#### 12", "12", "12", "gsm8k", "ok"),
     # mentor's world format
     ("<step_1> 3+4=7 <step_2> 7*2=14 <answer> 14", "14", "14", "answer_tag", "ok"),
     ("<step_1> 3+4=7 <answer> 13 <eos>", "14", "13", "answer_tag", "wrong"),

@@ -83,25 +83,38 @@ def _braced(text: str, start: int) -> str | None:
     return None
 
 
-def _boxed(text: str) -> str | None:
+# Each finder returns the last answer of its kind as ``(answer, start, end)``: the answer, where its marker
+# starts, and where the text it was read from ends (a marker that starts inside that span is part of it).
+
+
+def _line_end(text: str, position: int) -> int:
+    end = text.find("\n", position)
+    return len(text) if end < 0 else end
+
+
+def _boxed(text: str) -> tuple[str, int, int] | None:
     """The last complete ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces allowed), or ``\\boxed 5``."""
     for match in reversed(list(_BOXED.finditer(text))):
         rest = text[match.end() :]
         stripped = rest.lstrip(" ")
         if stripped.startswith("{"):
             content = _braced(stripped, 0)
+            end = match.end() + len(rest) - len(stripped) + len(content or "") + 2
         elif rest[:1] == " ":
             content = re.match(r"\S*", stripped).group().rstrip("$.")
+            end = match.end() + len(rest) - len(stripped) + len(content)
         else:
             content = None
         if content and content.strip():
-            return content.strip()
+            return content.strip(), match.start(), end
     return None
 
 
-def _hashes(text: str) -> str | None:
-    found = [m.group(1).strip() for m in _HASHES.finditer(text)]
-    return found[-1] if found and found[-1] else None
+def _hashes(text: str) -> tuple[str, int, int] | None:
+    found = list(_HASHES.finditer(text))
+    if not found or not found[-1].group(1).strip():
+        return None
+    return found[-1].group(1).strip(), found[-1].start(), found[-1].end()
 
 
 def _first_line(rest: str) -> str:
@@ -113,31 +126,37 @@ def _first_line(rest: str) -> str:
     return line
 
 
-def _answer_tag(text: str) -> str | None:
+def _answer_tag(text: str) -> tuple[str, int, int] | None:
     start = text.rfind("<answer>")
     if start < 0:
         return None
     rest = text[start + len("<answer>") :]
-    end = rest.find("</answer>")
-    content = rest[:end].strip() if end >= 0 else _first_line(rest)
+    close = rest.find("</answer>")
+    content = rest[:close].strip() if close >= 0 else _first_line(rest)
+    end = (start + len("<answer>") + close + len("</answer>") if close >= 0
+           else _line_end(text, text.find(content, start) if content else start))
     content = _SPECIAL_TOKENS.sub("", content).strip()
-    return (_answer_line(content) or content) if content else None  # "<answer>The answer is 5.</answer>"
+    if not content:
+        return None
+    inner = _answer_line(content)  # "<answer>The answer is 5.</answer>"
+    return (inner[0] if inner else content), start, end
 
 
-def _answer_line(text: str) -> str | None:
+def _answer_line(text: str) -> tuple[str, int, int] | None:
     marks = list(_ANSWER_MARK.finditer(text))
     if not marks:
         return None
     line = _first_line(text[marks[-1].end() :])
+    end = _line_end(text, text.find(line, marks[-1].end()) if line else marks[-1].end())
     # "The final answer is $5$. I hope it is correct." -> 5
     span = _MATH_SPAN.search(line)
     if span:
         line = span.group(1) or span.group(2)
     else:
-        end = _SENTENCE_END.search(line)
-        line = line[: end.start()] if end else line
+        stop = _SENTENCE_END.search(line)
+        line = line[: stop.start()] if stop else line
     line = line.strip(" \t*")
-    return line or None
+    return (line, marks[-1].start(), end) if line else None
 
 
 def _last_number(text: str) -> str | None:
@@ -179,32 +198,48 @@ def _choice_in_text(text: str, letters: str) -> str | None:
     return found[-1] if found else None
 
 
+def _final_markers(text: str) -> list[tuple[str, str]]:
+    """``(kind, answer)`` of the marked answer the response commits to last, best kind first.
+
+    The final answer is the last one: of every kind's last marker, the one that starts latest, together
+    with the markers that start inside the text it was read from (``\\boxed{5}`` on an ``Answer:`` line,
+    ``The answer is 5`` inside ``<answer>...</answer>``), ordered by ``_MARKERS``. An earlier ``\\boxed{18}``
+    does not beat a later ``The answer is 19``.
+    """
+    found = [(kind, *hit) for kind, find in _MARKERS if (hit := find(text)) is not None]
+    if not found:
+        return []
+    starts_last = max(found, key=lambda hit: hit[2])
+    group = [hit for hit in found if hit is starts_last or hit[2] <= starts_last[2] < hit[3]
+             or starts_last[2] <= hit[2] < starts_last[3]]
+    return [(kind, answer) for kind, answer, _, _ in group]
+
+
 def extract_answer(text: str, *, choices: Choices | None = None) -> tuple[str | None, str]:
     """The final answer in a completion and how it was found.
 
-    Returns ``(answer, kind)``; kind is one of ``boxed`` (the last ``\\boxed{}``/``\\fbox{}``), ``gsm8k``
-    (``#### N``), ``answer_tag`` (``<answer> X`` or ``<answer>X</answer>``), ``answer_line``
-    (``Answer: X``, ``the final answer is X``), ``choice``, ``last_number`` or ``none``, tried in that order.
+    Returns ``(answer, kind)``; kind is one of ``boxed`` (``\\boxed{}``/``\\fbox{}``), ``gsm8k`` (``#### N``),
+    ``answer_tag`` (``<answer> X`` or ``<answer>X</answer>``), ``answer_line`` (``Answer: X``, ``the final
+    answer is X``), ``choice``, ``last_number`` or ``none``. The marked answer that comes last in the text
+    wins (a later ``The answer is 19`` beats an earlier ``\\boxed{18}``); markers nested in one answer
+    (``<answer>The answer is 5</answer>``) count as that answer, read by the first kind in that order.
+    Only a text with no marker falls back to its last number.
 
     With ``choices`` (letters such as ``"ABCD"``, or a mapping from letters to option texts) the answer is
     a choice letter: a marked answer is read as a letter (``(B)``, ``B) 42``, or an option's text), else the
     last letter pattern in the text is taken (``answer is C``, ``(B)``, ``B)``); there is no last-number
     fallback. A marked answer that is not a letter is returned as is, so the caller can call it unparseable.
     """
+    marked = _final_markers(text)
     if choices is None:
-        for kind, find in _MARKERS:
-            found = find(text)
-            if found is not None:
-                return found, kind
+        for kind, found in marked:
+            return found, kind
         number = _last_number(text)
         return (number, "last_number") if number is not None else (None, "none")
 
     letters, options = _choice_table(choices)
     unreadable: tuple[str | None, str] = (None, "none")
-    for kind, find in _MARKERS:
-        found = find(text)
-        if found is None:
-            continue
+    for kind, found in marked:
         letter = _as_letter(found, letters, options)
         if letter is not None:
             return letter, kind

@@ -7,7 +7,9 @@ Formats (detected from the columns unless ``format=`` is given), with the column
 
 - ``gsm8k``: ``question``, ``answer`` = worked solution ending in ``#### N``; gold = N. The reference
   solution keeps GSM8K's own ``#### N`` line (so it states its answer) without the ``<<48/2=24>>``
-  calculator annotations.
+  calculator annotations. An ``answer`` that is a bare final answer (no ``####``, one line of at most 64
+  characters that does not end a sentence: ``{"question": ..., "answer": "2"}``) is the gold answer
+  itself, with no solution.
 - ``math``: ``problem``, ``solution``; gold = an ``answer`` column when present, else the last
   ``\\boxed{}`` of the solution.
 - ``prompt_completion``: ``prompt``, ``completion`` (plain text or TRL-style message lists); gold = an
@@ -41,6 +43,7 @@ from typing import Any
 from mentor.records import Problem, RecordError
 from mentor.tasks.base import Task
 
+BARE_ANSWER_CHARS = 64
 FORMATS = ("gsm8k", "math", "prompt_completion", "messages", "qa")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 ID_COLUMNS = ("id", "unique_id", "problem_id", "uid")
@@ -239,6 +242,13 @@ def _split_gsm8k(text: str, column: str) -> tuple[str, str | None]:
     return f"{_CALCULATOR.sub('', reasoning).strip()}\n#### {gold}", gold
 
 
+def _is_bare_answer(text: str) -> bool:
+    """A final answer on its own (``2``, ``3/4``, ``x = 5``, ``72 clips``), not a worked solution: one short
+    line that does not end a sentence (``She sold 72 clips.`` is a solution without its answer line)."""
+    return (bool(text) and "\n" not in text and len(text) <= BARE_ANSWER_CHARS
+            and not re.search(r"[A-Za-z]\.$", text))
+
+
 def _extracted_gold(solution: str, fmt: str, column: str) -> str:
     from mentor.verify import extract_answer
 
@@ -268,8 +278,11 @@ def _row_problem(
     elif cols.solution is None:
         raise RecordError(f"field {cols.answer!r}: missing (the row has {', '.join(map(str, row))})")
     elif fmt == "gsm8k":
+        if derived is None and _is_bare_answer(solution):  # {"question": ..., "answer": "2"}: the answer itself
+            solution, derived = None, solution
         if derived is None:
-            raise RecordError(f"field {cols.solution!r}: no '####' line with the gold answer")
+            raise RecordError(f"field {cols.solution!r}: neither a worked solution ending in a '####' line with "
+                              f"the gold answer nor a bare answer (one short line), got {solution!r:.80}")
         gold = derived
     else:
         gold = _extracted_gold(solution, fmt, cols.solution)
