@@ -161,6 +161,22 @@ def test_load_policy_errors_are_one_clear_line(monkeypatch, tmp_path):
         load_policy(str(tmp_path / "missing-folder"))
 
 
+def test_a_folder_that_is_not_a_model_says_what_it_is(tmp_path):
+    run = tmp_path / "run"
+    tiny_llama().save_pretrained(run / "best")
+    (run / "final").mkdir()
+    with pytest.raises(ModelLoadError, match=rf"^cannot load model {run}: it is a run folder; use {run / 'best'} "):
+        load_policy(str(run))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="the folder has no config.json"):
+        load_policy(str(tmp_path / "empty"))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match=rf"^cannot load model {tmp_path / 'bad'}: ") as err:
+        load_policy(str(tmp_path / "bad"))
+    assert "\n" not in str(err.value)
+
+
 def test_world_spec_is_resolved_above_the_core(monkeypatch):
     from mentor.loading import load_model
 

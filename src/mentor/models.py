@@ -74,7 +74,12 @@ def load_policy(
             raise ModelLoadError(f"cannot load model {spec}: GGUF file not found")
         model, tokenizer = _load_pretrained(str(gguf_to_folder(path)), dtype)
     elif Path(spec).expanduser().is_dir():
-        model, tokenizer = _load_pretrained(str(Path(spec).expanduser()), dtype)
+        _check_model_folder(Path(spec).expanduser(), spec)
+        try:
+            model, tokenizer = _load_pretrained(str(Path(spec).expanduser()), dtype)
+        except (ValueError, KeyError, OSError) as err:  # a bad config.json, tokenizer or weights file
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelLoadError(f"cannot load model {spec}: {reason[:300]}") from None
     elif Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")):
         raise ModelLoadError(f"cannot load model {spec}: not a model folder, a .gguf file or a Hub id")
     else:
@@ -180,6 +185,19 @@ def gguf_cache_folder(gguf_path: str | Path) -> Path:
     stat = path.stat()
     key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     return cache_dir() / "gguf" / f"{path.stem}-{key}"
+
+
+def _check_model_folder(folder: Path, spec: str) -> None:
+    """A clear error for a folder that is not a model: a mentor run folder, an empty one, a bad config."""
+    if (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file():
+        return
+    saved = [name for name in ("best", "final") if (folder / name / "config.json").is_file()
+             or (folder / name / "adapter_config.json").is_file()]
+    if saved:
+        choices = " or ".join(str(Path(spec) / name) for name in saved)
+        raise ModelLoadError(f"cannot load model {spec}: it is a run folder; use {choices} (best: the "
+                             "checkpoint chosen on validation)")
+    raise ModelLoadError(f"cannot load model {spec}: the folder has no config.json (not a model folder)")
 
 
 def gguf_to_folder(gguf_path: str | Path) -> Path:

@@ -1,0 +1,78 @@
+"""Why reference-solution self-distillation wrecks the world's student: the wording it learns.
+
+    python benchmarks/refsol_wording.py --model world --model runs/compare-world/RefSol/search/lr=0.0001/final
+
+For each model, k samples on n validation problems (T=1): the share of steps written in the canonical
+wording (`d is b + a with b = 13 and a = 6, 13 + 6 = 19 so d = 2`), in each of the reference's two
+wordings (`13 + 6 gives 19, hence d = 2`; `from b and a: 13 + 6 makes 19, hence d = 2`) or in none, and
+the share of steps whose operands are the values the problem's definition names (the look-up the canonical
+wording writes out), by wording; with Avg@k. The self-teacher given a reference answers in the reference's
+wording, so RefSol moves the student to it; the first reference wording names neither the variable's
+definition nor its operands, so a student that writes it must recall them unwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+
+from mentor.evaluate import EvalConfig, evaluate
+from mentor.loading import load_model
+from mentor.tasks import load_task
+from mentor.tasks.world import ALTERNATIVE_STEP_RES, CANONICAL_STEP_RE, WorldProblem, parse_trace
+
+WORDINGS = ("canonical", "reference: gives", "reference: from", "unreadable")
+
+
+def wording(body: str) -> str:
+    if CANONICAL_STEP_RE.match(body):
+        return WORDINGS[0]
+    for name, pattern in zip(WORDINGS[1:3], ALTERNATIVE_STEP_RES):
+        if pattern.match(body):
+            return name
+    return WORDINGS[3]
+
+
+def right_operands(wp: WorldProblem, step) -> bool:
+    """The step's operands are the current values of the variables its target is defined from."""
+    definition = wp.definition(step.name) if step.name else None
+    if definition is None or step.x is None:
+        return False
+    _, left, _, right = definition
+    return (step.x, step.y) == (wp.values[left], wp.values[right])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", required=True)
+    parser.add_argument("--problems", type=int, default=100)
+    parser.add_argument("--k", type=int, default=4)
+    args = parser.parse_args()
+    task = load_task("world")
+    problems = task.problems("validation", n=args.problems)
+    by_id = {p.id: p for p in problems}
+    for spec in args.model:
+        model, tokenizer = load_model(spec)
+        summary, rollouts = evaluate(model, tokenizer, task, problems, EvalConfig(n_problems=args.problems, k=args.k))
+        counts, right = collections.Counter(), collections.Counter()
+        for rollout in rollouts["none"]:
+            wp = WorldProblem.from_meta(by_id[rollout.problem_id].meta)
+            steps, _ = parse_trace(rollout.completion)
+            for step in steps:
+                kind = wording(step.body)
+                counts[kind] += 1
+                right[kind] += step.parsed and right_operands(wp, step)
+        total = sum(counts.values())
+        avg = summary["none"][f"avg@{args.k}"]
+        n = len(problems)
+        print(f"{spec}: Avg@{args.k} {100 * avg:.2f} (n={n} validation problems, k={args.k}, T=1), {total} steps")
+        for kind in WORDINGS:
+            share = counts[kind] / max(total, 1)
+            ok = right[kind] / max(counts[kind], 1)
+            print(f"   {kind:18s} {100 * share:6.2f}% of steps (se {100 * math.sqrt(share * (1 - share) / max(total, 1)):.2f})"
+                  f"   operands right {100 * ok:6.2f}% of them")
+
+
+if __name__ == "__main__":
+    main()
