@@ -176,7 +176,7 @@ def test_compare_rejects_a_bad_method_before_running(tmp_path):
     assert main(["compare", "--out", str(tmp_path), "methods.X.method=ppo"]) == 2
 
 
-OFFLINE = ["seeds=[0]", "generate.n_problems=6", "generate.group_size=4", "distill.sft.steps=4",
+OFFLINE = ["seeds=[0]", "search={}", "methods.Oracle.oracle_problems=6", "generate.n_problems=6", "generate.group_size=4", "distill.sft.steps=4",
            "distill.sft.batch_size=4", "distill.eval_every=2", "distill.eval_problems=4", "distill.eval_k=2"]
 
 
@@ -196,6 +196,8 @@ def test_compare_runs_offline_methods_on_one_teacher_dataset(tmp_path):
     examples = {label: json.loads((out / label / "seed0" / "summary.json").read_text())["examples"]["examples"]
                 for label in ("AdvDistill", "SFT", "RFT")}
     assert examples["SFT"] >= examples["RFT"]  # rejection sampling keeps only the correct answers
+    oracle = json.loads((out / "Oracle" / "seed0" / "summary.json").read_text())["examples"]
+    assert oracle == {"problems": 6, "examples": 6}  # the gold traces of the teacher's 6 prompts
 
 
 def test_distill_command_trains_on_a_generated_folder(tmp_path, capsys):
@@ -207,6 +209,15 @@ def test_distill_command_trains_on_a_generated_folder(tmp_path, capsys):
     assert "final" in capsys.readouterr().out
     for name in ("best", "final", "summary.json", "evals.jsonl", "loss.jsonl"):
         assert (out / name).exists(), name
+    # the same command again finds the run finished and trains nothing; another configuration starts again
+    summary = (out / "summary.json").read_text()
+    loss = (out / "loss.jsonl").stat().st_mtime_ns
+    assert main(["distill", "--out", str(out), f"data={data}", "mode=rft", "sft.steps=3", "sft.batch_size=4",
+                 "eval_problems=3", "eval_k=2"]) == 0
+    assert (out / "summary.json").read_text() == summary and (out / "loss.jsonl").stat().st_mtime_ns == loss
+    assert main(["distill", "--out", str(out), f"data={data}", "mode=rft", "sft.steps=2", "sft.batch_size=4",
+                 "eval_problems=3", "eval_k=2"]) == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
     assert main(["distill", "--out", str(out), f"data={tmp_path / 'none'}"]) == 2
 
 
@@ -215,7 +226,7 @@ def test_compare_runs_the_mapd_pipeline_once_for_its_ablations(tmp_path):
 
     out = tmp_path / "mapd"
     config = DEFAULT_CONFIG.parent / "compare_world_mapd.yaml"
-    assert main(["compare", "--out", str(out), str(config), "seeds=[0]", "mapd.n_problems=10",
+    assert main(["compare", "--out", str(out), str(config), "seeds=[0]", "search={}", "mapd.n_problems=10",
                  "distill.sft.steps=2", "distill.sft.batch_size=4", "distill.eval_problems=3", "distill.eval_k=1",
                  "workers=1"]) == 0
     report = (out / "report.md").read_text()

@@ -113,7 +113,9 @@ def oracle_examples(config: DistillConfig, tokenizer) -> tuple[list, dict]:
 def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
                 progress: Callable[[int, dict], None] | None = None) -> dict:
     """Train into ``out`` (best/ and final/ weights, evals.jsonl, loss.jsonl, summary.json); returns the
-    summary, whose ``evals`` list has the same shape as an on-policy run's (for ``mentor compare``)."""
+    summary, whose ``evals`` list has the same shape as an on-policy run's (for ``mentor compare``). A
+    folder that holds a finished run of the same configuration is not trained again (its summary is
+    returned); an unfinished or different one starts again."""
     import dataclasses
 
     from mentor.loading import load_model
@@ -121,9 +123,14 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
 
     start = time.time()
     out = Path(out)
+    resolved = json.loads(json.dumps(asdict(config)))
+    if (out / "summary.json").is_file() and (out / "config.json").is_file() and json.loads(
+            (out / "config.json").read_text()) == resolved:
+        return json.loads((out / "summary.json").read_text())  # finished with this configuration: deterministic
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    for name in ("evals.jsonl", "loss.jsonl"):  # a rerun starts again: offline runs are short
+    (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    (out / "summary.json").unlink(missing_ok=True)
+    for name in ("evals.jsonl", "loss.jsonl"):  # an unfinished run starts again: offline runs are short
         (out / name).unlink(missing_ok=True)
     model, tokenizer = loaded or load_model(config.model)
     examples, counts = training_examples(config, tokenizer)
