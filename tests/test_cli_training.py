@@ -237,3 +237,28 @@ def test_compare_runs_the_mapd_pipeline_once_for_its_ablations(tmp_path):
     counts = {label: json.loads((out / label / "seed0" / "summary.json").read_text())["examples"]
               for label in ("MAPD", "no-explanation")}
     assert counts["MAPD"].get("explanation", 0) > 0 and counts["no-explanation"].get("explanation", 0) == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "critic.base_url=http://127.0.0.1:{port}", "critic.model=critic"],
+    ["train", "critic.base_url=127.0.0.1:{port}", "critic.model=critic"],
+    ["analyze", "--critic-base-url", "http://127.0.0.1:{port}", "--critic-model", "critic", "-n", "2"],
+])
+def test_an_unreachable_critic_fails_at_once_in_one_line_writing_nothing(tmp_path, capsys, command):
+    import time
+
+    port = _free_port()
+    out = tmp_path / "out"
+    start = time.monotonic()
+    assert main([command[0], "--out", str(out), *(c.format(port=port) for c in command[1:])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ("cannot reach" in err or "base_url must be" in err), err
+    assert time.monotonic() - start < 20 and not out.exists()

@@ -31,8 +31,9 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryErro
 def _user_errors() -> tuple[type[BaseException], ...]:
     from mentor.models import ModelLoadError
     from mentor.runlock import FolderInUse
+    from mentor.sampling.openai_compatible import ServerUnreachable
 
-    return (*USER_ERRORS, ModelLoadError, FolderInUse)
+    return (*USER_ERRORS, ModelLoadError, FolderInUse, ServerUnreachable)
 
 
 # ----- parser -----------------------------------------------------------------------------------------

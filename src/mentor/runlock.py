@@ -2,7 +2,8 @@
 
 Two runs writing one folder would pay for the same teacher requests twice and interleave their rows. The
 lock is an ``flock`` on ``OUT/.lock``, so the operating system releases it when its holder ends, however
-it ends (a SIGKILL leaves no stale lock); the file names the holder for the refusal message.
+it ends (a SIGKILL leaves no stale lock); the file names the holder for the refusal message. A folder the
+lock created and nothing else wrote to (a run refused by a check) is removed again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class FolderInUse(OSError):
 @contextlib.contextmanager
 def run_lock(folder: str | Path) -> Iterator[Path]:
     folder = Path(folder)
+    created = [parent for parent in (folder, *folder.parents) if not parent.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole run
     try:
@@ -42,4 +44,9 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
         handle.flush()
         yield folder
     finally:
+        if created and not handle.closed and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+            (folder / LOCK_FILE).unlink()  # a run refused before writing: unlinked while still held
+            for empty in created:  # the folders this lock made, innermost first
+                with contextlib.suppress(OSError):
+                    empty.rmdir()
         handle.close()  # closing the file releases the lock

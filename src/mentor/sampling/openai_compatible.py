@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import random
+import socket
 import sqlite3
 import threading
 import time
@@ -37,7 +38,9 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from mentor.sampling import Sample, SamplingParams
 
@@ -49,6 +52,10 @@ _MAX_DELAY_S = 60.0
 
 class SamplerError(RuntimeError):
     """A request failed for good: a non-retryable HTTP status, or retries exhausted."""
+
+
+class ServerUnreachable(SamplerError, ConnectionError):
+    """Nothing listens at the configured ``base_url`` (checked before a run starts)."""
 
 
 class _Retryable(Exception):
@@ -63,6 +70,7 @@ class _Cache:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._lock = threading.Lock()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS samples (key TEXT PRIMARY KEY, text TEXT, finish TEXT)")
@@ -124,6 +132,9 @@ class OpenAISampler:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if rate_limit_per_s is not None and rate_limit_per_s <= 0:
             raise ValueError(f"rate_limit_per_s must be > 0, got {rate_limit_per_s}")
+        parsed = urlparse(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:  # not retried for a minute
+            raise ValueError(f"base_url must be http://HOST[:PORT] or https://..., got {base_url!r}")
         self.base_url = base_url.rstrip("/").removesuffix("/v1")  # "http://host:8000" or ".../v1" alike
         self.model = model
         self.api_key_env = api_key_env
@@ -300,6 +311,19 @@ def _read_by(response: Any, deadline: float, url: str) -> bytes:
         if time.monotonic() > deadline:
             raise TimeoutError(f"POST {url}: no complete answer within the request's deadline")
     return b"".join(chunks)
+
+
+def check_reachable(base_url: str, timeout_s: float = 5.0) -> None:
+    """Fail now, in one line, when nothing listens at ``base_url`` (not after minutes of retries)."""
+    url = urlparse(base_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"base_url must be http://HOST[:PORT] or https://..., got {base_url!r}")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout_s):
+            pass
+    except OSError as error:
+        raise ServerUnreachable(f"cannot reach {base_url}: {error.strerror or error}") from None
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -71,8 +71,9 @@ def build_critic(config: CriticConfig, run_dir: Path | None, task=None):
         teachers = [build_teacher(t, run_dir) for t in teacher_configs(config.teachers, "critic.teachers")]
         return CommitteeCritic(teachers, threshold=config.threshold, task=task)
     from mentor.feedback import LLMCritic
-    from mentor.sampling.openai_compatible import OpenAISampler
+    from mentor.sampling.openai_compatible import OpenAISampler, check_reachable
 
+    check_reachable(config.base_url)  # before the run folder or its cache exists
     cache = run_dir / "critic_cache.sqlite" if run_dir is not None else None
     sampler = OpenAISampler(config.base_url, config.model, api_key_env=config.api_key_env, cache_path=cache,
                             concurrency=config.concurrency)
@@ -87,12 +88,12 @@ def run_training(config: TrainConfig, out: str | Path, *, loaded=None,
     from mentor.tasks import load_task
 
     out = Path(out)
-    record_config(out / "train.json", asdict(config))  # the model, task, LoRA and critic must match on resume too
     task = load_task(config.task)
+    critic = build_critic(config.critic, out, task)  # an unreachable critic fails before anything is written
+    record_config(out / "train.json", asdict(config))  # the model, task, LoRA and critic must match on resume too
     model, tokenizer = loaded or load_model(config.model)
     if config.lora:
         model = apply_lora(model, LoraSpec(r=config.lora_r, alpha=config.lora_alpha))
-    critic = build_critic(config.critic, out, task)
     result = train_onpolicy(model, tokenizer, task, config.onpolicy, run_dir=out,
                             critic=critic.critique_many if critic else None, progress=progress)
     if critic is not None:
