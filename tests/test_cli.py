@@ -103,6 +103,20 @@ def test_user_errors_are_one_line_and_exit_2(argv, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_threads_option_sets_torch_threads(capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["--threads", "1", "world", "show", "-n", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--threads", "0", "world", "show"])
+    assert exit_info.value.code == 2 and "--threads must be >= 1" in capsys.readouterr().err
+
+
 def test_help_for_every_command():
     for argv in (["--help"], ["demo", "--help"], ["eval", "--help"], ["world", "build", "--help"],
                  ["world", "show", "--help"], ["train", "--help"], ["analyze", "--help"], ["compare", "--help"]):

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mentor", description=__doc__.splitlines()[0] + " Teach small "
                                      "language models to reason from feedback.")
     parser.add_argument("--version", action="version", version=f"mentor {__version__}")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads (default: torch's, or OMP_NUM_THREADS); on a machine shared with "
+                        "other jobs, 1 per job is often several times faster than the default")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = commands.add_parser("demo", help="build or load the world's base solver, show examples and the "
@@ -192,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except KeyboardInterrupt:
