@@ -124,6 +124,24 @@ def test_help_for_every_command():
         assert result.returncode == 0 and "usage: mentor" in result.stdout
 
 
+@pytest.mark.parametrize("argv, keys", [
+    (["train"], ["onpolicy.lr = 0.0001", "onpolicy.method = sd-critique    grpo | sd-reference", "critic.base_url"]),
+    (["distill"], ["sft.lr = 0.0003", "mode = advdistill", "oracle_problems = 0"]),
+    (["generate"], ["group_size = 8", "teacher.error_rate"]),
+    (["compare"], ["search = {}", "workers = 1    runs in parallel"]),
+    (["eval"], ["k = 8"]),
+    (["world", "build"], ["sft.steps = 3500", "habits.swap = 0.6"]),
+    (["mapd", "review"], ["threshold = 3.0"]),
+])
+def test_help_lists_every_config_key_with_its_default(capsys, argv, keys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "config keys (as KEY=VALUE overrides" in out
+    for key in keys:
+        assert f"\n  {key}" in out, key
+
+
 def test_world_show_prints_problems(capsys):
     assert main(["world", "show", "-n", "2", "--task", "world:steps=3"]) == 0
     out = capsys.readouterr().out

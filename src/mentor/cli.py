@@ -38,8 +38,34 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 # ----- parser -----------------------------------------------------------------------------------------
 
+
+class _Parser(argparse.ArgumentParser):
+    """``--help`` of a command that takes ``KEY=VALUE`` overrides also lists its config keys and defaults,
+    read from the config dataclass (``config_keys``: ``"module:Class"``) only when help is asked for."""
+
+    config_keys: str | None = None
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if self.config_keys:
+            import importlib
+
+            from mentor.config import config_help
+
+            module, name = self.config_keys.split(":")
+            keys = config_help(getattr(importlib.import_module(module), name))
+            text += ("\nconfig keys (as KEY=VALUE overrides or in the --config YAML file), with their defaults:\n"
+                     + "\n".join(keys) + "\n")
+        return text
+
+
+def _keys(parser: argparse.ArgumentParser, config_class: str) -> argparse.ArgumentParser:
+    parser.config_keys = config_class
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mentor", description=__doc__.splitlines()[0] + " Teach small "
+    parser = _Parser(prog="mentor", description=__doc__.splitlines()[0] + " Teach small "
                                      "language models to reason from feedback.")
     parser.add_argument("--version", action="version", version=f"mentor {__version__}")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
@@ -69,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. sft.steps=200 world.steps=5")
     p.set_defaults(func=world_build)
+    _keys(p, "mentor.world_model:WorldModelConfig")
     p = world_commands.add_parser("show", help="print world problems with canonical and reference solutions")
     p.add_argument("--task", default="world", help="world spec, e.g. world:steps=5,modulus=10")
     p.add_argument("-n", type=int, default=3)
@@ -96,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for results.json and the rollouts")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="EvalConfig overrides")
     p.set_defaults(func=eval_command)
+    _keys(p, "mentor.evaluate:EvalConfig")
 
     p = commands.add_parser("generate", help="G scored teacher responses per prompt with group statistics and "
                             "every normalisation's weight (AdvDistill data); resumable")
@@ -113,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. teacher.kind=openai teacher.base_url=http://127.0.0.1:8000 teacher.model=NAME "
                    "teacher.error_rate=0.3 rewards.weights.format=0.2 weighting.normalisation=softmax")
     p.set_defaults(func=generate_command)
+    _keys(p, "mentor.offline.generate:GenerateConfig")
 
     mapd = commands.add_parser("mapd", help="MAPD / FAIR: mine student mistakes, committee explanations, "
                                "rationales, peer review, the two-task dataset (each stage resumable)")
@@ -126,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="e.g. n_problems=50 teachers.sim-a.error_rate=0.3 threshold=3.5 require_verified=false")
         p.set_defaults(func=func)
-        return p
+        return _keys(p, "mentor.offline.mapd:MapdConfig")
 
     p = mapd_parser("mine", "the student answers the training questions; the wrong answers are kept", mapd_mine,
                     "mine")
@@ -152,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="e.g. onpolicy.method=sd-critique onpolicy.steps=100 onpolicy.lr=1e-4 model=world")
     p.set_defaults(func=train_command)
+    _keys(p, "mentor.train.recipe:TrainConfig")
 
     p = commands.add_parser("analyze", help="per-token advantage of the reference and critique contexts: "
                             "HTML, aggregates by first wrong step, plots")
@@ -179,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="e.g. data=runs/gen mode=advdistill normalisation=zscore sft.steps=200")
     p.set_defaults(func=distill_command)
+    _keys(p, "mentor.offline.train:DistillConfig")
 
     p = commands.add_parser("compare", help="several methods x seeds under one budget; a markdown report")
     p.add_argument("config", nargs="?", help="YAML with CompareConfig fields (default: the shipped world "
@@ -186,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/compare")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0] shared.steps=20 workers=2")
     p.set_defaults(func=compare_command)
+    _keys(p, "mentor.experiments:CompareConfig")
     return parser
 
 

@@ -210,3 +210,65 @@ def record_config(path: str | Path, values: dict, what: str = "a run") -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(values, indent=2) + "\n")
+
+
+def _field_notes(cls: type) -> dict[str, str]:
+    """Each field's one-line note from the class source: its trailing ``# comment``, else the attribute
+    docstring under it, else the comment lines just above it."""
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments = {tok.start[0]: tok.string.lstrip("# ").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    body = ast.parse(source).body[0].body
+    lines = source.splitlines()
+    notes = {}
+    for index, node in enumerate(body):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        note = comments.get(node.end_lineno, "")
+        following = body[index + 1] if index + 1 < len(body) else None
+        if not note and isinstance(following, ast.Expr) and isinstance(getattr(following, "value", None), ast.Constant) \
+                and isinstance(following.value.value, str):
+            note = " ".join(following.value.value.split())
+        line, above = node.lineno - 1, []
+        while not note and line in comments and lines[line - 1].lstrip().startswith("#"):  # whole-line comments
+            above.insert(0, comments[line])
+            line -= 1
+        notes[node.target.id] = note or " ".join(above)
+    return notes
+
+
+def config_help(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
+    """``key = default  note`` for every field of ``cls``, nested dataclasses as dotted keys: what a
+    command's ``--help`` lists (the keys are its ``KEY=VALUE`` overrides and its YAML file's keys)."""
+    instance = instance if instance is not None else _safe_default(cls)
+    notes = _field_notes(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        value = getattr(instance, f.name) if instance is not None else _default(cls, f.name, None)
+        hint = _field_types(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            lines += config_help(hint, f"{prefix}{f.name}.", value)
+            continue
+        shown = json.dumps(value, default=str) if not isinstance(value, str) else (value or '""')
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        note = notes.get(f.name, "")
+        note = note if len(note) <= 110 else note[:107] + "..."
+        lines.append(f"  {prefix}{f.name} = {shown}" + (f"    {note}" if note else ""))
+    return lines
+
+
+def _safe_default(cls: type) -> Any:
+    try:
+        return cls()
+    except (TypeError, ValueError):
+        return None
