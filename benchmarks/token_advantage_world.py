@@ -1,4 +1,4 @@
-"""Per-token advantage of a reference vs a step-aligned critique on the world (METHODS.md section 1).
+"""Per-token advantage of a reference vs a step-aligned critique on the world (docs/methods.md, section 1).
 
     python benchmarks/token_advantage_world.py [--problems 100] [--samples 2]
 

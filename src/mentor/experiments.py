@@ -2,7 +2,7 @@
 
 Every run shares ``shared`` (steps, learning rate, evaluation, ...) and differs only in its method's
 entry of ``methods``; runs are resumable folders (``OUT/METHOD/seedS``), so a killed comparison picks up
-where it stopped. The report has the METHODS.md-style table (best checkpoint per metric, and final;
+where it stopped. The report has the docs/methods.md-style table (best checkpoint per metric, and final;
 mean and spread over seeds), the budget each method spent, learning curves, the per-token advantage of
 the reference and critique contexts on the base model, and the exact configuration.
 """
@@ -278,7 +278,7 @@ def metric_keys(k: int) -> dict[str, str]:
 
 
 def results_table(results: dict[str, list[dict]], k: int, which: str) -> str:
-    """The METHODS.md table. ``which="best"``: for each metric, the best evaluation of each run (the
+    """The docs/methods.md table. ``which="best"``: for each metric, the best evaluation of each run (the
     study's "best checkpoint per metric"); ``"final"``: the last evaluation; ``"start"``: step 0."""
     keys = metric_keys(k)
     lines = [f"| method | Pass@{k} | Maj@{k} | Avg@{k} |", "|---|---|---|---|"]

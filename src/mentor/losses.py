@@ -28,7 +28,7 @@ def token_logprobs(logits_BTV: torch.Tensor, tokens_BT: torch.Tensor, chunk: int
 def weighted_nll(
     logp_BT: torch.Tensor, mask_BT: torch.Tensor, weight_B: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """loss = - sum_i w_i sum_t log p(y_i,t) / sum_i |y_i|  (METHODS.md section 2).
+    """loss = - sum_i w_i sum_t log p(y_i,t) / sum_i |y_i|  (docs/methods.md, section 2).
 
     With every weight 1 this is the token-mean negative log-likelihood of SFT. Weights may be negative
     (they push probability away from a response); bounding them is the caller's choice.
@@ -51,7 +51,7 @@ def causal_lm_logprobs(model, input_ids_BL: torch.Tensor, attention_mask_BL: tor
     return token_logprobs(logits_BLV[:, :-1], input_ids_BL[:, 1:])
 
 
-# ----- self-distillation: divergence to a self-teacher (METHODS.md section 1) ---------------------------
+# ----- self-distillation: divergence to a self-teacher (docs/methods.md, section 1) ---------------------------
 
 
 def _kl_terms(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Rule-based rewards and group-normalised sample weights for reward-weighted distillation (AdvDistill,
-METHODS.md section 2). Pure functions on plain numbers, tested against closed forms.
+docs/methods.md, section 2). Pure functions on plain numbers, tested against closed forms.
 
 **Reward components** (each a float; the reward is their weighted sum, weights from a config dict):
 

@@ -1,4 +1,4 @@
-"""Teachers: a name plus something that answers chat messages, for the offline methods (METHODS.md 2, 3).
+"""Teachers: a name plus something that answers chat messages, for the offline methods (docs/methods.md 2, 3).
 
 Every teacher has one interface, the one :class:`~mentor.sampling.openai_compatible.OpenAISampler` has::
 

@@ -1,7 +1,7 @@
 """The per-token advantage report: A_t of each context on a set of rollouts, as JSON, HTML and plots.
 
 For every rollout and every context kind (reference solution, step-aligned critique) the self-teacher
-scores the rollout's own tokens with the context and the student scores them without it (METHODS.md
+scores the rollout's own tokens with the context and the student scores them without it (docs/methods.md
 section 1). Tokens are split by where they stand relative to the rollout's first wrong step, as the
 critic locates it; the same split is used for every context so their aggregates compare like for like.
 """

@@ -1,7 +1,7 @@
 """Per-token advantage of a context: A_t = log pi(y_t | x, c, y_<t) - log pi(y_t | x, y_<t).
 
 For each sampled token of a rollout, how much more (A_t > 0) or less (A_t < 0) likely the self-teacher,
-who sees the context c, finds it than the student, who does not. METHODS.md section 1: with a
+who sees the context c, finds it than the student, who does not. docs/methods.md, section 1: with a
 step-aligned critique A_t should be near zero on the correct prefix and sharply negative at the first
 error; with a reference solution, negative almost everywhere.
 """

@@ -1,4 +1,4 @@
-"""Critics that write step-aligned feedback on a solver's trace (METHODS.md section 1).
+"""Critics that write step-aligned feedback on a solver's trace (docs/methods.md, section 1).
 
 The world has an exact programmatic critic (``mentor.tasks.world_critic``); :mod:`.llm_critic` asks a
 language model for the same "faithful scribe" critique and parses it robustly.

@@ -1,4 +1,4 @@
-"""The teacher committee of MAPD / FAIR (METHODS.md section 3): its prompts and the review-score parser.
+"""The teacher committee of MAPD / FAIR (docs/methods.md, section 3): its prompts and the review-score parser.
 
 Three requests go to the teachers, each a user message built from a template below:
 

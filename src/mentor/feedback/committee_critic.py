@@ -1,6 +1,6 @@
 """A committee as the self-teacher's critic: MAPD's teachers explain a rollout's mistakes, review each
 other's explanations, and the best accepted explanation becomes the critique context of on-policy
-self-distillation (METHODS.md section 5: peer-reviewed feedback feeding the self-teacher).
+self-distillation (docs/methods.md, section 5: peer-reviewed feedback feeding the self-teacher).
 
 For each rollout every teacher writes an explanation (:data:`~mentor.feedback.committee.EXPLAIN_TEMPLATE`,
 gold answer as a hint); every other teacher scores it 1-5

@@ -1,4 +1,4 @@
-"""An LLM critic with the step-aligned "faithful scribe" prompt of METHODS.md section 1, and its parser.
+"""An LLM critic with the step-aligned "faithful scribe" prompt of docs/methods.md, section 1, and its parser.
 
 The critic reads the question, a reference solution (or the gold answer) and the solver's step-tagged
 trace, and answers with two header lines and a corrected trace aligned to the solver's::

@@ -1,4 +1,4 @@
-"""Teacher responses as weighted SFT examples: AdvDistill, plain SFT and rejection-sampling SFT (METHODS.md
+"""Teacher responses as weighted SFT examples: AdvDistill, plain SFT and rejection-sampling SFT (docs/methods.md
 section 2) differ only in the weights, and all train on the same ``train_sft`` loop, whose loss is
 ``-sum_i w_i sum_t log p(y_i,t) / sum_i |y_i|`` (:func:`mentor.losses.weighted_nll`).
 

@@ -1,4 +1,4 @@
-"""``mentor generate``: G scored teacher responses per prompt, the AdvDistill dataset (METHODS.md section 2).
+"""``mentor generate``: G scored teacher responses per prompt, the AdvDistill dataset (docs/methods.md, section 2).
 
 For every problem of a task (or data file) a teacher writes ``group_size`` responses (default 8). Each is
 scored by the task's verifier and the rule-based reward components of :mod:`mentor.rewards` (all of them

@@ -1,4 +1,4 @@
-"""MAPD / FAIR: mistake-aware peer-review distillation from a committee of teachers (METHODS.md section 3).
+"""MAPD / FAIR: mistake-aware peer-review distillation from a committee of teachers (docs/methods.md, section 3).
 
 Five stages, each a library function reading the previous stage's rows and writing its own folder:
 
@@ -247,7 +247,7 @@ def check_problems(problems: Sequence[Problem]) -> None:
 def mine(model, tokenizer, task, problems: Sequence[Problem], out: str | os.PathLike, *, temperature: float = 0.3,
          top_p: float = 0.9, max_new_tokens: int = 160, seed: int = 0, batch_size: int = 16,
          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """The student answers every problem once (METHODS.md: T=0.3, top_p 0.9); the wrong answers are mined.
+    """The student answers every problem once (docs/methods.md: T=0.3, top_p 0.9); the wrong answers are mined.
 
     Problems are sampled in fixed batches (problem ``i`` is in batch ``i // batch_size``, sampled with
     ``seed``), so a batch sampled again after a kill gets the same answers. Writes ``answers.jsonl`` (every

@@ -1,5 +1,5 @@
 """``mentor distill``: train the student offline on a ``mentor generate`` folder, as AdvDistill
-(reward-weighted), plain SFT on every response, or rejection-sampling SFT (METHODS.md section 2), or on a
+(reward-weighted), plain SFT on every response, or rejection-sampling SFT (docs/methods.md, section 2), or on a
 ``mentor mapd build`` folder (``mode=mapd``: alpha CE(explanation) + (1 - alpha) CE(rationale), section 3),
 or as the *oracle* (``mode=oracle``, no data folder): SFT on the task's correct traces in the solver's own
 format (``Task.gold_trace``) of ``sft.steps x sft.batch_size`` training problems, the ceiling that shows

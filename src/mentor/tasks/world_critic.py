@@ -1,6 +1,6 @@
 """The world's exact step critic: checks every step of a trace and writes the step-aligned critique.
 
-The critique follows METHODS.md section 1: correct steps are copied verbatim up to the first error, the
+The critique follows docs/methods.md, section 1: correct steps are copied verbatim up to the first error, the
 first wrong step is rewritten in the same notation, and the rest is continued correctly. The four cases:
 
 - ``correct``: every step and the answer are right; the critique reproduces the trace;

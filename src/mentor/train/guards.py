@@ -1,4 +1,4 @@
-"""Guards against the known failure modes of self-distillation (METHODS.md section 1): a student that
+"""Guards against the known failure modes of self-distillation (docs/methods.md, section 1): a student that
 starts copying the privileged context, and steps where few rollouts got a teacher signal."""
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ Critic = Callable[[list[Problem], list[str]], list[Feedback]]
 
 @dataclass
 class OnPolicyConfig:
-    """One method of METHODS.md section 1; everything but ``method`` and ``grpo_weight`` is shared."""
+    """One method of docs/methods.md, section 1; everything but ``method`` and ``grpo_weight`` is shared."""
 
     method: str = "sd-critique"  # grpo | sd-reference | sd-critique | sd-success
     grpo_weight: float | None = None  # lambda of the blend; default 1 for grpo, 0 for sd-*

@@ -1,6 +1,6 @@
 """The self-teacher: the model that reads the privileged context and scores the student's own tokens.
 
-METHODS.md section 1 names three choices: the frozen initial weights (the default; under LoRA this is
+docs/methods.md, section 1 names three choices: the frozen initial weights (the default; under LoRA this is
 the same network with the adapter disabled, so no copy is kept), an exponential moving average of the
 student (OPSD's decay 0.999; SDPO's update rate 0.05 is decay 0.95), or the live student itself.
 """
