@@ -14,6 +14,7 @@ truncated sampling distribution. With temperature 0 (greedy) the log-probs are u
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,13 @@ class _Row:
     finish_reason: str | None = None
 
 
+def _cache_argument(model: Any) -> str:
+    """The forward argument that takes the KV cache: ``cache`` in recent transformers (which warns on
+    ``past_key_values`` at every call), ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper
+    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
+
 class LocalSampler:
     """Sample completions of already-rendered prompts from ``model`` (eval mode, no gradients)."""
 
@@ -50,6 +58,7 @@ class LocalSampler:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.stop_token_ids = _stop_token_ids(model, tokenizer)
+        self._cache_argument = _cache_argument(model)
 
     def generate(
         self,
@@ -125,7 +134,7 @@ class LocalSampler:
                 input_ids=token_B[:, None],
                 attention_mask=mask_BL,
                 position_ids=next_position_B1,
-                past_key_values=out.past_key_values,
+                **{self._cache_argument: out.cache if hasattr(out, "cache") else out.past_key_values},
                 use_cache=True,
             )
             next_position_B1 = next_position_B1 + 1
