@@ -167,7 +167,7 @@ def test_another_configuration_in_the_same_folder_is_refused(tmp_path, capsys):
 def test_a_missing_gold_answer_is_an_error_naming_the_row(tmp_path, capsys):
     data = tmp_path / "gsm8k.jsonl"
     data.write_text(json.dumps({"question": "What is 2+2?", "answer": "2+2=4\n#### 4"}) + "\n"
-                    + json.dumps({"question": "What is 3+3?", "answer": "it is six"}) + "\n")
+                    + json.dumps({"question": "What is 3+3?", "answer": "3+3 is six.\nSo six."}) + "\n")
     assert main(["generate", "--data", str(data), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert f"{data}:2" in err and "'answer'" in err and "gold answer" in err

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from mentor import __version__
 from mentor.commands.evaluation import demo, eval_command
@@ -57,6 +58,11 @@ class _Parser(argparse.ArgumentParser):
             text += ("\nconfig keys (as KEY=VALUE overrides or in the --config YAML file), with their defaults:\n"
                      + "\n".join(keys) + "\n")
         return text
+
+    def error(self, message: str) -> NoReturn:
+        """A bad flag or argument is one line, as every other user error is (``mentor CMD --help`` shows usage)."""
+        command = self.prog.removeprefix("mentor").strip()
+        self.exit(2, f"mentor: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
 
 
 def _keys(parser: argparse.ArgumentParser, config_class: str) -> argparse.ArgumentParser:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,17 +62,43 @@ def _default(cls: type, name: str, base: Any) -> Any:
     return None if f.default is dataclasses.MISSING else f.default
 
 
+_SCALARS = {int: "int", float: "float", bool: "bool", str: "text"}
+
+
 def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Numbers for float fields (YAML reads ``1e-3`` as a string); a clear error for a wrong scalar."""
-    if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+    """Numbers for float fields (YAML reads ``1e-3`` as a string); a clear error for a wrong scalar, list or
+    mapping (``X | None`` also takes null; the items of lists and the values of mappings are checked too)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _coerce(key, value, options[0]) if len(options) == 1 else value
+    if hint in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        item = args[0] if args and args[0] is not Ellipsis else None
+        return type(value)(_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)) if item else value
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
+        bad = next((k for k in value if not isinstance(k, str)), None)
+        if bad is not None:
+            raise ConfigError(f"config key {key!r}: its keys must be text, got {bad!r}")
+        return {k: _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()} if len(args) == 2 else value
+    if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             pass
+        else:
+            if not math.isfinite(number):
+                raise ConfigError(f"config key {key!r}: expected a finite number, got {value!r}")
+            return number
     if hint in (int, float, bool) and (
         not isinstance(value, hint) or (hint is not bool and isinstance(value, bool))
     ):
-        raise ConfigError(f"config key {key!r}: expected {hint.__name__}, got {value!r}")
+        raise ConfigError(f"config key {key!r}: expected {_SCALARS[hint]}, got {value!r}")
     if hint is str and not isinstance(value, str):
         raise ConfigError(f"config key {key!r}: expected text, got {value!r} (quote it in YAML)")
     if dataclasses.is_dataclass(hint) and not isinstance(value, hint):
@@ -98,6 +126,12 @@ def _merge(cls: type, values: dict[str, Any], where: str, base: Any = None) -> d
             value = dataclasses.replace(inner, **changes) if isinstance(inner, hint) else hint(**changes)
         out[key] = _coerce(f"{where}{key}", value, hint)
     return out
+
+
+def checked_values(cls: type, values: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``values`` for the fields of ``cls`` checked and coerced as a config file's are: a mapping written
+    inside a config (a committee's teachers); errors name the key as ``where`` + key."""
+    return _merge(cls, values, where)
 
 
 def _derived_unset(cls: type, inner: Any, changes: dict[str, Any]) -> dict[str, Any]:
@@ -164,9 +198,13 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            loaded = _yaml(path.read_text()) or {}
+            loaded = _yaml(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+        except RecursionError:
+            raise ConfigError(f"config file {path} is not valid YAML: nested too deeply") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         values = loaded
@@ -197,16 +235,27 @@ def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def check_config(path: str | Path, values: dict, what: str = "a run") -> bool:
+    """Whether a run folder's resolved config is already there; one that differs from ``values`` is an error
+    naming what differs (a folder resumed with another configuration)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    from mentor.records import read_json
+
+    changed = differences(read_json(path, f"the configuration of {what}"), json.loads(json.dumps(values)))
+    if changed:
+        raise ValueError(f"{path.parent} holds {what} with another configuration (differs in "
+                         f"{', '.join(changed)}); use a new folder")
+    return True
+
+
 def record_config(path: str | Path, values: dict, what: str = "a run") -> None:
-    """Write a run folder's resolved config, or check that the one already there is the same: a folder
-    resumed with another configuration is an error naming what differs."""
+    """Write a run folder's resolved config, or check that the one already there is the same
+    (:func:`check_config`)."""
     path = Path(path)
     values = json.loads(json.dumps(values))
-    if path.is_file():
-        changed = differences(json.loads(path.read_text()), values)
-        if changed:
-            raise ValueError(f"{path.parent} holds {what} with another configuration (differs in "
-                             f"{', '.join(changed)}); use a new folder")
+    if check_config(path, values, what):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(values, indent=2) + "\n")

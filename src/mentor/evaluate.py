@@ -50,6 +50,9 @@ class EvalConfig:
         bad = [c for c in self.contexts if c not in EVAL_CONTEXTS]
         if bad or not self.contexts:
             raise ValueError(f"unknown context {bad}; choose from {', '.join(EVAL_CONTEXTS)}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.sampling()  # checks temperature, top_p, max_new_tokens
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(

@@ -13,6 +13,7 @@ import importlib.metadata
 import os
 import shutil
 import socket
+import struct
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,7 +73,12 @@ def load_policy(
         path = Path(spec).expanduser()
         if not path.is_file():
             raise ModelLoadError(f"cannot load model {spec}: GGUF file not found")
-        model, tokenizer = _load_pretrained(str(gguf_to_folder(path)), dtype)
+        try:
+            folder = gguf_to_folder(path)
+        except (ValueError, KeyError, IndexError, OSError, EOFError, struct.error) as err:  # a truncated file
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelLoadError(f"cannot load model {spec}: not a readable GGUF file ({reason[:300]})") from None
+        model, tokenizer = _load_pretrained(str(folder), dtype)
     elif Path(spec).expanduser().is_dir():
         _check_model_folder(Path(spec).expanduser(), spec)
         try:
@@ -189,7 +195,19 @@ def gguf_cache_folder(gguf_path: str | Path) -> Path:
 
 def _check_model_folder(folder: Path, spec: str) -> None:
     """A clear error for a folder that is not a model: a mentor run folder, an empty one, a bad config."""
-    if (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file():
+    if (folder / "config.json").is_file():
+        from transformers import CONFIG_MAPPING
+
+        from mentor.records import RecordError, read_json
+
+        try:
+            kind = read_json(folder / "config.json", "a model config").get("model_type")
+        except RecordError as err:
+            raise ModelLoadError(f"cannot load model {spec}: {err}") from None
+        if kind is not None and (not isinstance(kind, str) or kind not in CONFIG_MAPPING):
+            raise ModelLoadError(f"cannot load model {spec}: {folder / 'config.json'}: unknown model_type {kind!r}")
+        return
+    if (folder / "adapter_config.json").is_file():
         return
     saved = [name for name in ("best", "final") if (folder / name / "config.json").is_file()
              or (folder / name / "adapter_config.json").is_file()]

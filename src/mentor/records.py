@@ -20,6 +20,9 @@ VERDICT_REASONS = ("ok", "no_answer", "unparseable", "wrong", "timeout", "bad_go
 FEEDBACK_CASES = ("correct", "missing_step", "incomplete", "incorrect", "unusable")
 
 
+TOO_DEEP = "nested too deeply"
+
+
 class RecordError(ValueError):
     """A record (or a row of a file) is malformed. The message names where and which field."""
 
@@ -156,6 +159,15 @@ class TeacherResponse:
         if self.sample_index < 0:
             raise RecordError(f"field 'sample_index': must be >= 0, got {self.sample_index}")
         _check_finish_reason(self.finish_reason)
+        for name, nullable in (("components", False), ("weights", True)):
+            for key, value in getattr(self, name).items():
+                if not (_is_number(value) or (nullable and value is None)):
+                    raise RecordError(f"field '{name}.{key}': expected a number{' or null' if nullable else ''}, "
+                                      f"got {value!r:.80}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -265,10 +277,28 @@ def numbered_rows(lines: Iterable[bytes], path: str | os.PathLike, cls: type[R])
             raise RecordError(f"{path}:{number}: not valid JSON ({err.msg})") from None
         except UnicodeDecodeError as err:
             raise RecordError(f"{path}:{number}: not valid JSON (not UTF-8: {err.reason})") from None
+        except RecursionError:
+            raise RecordError(f"{path}:{number}: not valid JSON ({TOO_DEEP})") from None
         try:
             yield number, _from_dict(cls, row)
         except RecordError as err:
             raise RecordError(f"{path}:{number}: {err}") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "a JSON object") -> dict[str, Any]:
+    """A JSON object file (a run folder's record); anything else is a RecordError naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RecordError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); expected {what}") from None
+    except UnicodeDecodeError as err:
+        raise RecordError(f"{path}: not valid JSON (not UTF-8: {err.reason}); expected {what}") from None
+    except RecursionError:
+        raise RecordError(f"{path}: not valid JSON ({TOO_DEEP}); expected {what}") from None
+    if not isinstance(data, dict):
+        raise RecordError(f"{path}: expected {what}, got a JSON {type(data).__name__}")
+    return data
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> Path:

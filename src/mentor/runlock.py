@@ -23,9 +23,25 @@ class FolderInUse(OSError):
     """Another live process holds the run folder."""
 
 
+def check_out(folder: str | Path) -> Path:
+    """An output folder that can be made (or is one): a clear error, before any work, for a path that is a
+    file, lies under a file or under a folder this process cannot write to."""
+    folder = Path(folder)
+    for path in (folder, *folder.parents):
+        if not path.exists():
+            continue
+        if not path.is_dir():
+            where = "is a file" if path == folder else f"lies under {path}, a file"
+            raise NotADirectoryError(f"output folder {folder} {where}, not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(f"output folder {folder}: {path} is not writable")
+        return folder
+    return folder
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | Path) -> Iterator[Path]:
-    folder = Path(folder)
+    folder = check_out(folder)
     created = [parent for parent in (folder, *folder.parents) if not parent.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole run

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from mentor.config import checked_values
 from mentor.sampling import Sample, SamplingParams
 from mentor.tasks.world import (
     ERROR_KINDS,
@@ -420,7 +421,7 @@ def teacher_configs(teachers: dict[str, Any], where: str = "teachers") -> list[T
         unknown = sorted(set(values) - set(TeacherConfig.__dataclass_fields__))
         if unknown:
             raise ValueError(f"{where}.{name}: unknown config key {unknown[0]!r}")
-        out.append(TeacherConfig(**{**values, "name": name}))
+        out.append(TeacherConfig(**{**checked_values(TeacherConfig, values, f"{where}.{name}."), "name": name}))
     return out
 
 

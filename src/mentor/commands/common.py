@@ -30,8 +30,11 @@ def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) ->
     from rich.table import Table
 
     from mentor.evaluate import check_contexts, evaluate, table_header, table_rows, write_results
+    from mentor.runlock import check_out
     from mentor.tasks import load_task
 
+    if out:
+        check_out(out)  # before any sampling, not when the results are written
     task = load_task(config.task)
     problems = task.problems(config.split, n=config.n_problems, seed=config.problem_seed)
     check_contexts(task, problems, config.contexts)  # before the model loads, not after sampling

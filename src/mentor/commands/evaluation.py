@@ -32,11 +32,17 @@ def demo(args) -> int:
 
     from mentor.evaluate import EvalConfig
     from mentor.models import render_prompt
+    from mentor.runlock import check_out
     from mentor.sampling import SamplingParams
     from mentor.sampling.local import LocalSampler
     from mentor.tasks import load_task
     from mentor.world_model import WorldModelConfig, find_world_model, load_world_model
 
+    eval_config = EvalConfig(model="world", task="world", n_problems=args.n, k=args.k, seed=args.seed,
+                             contexts=["none", "reference", "critique"])  # checks -n and -k before any work
+    if args.train_steps < 0:
+        raise ValueError(f"--train-steps must be >= 0, got {args.train_steps}")
+    check_out(args.out)
     config = WorldModelConfig()
     if find_world_model(config) is None:
         console().print("building the world's base solver (first run only; cached afterwards)")
@@ -59,8 +65,6 @@ def demo(args) -> int:
         out.print(Panel(attempt.text, title=f"the model's attempt: {mark}"))
         out.print(Panel(feedback.critique, title=f"the critic's step-aligned critique: {feedback.case}"))
         out.print(Panel(problem.solution or "", title="a reference solution"))
-    eval_config = EvalConfig(model="world", task="world", n_problems=args.n, k=args.k, seed=args.seed,
-                             contexts=["none", "reference", "critique"])
     before = run_eval(eval_config, args.out, "the world's base solver with and without context", (model, tokenizer))
     if args.train_steps:
         demo_training(model, tokenizer, task, before["none"], args)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from mentor.commands.common import console, load_model, progress_bar, score_table, test_table
-from mentor.runlock import run_lock
+from mentor.runlock import check_out, run_lock
 
 
 def generate_command(args) -> int:
@@ -118,6 +118,7 @@ def mapd_mine(args) -> int:
     from mentor.offline.mapd import mine
 
     config = _mapd_config(args)
+    check_out(args.out)
     task, problems = config.problems()
     model, tokenizer = load_model(config.student)
     out = Path(args.out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mentor.commands.common import console, load_model, progress_bar, score_table, test_table, train_progress
-from mentor.runlock import run_lock
+from mentor.runlock import check_out, run_lock
 
 
 def train_command(args) -> int:
@@ -33,13 +33,23 @@ def train_command(args) -> int:
 def analyze_command(args) -> int:
     from rich.console import Console
 
-    from mentor.analysis.report import aggregate_table, run_analysis, sample_rollouts
+    from mentor.analysis.report import REPORT_CONTEXTS, aggregate_table, run_analysis, sample_rollouts
     from mentor.records import Rollout, read_jsonl
     from mentor.tasks import load_task
     from mentor.train.recipe import CriticConfig, build_critic
 
-    task = load_task(args.task)
+    check_out(args.out)
     contexts = tuple(c.strip() for c in args.contexts.split(","))
+    unknown = [c for c in contexts if c not in REPORT_CONTEXTS]
+    if unknown:
+        raise ValueError(f"--contexts: unknown context {unknown[0]!r}; choose from {', '.join(REPORT_CONTEXTS)}")
+    for flag, value in (("-n", args.n), ("--problems-pool", args.problems_pool),
+                        ("--max-new-tokens", args.max_new_tokens)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if not 0 <= args.temperature < float("inf"):
+        raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    task = load_task(args.task)
     critic = build_critic(CriticConfig(base_url=args.critic_base_url or "", model=args.critic_model or "",
                                        api_key_env=args.critic_api_key_env), Path(args.out))
     critique = critic.critique if critic else None

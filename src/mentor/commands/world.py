@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 from mentor.commands.common import console, progress_bar
 
 
 def world_build(args) -> int:
     from mentor.config import load_config, save_config
+    from mentor.records import read_json
+    from mentor.runlock import check_out
     from mentor.world_model import WorldModelConfig, build_world_model, world_model_dir
 
     config = load_config(WorldModelConfig, args.config, args.overrides)
-    out = Path(args.out) if args.out else world_model_dir(config)
+    out = check_out(args.out) if args.out else world_model_dir(config)
     record = out / "mentor_world.json"
     if record.is_file() and not args.force:
-        if json.loads(record.read_text()).get("key") != config.key():
+        if read_json(record, "a world model record").get("key") != config.key():
             raise FileExistsError(f"{out} holds a world model built with another config; use --force or another --out")
         console().print(f"world model already built at {out} (use --force to rebuild)")
         print(out)
@@ -38,9 +38,13 @@ def world_build(args) -> int:
 
 def world_show(args) -> int:
     from mentor.tasks import load_task
-    from mentor.tasks.world import WorldProblem, canonical_solution
+    from mentor.tasks.world import WorldProblem, WorldTask, canonical_solution
 
+    if args.n < 1:
+        raise ValueError(f"-n must be >= 1, got {args.n}")
     task = load_task(args.task)
+    if not isinstance(task, WorldTask):
+        raise ValueError(f"--task {args.task!r} is not a world task (world or world:OPTIONS)")
     for problem in task.problems(args.split, n=args.n, seed=args.seed):
         print(f"# {problem.id}\n{problem.question}\n-- canonical --\n"
               f"{canonical_solution(WorldProblem.from_meta(problem.meta))}\n-- reference --\n{problem.solution}\n")

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from mentor.records import TeacherResponse
+from mentor.records import RecordError, TeacherResponse
 from mentor.rewards import NORMALISATIONS, RewardConfig, WeightingConfig
 from mentor.train.sft import SFTExample
 
@@ -70,8 +70,11 @@ def distillation_examples(
             weight = 1.0
         else:
             if not row.weights:
-                raise ValueError(f"row for problem {row.problem_id!r} sample {row.sample_index} has no weights "
+                raise RecordError(f"row for problem {row.problem_id!r} sample {row.sample_index} has no weights "
                                  "(not written by mentor generate?)")
+            if normalisation not in row.weights:
+                raise RecordError(f"row for problem {row.problem_id!r} sample {row.sample_index} has no "
+                                  f"{normalisation!r} weight (it has {', '.join(row.weights)})")
             weight = row.weights[normalisation]
             if weight is None:
                 counts["dropped_group"] += 1

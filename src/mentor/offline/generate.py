@@ -50,6 +50,7 @@ from mentor.records import (
     Verdict,
     append_jsonl,
     from_dict,
+    read_json,
     to_dict,
     write_jsonl,
 )
@@ -213,15 +214,19 @@ def _check_folder(out: Path, config: GenerateConfig) -> None:
     key = config.key()
     has_rows = (out / RESPONSES).is_file() and (out / RESPONSES).stat().st_size > 0
     if record.is_file() and has_rows:  # a folder without rows (a run that failed at once) is started afresh
-        saved = json.loads(record.read_text()).get("key", {})
+        saved = read_json(record, "a mentor generate record").get("key", {})
         if saved != key:
             changed = differences(key, saved)
             raise FileExistsError(f"{out} holds responses generated with another configuration "
                                   f"({', '.join(changed)} differ); use another --out")
     elif has_rows:
         raise FileExistsError(f"{out / RESPONSES} exists but {RECORD} does not: not a mentor generate folder")
+
+
+def _write_record(out: Path, config: GenerateConfig) -> None:
+    record = out / RECORD
     tmp = record.with_name(record.name + ".tmp")  # replaced whole: a kill never leaves half a record
-    tmp.write_text(json.dumps({"key": key, "config": asdict(config)}, indent=2) + "\n")
+    tmp.write_text(json.dumps({"key": config.key(), "config": asdict(config)}, indent=2) + "\n")
     os.replace(tmp, record)
 
 
@@ -275,10 +280,12 @@ def run_generate(config: GenerateConfig, out: str | os.PathLike, *, teacher: Tea
     own_teacher = teacher is None
     teacher_stats: dict[str, int] = {}
     written, teacher_s = 0, 0.0
+    if todo:
+        teacher = teacher or build_teacher(config.teacher, out)
+    _write_record(out, config)  # once the rows on disk and the teacher are known good
     if progress is not None:
         progress(len(problems) - len(todo), len(problems))
     if todo:
-        teacher = teacher or build_teacher(config.teacher, out)
         params = config.sampling()
         try:
             for begin in range(0, len(todo), config.prompts_per_call):
@@ -440,6 +447,9 @@ def load_responses(path: str | os.PathLike) -> list[TeacherResponse]:
             dataset = datasets.load_from_disk(str(path))
         except FileNotFoundError:
             raise RecordError(f"{path}: neither a generate folder nor a datasets folder") from None
+        except (ValueError, KeyError, TypeError, OSError) as err:  # a corrupt dataset_info.json or state.json
+            raise RecordError(f"{path}: not a readable datasets folder ({type(err).__name__}: "
+                              f"{' '.join(str(err).split())[:200]})") from None
         missing = sorted(set(_features()) - set(dataset.column_names))
         if missing:
             raise RecordError(f"{path}: not a mentor generate dataset (no column {missing[0]!r})")

@@ -48,7 +48,7 @@ from mentor.feedback.committee import (
     student_explain_prompt,
 )
 from mentor.offline.rows import RowFile, check_record
-from mentor.records import Problem, RecordError, from_dict, read_jsonl, to_dict, write_jsonl
+from mentor.records import TOO_DEEP, Problem, RecordError, from_dict, read_jsonl, to_dict, write_jsonl
 from mentor.sampling import SamplingParams
 from mentor.teachers import Teacher, TeacherConfig, teacher_configs, user_messages
 
@@ -582,10 +582,28 @@ def load_dataset_rows(path: str | os.PathLike) -> list[dict[str, str]]:
     path = Path(path)
     if path.is_dir():
         path = path / "dataset.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    for number, row in enumerate(rows, start=1):
+    if not path.is_file():
+        raise RecordError(f"{path}: no such file (a mentor mapd build folder holds dataset.jsonl)")
+    rows = []
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+            reason = err.msg if isinstance(err, json.JSONDecodeError) else getattr(err, "reason", TOO_DEEP)
+            raise RecordError(f"{path}:{number}: not valid JSON ({reason})") from None
+        if not isinstance(row, dict):
+            raise RecordError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
         if row.get("task") not in ("explanation", "rationale"):
             raise RecordError(f"{path}:{number}: field 'task': {row.get('task')!r} is not explanation or rationale")
+        for name in ("prompt", "completion"):
+            if not isinstance(row.get(name), str):
+                raise RecordError(f"{path}:{number}: field {name!r}: expected a string, got {row.get(name)!r:.80}")
+        if row.get("finish_reason", "stop") not in ("stop", "length"):
+            raise RecordError(f"{path}:{number}: field 'finish_reason': {row['finish_reason']!r} is not 'stop' or "
+                              "'length'")
+        rows.append(row)
     return rows
 
 

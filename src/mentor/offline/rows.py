@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mentor.config import differences
-from mentor.records import RecordError, append_jsonl, numbered_rows, to_dict, write_jsonl
+from mentor.records import RecordError, append_jsonl, numbered_rows, read_json, to_dict, write_jsonl
 
 RECORD = "stage.json"
 
@@ -87,7 +87,7 @@ def check_record(out: Path, key: dict[str, Any], rows_file: str) -> None:
     key = json.loads(json.dumps(key))
     has_rows = (out / rows_file).is_file() and (out / rows_file).stat().st_size > 0
     if record.is_file() and has_rows:
-        saved = json.loads(record.read_text()).get("key", {})
+        saved = read_json(record, "a MAPD stage record").get("key", {})
         if saved != key:
             raise FileExistsError(f"{out} holds rows made with another configuration "
                                   f"({', '.join(differences(key, saved))} differ); use another --out")

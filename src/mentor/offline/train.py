@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mentor.evaluate import EvalConfig
 from mentor.offline.distill import DISTILL_MODES, distillation_examples
-from mentor.records import append_jsonl
+from mentor.records import append_jsonl, read_json
 from mentor.train.checkpoint import trainable_state
 from mentor.train.common import held_out_score, save_model, test_scores
 from mentor.train.sft import SFTConfig, train_sft
@@ -72,23 +72,48 @@ class DistillConfig:
             raise ValueError(f"eval_split must be train, validation or test, got {self.eval_split!r}")
 
 
-def training_examples(config: DistillConfig, tokenizer) -> tuple[list, dict]:
-    """The weighted examples of ``config.mode`` from ``config.data`` and their counts."""
+def training_rows(config: DistillConfig) -> list | None:
+    """The rows of ``config.data`` (None for the oracle), checked before any model loads: a bad row, or a
+    weight that ``config.mode`` cannot use, is an error naming the data."""
+    if config.mode == "oracle":
+        return None
+    if config.mode == "mapd":
+        from mentor.offline.mapd import load_dataset_rows
+
+        rows = load_dataset_rows(config.data)
+        if not rows:
+            raise ValueError(f"{config.data}: no training examples for mode mapd (an empty dataset)")
+        return rows
+    from mentor.offline.generate import load_responses
+    from mentor.records import RecordError
+
+    rows = load_responses(config.data)
+    try:
+        examples, counts = distillation_examples(rows, config.mode, normalisation=config.normalisation)
+    except RecordError as err:
+        message = str(err)
+        raise RecordError(message if message.startswith(config.data) else f"{config.data}: {message}") from None
+    if not examples:
+        raise ValueError(f"{config.data}: no training examples for mode {config.mode} ({counts})")
+    return rows
+
+
+def training_examples(config: DistillConfig, tokenizer, rows: list | None = None) -> tuple[list, dict]:
+    """The weighted examples of ``config.mode`` from ``config.data`` (or its ``rows``, read already by
+    :func:`training_rows`) and their counts."""
     if config.mode == "oracle":
         return oracle_examples(config, tokenizer)
+    rows = training_rows(config) if rows is None else rows
     if config.mode != "mapd":
-        from mentor.offline.generate import load_responses
-
-        return distillation_examples(load_responses(config.data), config.mode, normalisation=config.normalisation,
-                                     tokenizer=tokenizer)
+        return distillation_examples(rows, config.mode, normalisation=config.normalisation, tokenizer=tokenizer)
     from collections import Counter
 
     from mentor.offline.distill import renderer
-    from mentor.offline.mapd import load_dataset_rows, mapd_examples
+    from mentor.offline.mapd import mapd_examples
 
     render, eos = renderer(tokenizer)  # the student learns to stop, but not where a text was cut
     rows = [{**row, "completion": row["completion"] + (eos if row.get("finish_reason", "stop") == "stop" else "")}
-            for row in load_dataset_rows(config.data)]
+            for row in rows]
     examples = mapd_examples(rows, config.alpha, tokenizer, render=render)
     return examples, {**Counter(row["task"] for row in rows), "examples": len(examples)}
 
@@ -124,20 +149,21 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     start = time.time()
     out = Path(out)
     resolved = json.loads(json.dumps(asdict(config)))
-    if (out / "summary.json").is_file() and (out / "config.json").is_file() and json.loads(
-            (out / "config.json").read_text()) == resolved:
-        return json.loads((out / "summary.json").read_text())  # finished with this configuration: deterministic
+    if (out / "summary.json").is_file() and (out / "config.json").is_file() and read_json(
+            out / "config.json", "a distill run's config") == resolved:
+        return read_json(out / "summary.json", "a distill run's summary")  # finished with this configuration
+    task = load_task(config.task)  # every input is checked before the run folder is written to
+    problems = task.problems(config.eval_split, n=config.eval_problems)
+    rows = training_rows(config)
+    model, tokenizer = loaded or load_model(config.model)
+    examples, counts = training_examples(config, tokenizer, rows)
+    if not examples:
+        raise ValueError(f"{config.data}: no training examples for mode {config.mode} ({counts})")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
     (out / "summary.json").unlink(missing_ok=True)
     for name in ("evals.jsonl", "loss.jsonl"):  # an unfinished run starts again: offline runs are short
         (out / name).unlink(missing_ok=True)
-    model, tokenizer = loaded or load_model(config.model)
-    examples, counts = training_examples(config, tokenizer)
-    if not examples:
-        raise ValueError(f"{config.data}: no training examples for mode {config.mode} ({counts})")
-    task = load_task(config.task)
-    problems = task.problems(config.eval_split, n=config.eval_problems)
     scoring = EvalConfig(n_problems=len(problems), k=config.eval_k, split=config.eval_split,
                          temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=0)
     testing = (dataclasses.replace(scoring, n_problems=config.test_problems, split="test", greedy=True)

@@ -72,8 +72,14 @@ class _Cache:
         self._lock = threading.Lock()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS samples (key TEXT PRIMARY KEY, text TEXT, finish TEXT)")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS samples (key TEXT PRIMARY KEY, text TEXT, finish TEXT)")
+            self._db.execute("SELECT key, text, finish FROM samples LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as err:  # not SQLite, or another table: never overwritten
+            self._db.close()
+            raise ValueError(f"{path}: not a readable request cache ({err}); move it away to start a new "
+                             "one") from None
 
     def get(self, key: str) -> Sample | None:
         with self._lock:

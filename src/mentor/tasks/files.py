@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import inspect
 import json
+import math
 import os
 import random
 import re
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mentor.records import Problem, RecordError
+from mentor.records import TOO_DEEP, Problem, RecordError
 from mentor.tasks.base import Task
 
 BARE_ANSWER_CHARS = 64
@@ -101,6 +102,8 @@ def _jsonl_rows(path: Path, text: str) -> Rows:
                 yield f"{path}:{number}", json.loads(line)
             except json.JSONDecodeError as err:
                 raise RecordError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            except RecursionError:
+                raise RecordError(f"{path}:{number}: not valid JSON ({TOO_DEEP})") from None
 
 
 def _json_rows(path: Path, text: str) -> Rows:
@@ -111,6 +114,8 @@ def _json_rows(path: Path, text: str) -> Rows:
             yield from _jsonl_rows(path, text)
             return
         raise RecordError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise RecordError(f"{path}: not valid JSON ({TOO_DEEP})") from None
     if isinstance(data, dict) and len(data) == 1:  # {"data": [...]} and similar wrappers
         data = next(iter(data.values()))
     if not isinstance(data, list):
@@ -178,6 +183,9 @@ def read_rows(source: Any, *, split: str = "test", config: str | None = None) ->
             saved = datasets.load_from_disk(str(path))
         except FileNotFoundError:
             raise RecordError(f"{path}: a folder, but not one written by datasets' save_to_disk") from None
+        except (ValueError, KeyError, TypeError, OSError) as err:  # a corrupt dataset_info.json or state.json
+            raise RecordError(f"{path}: not a readable save_to_disk folder ({type(err).__name__}: "
+                              f"{' '.join(str(err).split())[:200]})") from None
         return f"{path}[{split}]", _numbered(f"{path}[{split}]", _pick_split(saved, split, str(path)))
     if isinstance(source, os.PathLike) or _looks_local(str(source)):
         raise RecordError(f"{path}: no such file or folder")
@@ -222,6 +230,8 @@ def _last_message(messages: list, role: str, column: str) -> str | None:
 
 def _gold_cell(row: dict, column: str) -> str:
     value = row[column]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecordError(f"field {column!r}: the gold answer must be a finite number or a string, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value.strip():

@@ -329,6 +329,8 @@ class WorldTask(Task):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         n = 100 if n is None else n
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
         out = []
         for i in range(n):
             # one rng per problem: problem i is the same whatever n is

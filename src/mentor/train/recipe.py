@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mentor.config import record_config
+from mentor.config import check_config, record_config
 from mentor.models import LoraSpec
 from mentor.train.onpolicy import OnPolicyConfig, OnPolicyResult, train_onpolicy
 
@@ -90,8 +90,9 @@ def run_training(config: TrainConfig, out: str | Path, *, loaded=None,
     out = Path(out)
     task = load_task(config.task)
     critic = build_critic(config.critic, out, task)  # an unreachable critic fails before anything is written
-    record_config(out / "train.json", asdict(config))  # the model, task, LoRA and critic must match on resume too
+    check_config(out / "train.json", asdict(config))  # the model, task, LoRA and critic must match on resume too
     model, tokenizer = loaded or load_model(config.model)
+    record_config(out / "train.json", asdict(config))  # written once every input has loaded
     if config.lora:
         model = apply_lora(model, LoraSpec(r=config.lora_r, alpha=config.lora_alpha))
     result = train_onpolicy(model, tokenizer, task, config.onpolicy, run_dir=out,
