@@ -154,7 +154,7 @@ def test_compare_searches_each_method_on_validation_then_runs_the_chosen_value_o
 @pytest.mark.parametrize("overrides, message", [
     (["methods.GRPO.lr=1e-3", "search.lr=[1e-4]"], "which the search varies"),
     (["shared.lr=1e-3", "search.lr=[1e-4]"], "which the search varies"),
-    (["search.lr=1e-4"], "non-empty lists"),
+    (["search.lr=1e-4"], "'search.lr': expected a list"),
     (["search.lr=[]"], "non-empty lists"),
     (["search.nonsense=[1, 2]"], "nonsense"),
 ])
