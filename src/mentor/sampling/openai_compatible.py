@@ -138,9 +138,7 @@ class OpenAISampler:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if rate_limit_per_s is not None and rate_limit_per_s <= 0:
             raise ValueError(f"rate_limit_per_s must be > 0, got {rate_limit_per_s}")
-        parsed = urlparse(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:  # not retried for a minute
-            raise ValueError(f"base_url must be http://HOST[:PORT] or https://..., got {base_url!r}")
+        _parse_base_url(base_url)  # a malformed one fails here, not after a minute of retries
         self.base_url = base_url.rstrip("/").removesuffix("/v1")  # "http://host:8000" or ".../v1" alike
         self.model = model
         self.api_key_env = api_key_env
@@ -319,11 +317,16 @@ def _read_by(response: Any, deadline: float, url: str) -> bytes:
     return b"".join(chunks)
 
 
-def check_reachable(base_url: str, timeout_s: float = 5.0) -> None:
-    """Fail now, in one line, when nothing listens at ``base_url`` (not after minutes of retries)."""
+def _parse_base_url(base_url: str):
     url = urlparse(base_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ValueError(f"base_url must be http://HOST[:PORT] or https://..., got {base_url!r}")
+    return url
+
+
+def check_reachable(base_url: str, timeout_s: float = 5.0) -> None:
+    """Fail now, in one line, when nothing listens at ``base_url`` (not after minutes of retries)."""
+    url = _parse_base_url(base_url)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         with socket.create_connection((url.hostname, port), timeout=timeout_s):
