@@ -497,8 +497,11 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
                         f"{config.early_stopping_patience} evaluations")
             break
     if config.test_problems:
-        result.test = test_scores(model, tokenizer, task, eval_config(config, test=True), len(result.history),
-                                  result.best, result.best_weights)
+        # a finished run resumed again keeps the test scores its summary holds (the weights are the same)
+        finished = run_dir is not None and start >= config.steps and (run_dir / "summary.json").is_file()
+        result.test = (json.loads((run_dir / "summary.json").read_text()).get("test") if finished else None) or \
+            test_scores(model, tokenizer, task, eval_config(config, test=True), len(result.history), result.best,
+                        result.best_weights)
         if trackers is not None:
             trackers.log({f"test/{which}/{k}": v for which, score in result.test.items() for k, v in score.items()
                           if isinstance(v, (int, float))}, step=len(result.history))
