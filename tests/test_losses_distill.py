@@ -213,7 +213,8 @@ def test_chunked_equals_unchunked_value_and_gradient(kwargs):
 
 @pytest.mark.parametrize("kwargs", [{}, {"beta": 0.5, "clip": 0.05}, {"top_k": 4, "tail": True}])
 def test_autograd_saves_only_views_of_the_inputs(kwargs):
-    # checkpointed chunks: the graph keeps the logits themselves, never a B x T x V softmax copy
+    # the graph keeps the logits themselves and at most per-position numbers (log-sum-exps, the mask), never a
+    # B x T x V softmax copy
     s, t, mask = random_case(B=2, T=8, V=30, seed=17, dtype=torch.float32)
     student = s.clone().requires_grad_()
     inputs = {x.untyped_storage().data_ptr() for x in (student, t, mask)}
@@ -227,7 +228,7 @@ def test_autograd_saves_only_views_of_the_inputs(kwargs):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
         loss, _ = generalized_jsd(student, t, mask, chunk=3, **kwargs)
     loss.backward()
-    assert sum(extra) < 30 and torch.isfinite(student.grad).all()
+    assert max(extra, default=0) <= 2 * 8 and torch.isfinite(student.grad).all()
 
 
 @pytest.mark.parametrize("beta", BETAS)
@@ -300,6 +301,24 @@ def test_banned_ids_with_minus_inf_logits_are_probability_zero():
         want, _ = generalized_jsd(s[..., 1:], t[..., 1:], mask, **kwargs)
         torch.testing.assert_close(loss, want)
         assert torch.isfinite(leaf.grad).all()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_closed_form_forward_kl_equals_the_autograd_path(temperature, dtype):
+    # forward KL takes the closed-form path; a clip that never binds takes the checkpointed autograd path
+    s, t, mask = random_case(B=3, T=6, V=11, seed=21, dtype=dtype)
+    s[0, 1, 3] = t[0, 1, 3] = t[1, 2, 4] = float("-inf")  # an id banned on both sides, one the teacher bans
+    results = []
+    for kwargs in ({}, {"clip": 1e9}):
+        leaf = s.clone().requires_grad_()
+        loss, _ = generalized_jsd(leaf, t, mask, temperature=temperature, chunk=4, **kwargs)
+        loss.backward()
+        assert leaf.grad.dtype == dtype and torch.isfinite(leaf.grad).all()
+        results.append((loss.detach(), leaf.grad.float()))
+    tol = {"rtol": 1e-2, "atol": 1e-3} if dtype == torch.bfloat16 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(results[0][0], results[1][0], **tol)
+    torch.testing.assert_close(results[0][1], results[1][1], **tol)
 
 
 @pytest.mark.parametrize(

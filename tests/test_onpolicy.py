@@ -289,9 +289,10 @@ def test_unusable_critiques_give_no_signal_and_warn(caplog):
 
 def test_completion_logits_align_rows_of_different_prompt_lengths():
     model, _ = load_world_folder(SHIPPED_DIR)
-    prompts, completions = [[5, 6, 7, 8, 9], [5, 6]], [[10, 11, 12], [13, 14, 15, 16, 17]]
+    prompts, completions = [[5, 6, 7, 8, 9], [5, 6], [7, 8, 9]], [[10, 11, 12], [13, 14, 15, 16, 17], []]
     with torch.no_grad():
         logits_BTV, mask_BT = completion_logits(model, prompts, completions)
+        assert logits_BTV.shape[:2] == mask_BT.shape == (3, 5) and mask_BT[2].sum() == 0  # an empty completion
         for row, (prompt, completion) in enumerate(zip(prompts, completions)):
             alone = model(input_ids=torch.tensor([prompt + completion])).logits[0]
             expected = alone[len(prompt) - 1 : len(prompt) - 1 + len(completion)]

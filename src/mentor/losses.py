@@ -94,6 +94,53 @@ def _chunk_divergence(s_BCV, t_BCV, m_BC, *, beta, temperature, top_k, from_teac
     return terms.sum(), n_clipped
 
 
+class _ForwardKL(torch.autograd.Function):
+    """sum_t m_t KL(T_t || S_t) from raw logits, with the closed-form gradient (S - T) m / temperature.
+
+    Autograd through a log-softmax would keep (or, checkpointed, recompute) float32 copies of both
+    distributions; here the forward makes two reductions and one product per position, the backward one
+    fused difference, both ``chunk`` rows at a time, and nothing of size V is saved but the inputs.
+    """
+
+    @staticmethod
+    def forward(ctx, s_BTV, t_BTV, m_BT, temperature: float, chunk: int):
+        s_NV, t_NV = s_BTV.reshape(-1, s_BTV.shape[-1]), t_BTV.reshape(-1, t_BTV.shape[-1])
+        dtype = torch.promote_types(s_BTV.dtype, torch.float32)
+        lse_s, lse_t = s_NV.new_empty(s_NV.shape[0], dtype=dtype), s_NV.new_empty(s_NV.shape[0], dtype=dtype)
+        kl_N = s_NV.new_empty(s_NV.shape[0], dtype=dtype)
+        for start in range(0, s_NV.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            s, t = _scaled(s_NV[rows], dtype, temperature), _scaled(t_NV[rows], dtype, temperature)
+            lse_s[rows], lse_t[rows] = s.logsumexp(-1), t.logsumexp(-1)
+            p_t = (t - lse_t[rows, None]).exp_()
+            # KL = sum_v p_t (t - s) + lse_s - lse_t; nansum: an entry with p_t = 0 adds 0 even where t or s is
+            # -inf (a NaN logit still shows, through the log-sum-exps)
+            kl_N[rows] = (t - s).mul_(p_t).nansum(-1) + lse_s[rows] - lse_t[rows]
+        m_N = m_BT.reshape(-1).to(dtype)
+        ctx.save_for_backward(s_BTV, t_BTV, m_N, lse_s, lse_t)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        return (kl_N.masked_fill(m_N == 0, 0.0) * m_N).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        s_BTV, t_BTV, m_N, lse_s, lse_t = ctx.saved_tensors
+        s_NV, t_NV = s_BTV.reshape(-1, s_BTV.shape[-1]), t_BTV.reshape(-1, t_BTV.shape[-1])
+        out_NV = torch.empty_like(s_NV)
+        scale_N = m_N * grad / ctx.temperature
+        for start in range(0, s_NV.shape[0], ctx.chunk):
+            rows = slice(start, start + ctx.chunk)
+            p_s = (_scaled(s_NV[rows], lse_s.dtype, ctx.temperature) - lse_s[rows, None]).exp_()
+            p_t = (_scaled(t_NV[rows], lse_t.dtype, ctx.temperature) - lse_t[rows, None]).exp_()
+            out_NV[rows] = p_s.sub_(p_t).mul_(scale_N[rows, None])
+        return out_NV.view_as(s_BTV), None, None, None, None
+
+
+def _scaled(logits: torch.Tensor, dtype: torch.dtype, temperature: float) -> torch.Tensor:
+    """``logits / temperature`` in ``dtype``, without a copy when there is nothing to do."""
+    logits = logits.to(dtype)
+    return logits if temperature == 1.0 else logits / temperature
+
+
 def generalized_jsd(
     student_logits_BTV: torch.Tensor,
     teacher_logits_BTV: torch.Tensor,
@@ -139,6 +186,13 @@ def generalized_jsd(
         _chunk_divergence, beta=float(beta), temperature=float(temperature), top_k=top_k,
         from_teacher=top_k_source == "teacher", tail=tail, clip=clip,
     )
+    if beta == 0.0 and clip is None and (top_k is None or top_k >= student_logits_BTV.shape[-1]):
+        # forward KL over the whole vocabulary, the study's divergence: the closed-form path
+        total = _ForwardKL.apply(student_logits_BTV, teacher_logits_BTV.detach(), mask_BT, float(temperature),
+                                 chunk)
+        n_tokens = mask_BT.sum().clamp(min=1).to(total.dtype)
+        loss = total / n_tokens
+        return loss, {"loss": float(loss.detach()), "tokens": float(mask_BT.sum())}
     checkpointed = torch.is_grad_enabled() and student_logits_BTV.requires_grad
     mask_BT = mask_BT.bool()
     dtype = torch.promote_types(student_logits_BTV.dtype, torch.float32)

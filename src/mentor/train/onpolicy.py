@@ -172,22 +172,27 @@ def _padded(values: Sequence[Sequence], width: int, dtype, device) -> torch.Tens
 
 def completion_logits(model, prompts: Sequence[list[int]], completions: Sequence[list[int]]):
     """Logits that predict each completion token after its prompt, aligned across rows: B x T x V, and the
-    B x T mask (rows are right-padded; only the completion positions are kept)."""
+    B x T mask.
+
+    Prompts are left-padded and completions right-padded, so every row's completion starts in the same
+    column and the head's output *is* the aligned B x T x V tensor: no per-row copy in the forward, no
+    per-row zero-filled gradient in the backward, and the head runs on the T completion columns only.
+    The last completion token is never an input (nothing is predicted after it).
+    """
     device = next(model.parameters()).device
-    width = max(len(p) + len(c) for p, c in zip(prompts, completions))
-    ids = _padded([p + c for p, c in zip(prompts, completions)], width, torch.long, device)
-    attention = _padded([[1] * (len(p) + len(c)) for p, c in zip(prompts, completions)], width, torch.long,
-                        device)
-    # only the positions that predict completion tokens go through the head (a real vocabulary is large)
-    offset = min(len(p) for p in prompts) - 1
-    logits_BLV = model(input_ids=ids, attention_mask=attention, logits_to_keep=width - offset).logits
-    steps = max(len(c) for c in completions)
-    out_BTV = logits_BLV.new_zeros((len(prompts), steps, logits_BLV.shape[-1]))
-    mask_BT = torch.zeros((len(prompts), steps), device=device)
-    for row, (p, c) in enumerate(zip(prompts, completions)):
-        out_BTV[row, : len(c)] = logits_BLV[row, len(p) - 1 - offset : len(p) - 1 - offset + len(c)]
-        mask_BT[row, : len(c)] = 1.0
-    return out_BTV, mask_BT
+    width_p, steps = max(len(p) for p in prompts), max(1, max(len(c) for c in completions))
+    bodies = [list(p) + list(c[:-1]) for p, c in zip(prompts, completions)]
+    rows, attention = [], []
+    for p, body in zip(prompts, bodies):
+        left, right = width_p - len(p), steps - 1 - (len(body) - len(p))
+        rows.append([0] * left + body + [0] * right)
+        attention.append([0] * left + [1] * len(body) + [0] * right)
+    ids = torch.tensor(rows, dtype=torch.long, device=device)
+    attention_BL = torch.tensor(attention, dtype=torch.long, device=device)
+    positions = (attention_BL.cumsum(dim=1) - 1).clamp(min=0)  # each row's positions start at 0 after its padding
+    logits_BTV = model(input_ids=ids, attention_mask=attention_BL, position_ids=positions, logits_to_keep=steps).logits
+    mask_BT = torch.tensor([[1.0] * len(c) + [0.0] * (steps - len(c)) for c in completions], device=device)
+    return logits_BTV, mask_BT
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -246,7 +251,8 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
     the method does not use it), and their metrics."""
     completions = [r.sample.token_ids for r in rows]
     logits_BTV, mask_BT = completion_logits(model, [encode_prompt(tokenizer, r.prompt) for r in rows], completions)
-    logits_BTV = logits_BTV / config.temperature
+    if config.temperature != 1.0:  # at 1 the divide would only copy B x T x V
+        logits_BTV = logits_BTV / config.temperature
     device = logits_BTV.device
     tokens_BT = _padded(completions, mask_BT.shape[1], torch.long, device)
     logp_BT = token_logprobs(logits_BTV, tokens_BT)
@@ -262,7 +268,8 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
         teacher_prompts = [encode_prompt(tokenizer, r.teacher_prompt or r.prompt) for r in rows]
         with torch.no_grad(), teacher.scoring(model) as scorer:
             teacher_BTV, _ = completion_logits(scorer, teacher_prompts, completions)
-        teacher_BTV = teacher_BTV / config.temperature
+        if config.temperature != 1.0:
+            teacher_BTV = teacher_BTV / config.temperature
         times["teacher"] += time.time() - start
         sd_mask_BT = _padded([[1.0] * signal_tokens(r) for r in rows], mask_BT.shape[1], mask_BT.dtype, device)
         teacher_logp_BT = token_logprobs(teacher_BTV, tokens_BT)
