@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import html
+import math
 import random
 import re
+import statistics
 
 import pytest
 import torch
 
 from mentor.analysis.report import (
     AnalysisResult,
+    TokenAdvantages,
     aggregate_table,
     analyze_rollouts,
+    pooled_mean_sem,
     run_analysis,
+    trace_verdict,
     write_html,
     write_plots,
 )
@@ -156,7 +162,7 @@ def test_html_escapes_model_text_and_has_one_span_per_token(world, report, tmp_p
     expected = sum(len(ctx.rollouts[0].tokens) for ctx in shown.contexts.values())
     assert len(TOKEN_SPAN.findall(page)) == expected and "showing 1 of 4 rollouts" in page
     first = shown.contexts["reference"].rollouts[0]
-    assert f'title="A_t={first.advantages[0]!r} step {first.steps[0]}"' in page
+    assert f'title="A_t={first.advantages[0]:+.3f} step {first.steps[0]}"' in page
 
 
 def test_unusable_or_missing_critique_is_counted_not_used(world, rollouts):
@@ -188,3 +194,130 @@ def test_unknown_problems_are_counted_and_contexts_checked(world, rollouts):
     assert result.contexts["critique"].rollouts == []
     with pytest.raises(ValueError, match="unknown context kind 'none'"):
         analyze_rollouts(model, tokenizer, task, {}, rollouts, contexts=("none",))
+
+
+TITLE = re.compile(r'title="([^"]*)"')
+
+
+def _visible(page):
+    """The page without its style sheet, where braces are CSS, not a leaked dict."""
+    return re.sub(r"<style>.*?</style>", "", page, flags=re.S)
+
+
+def test_html_shows_question_labelled_context_rounded_values_and_no_reprs(world, rollouts, report):
+    _, _, _, problems = world
+    result, out_dir = report
+    page = (out_dir / "analysis.html").read_text(encoding="utf-8")
+    for problem in problems:  # every example, in both contexts, under its question
+        shown = sum(r.problem_id == problem.id for ctx in result.contexts.values() for r in ctx.rollouts)
+        assert page.count(f"<b>question:</b> {html.escape(problem.question)}</div>") == shown == 4
+    assert result.questions == {p.id: p.question for p in problems}
+    assert page.count(html.escape("teacher's context: reference solution")) == len(rollouts)
+    assert page.count(html.escape("teacher's context: step-aligned critique")) == len(rollouts)
+    # correct rollouts say so in words; wrong ones name their step; no Python value leaks into the page
+    assert page.count("answer right · no wrong step") == 2 * 2
+    assert page.count("answer wrong · first wrong step: 2") == 2 * 2
+    visible = _visible(page)
+    for leak in ("None", "{}", "{'", "nan", "True", "False", "[]"):
+        assert leak not in visible, leak
+    assert "<td>0</td><td>0</td></tr>" in page  # no skipped rollout, no unlocated one: counts, not {}
+    titles = TITLE.findall(page)
+    assert len(titles) == len(TOKEN_SPAN.findall(page)) > 0
+    assert all(re.fullmatch(r"A_t=[+-]\d+\.\d{3} step \d+", t) for t in titles)
+
+
+IMAGE = re.compile(r'<a href="([^"]+)"><img src="data:image/png;base64,([^"]+)"')
+
+
+def test_html_embeds_the_plots_and_links_their_files(report, tmp_path):
+    result, out_dir = report
+    page = (out_dir / "analysis.html").read_text(encoding="utf-8")
+    images = IMAGE.findall(page)
+    assert [href for href, _ in images] == ["advantage_by_error_offset.png", "advantage_by_region.png"]
+    for href, data in images:  # the inlined image is the file itself, and the link reaches it
+        assert base64.b64decode(data) == (out_dir / href).read_bytes()
+    assert "bars: ±1 standard error over rollouts; n: rollouts" in page
+    plots = write_plots(result, tmp_path / "figs")
+    elsewhere = write_html(result, tmp_path / "page.html", plots=plots).read_text(encoding="utf-8")
+    assert IMAGE.findall(elsewhere)[0][0] == "figs/advantage_by_error_offset.png"
+    assert "<img" not in write_html(result, tmp_path / "bare.html").read_text(encoding="utf-8")
+
+
+def test_right_answer_from_a_wrong_trace_is_explained(world, tmp_path):
+    model, tokenizer, task, problems = world
+    problem = problems[0]
+    completion = corrupt_trace(WorldProblem.from_meta(problem.meta), random.Random(0), "skip", 2)
+    feedback = task.critique(problem, completion)
+    assert task.verify(problem, completion).correct and feedback.first_error_step == 2  # the premise
+    result = analyze_rollouts(model, tokenizer, task, {problem.id: problem},
+                              [_rollout(tokenizer, task, problem, completion)], contexts=("critique",))
+    entry = result.contexts["critique"].rollouts[0]
+    assert entry.correct and entry.first_error_step == 2
+    page = write_html(result, tmp_path / "p.html").read_text(encoding="utf-8")
+    assert "answer right, but step 2 is wrong: the right answer was reached through a wrong trace" in page
+    assert "critic&#x27;s case: missing step" in page
+
+
+def test_trace_verdict_words_every_case():
+    def entry(correct, error, located=True):
+        return TokenAdvantages("p", 0, [], [], [], error, None, "", correct, located)
+
+    assert trace_verdict(entry(True, None)) == "answer right · no wrong step"
+    assert trace_verdict(entry(False, 3)) == "answer wrong · first wrong step: 3"
+    assert trace_verdict(entry(True, 1)).startswith("answer right, but step 1 is wrong")
+    assert trace_verdict(entry(False, None, located=False)).startswith("answer wrong · wrong step not located")
+    assert trace_verdict(entry(False, None)) == "answer wrong, yet the critic found no wrong step"
+
+
+def test_pooled_mean_sem_treats_rollouts_as_clusters():
+    values = [0.5, -1.0, 2.0, 0.25]
+    mean, sem = pooled_mean_sem([[v] for v in values])  # one value per rollout: the textbook s / sqrt(n)
+    assert mean == pytest.approx(statistics.fmean(values))
+    assert sem == pytest.approx(statistics.stdev(values) / math.sqrt(len(values)))
+    groups = [[1.0, 3.0], [0.0], [-2.0, 0.0, 1.0]]  # m = 3 / 6; S_r - m n_r = 3, -0.5, -2.5
+    mean, sem = pooled_mean_sem(groups)
+    assert mean == pytest.approx(0.5)
+    assert sem == pytest.approx(math.sqrt(3 / 2 * (9 + 0.25 + 6.25)) / 6)
+    assert math.isnan(pooled_mean_sem([[1.0, 2.0]])[1]) and pooled_mean_sem([[1.0, 2.0]])[0] == 1.5
+    assert all(math.isnan(x) for x in pooled_mean_sem([]))
+
+
+def test_offset_means_count_rollouts_and_carry_their_standard_error(report):
+    result, _ = report
+    for ctx in result.contexts.values():
+        wrong = [r for r in ctx.rollouts if r.first_error_step is not None]
+        assert len(wrong) == 2
+        for point in ctx.by_error_offset:
+            groups = [[a for s, a in zip(r.steps, r.advantages) if s - r.first_error_step == point.position]
+                      for r in wrong]
+            groups = [g for g in groups if g]
+            mean, sem = pooled_mean_sem(groups)
+            assert (point.rollouts, point.tokens) == (len(groups), sum(map(len, groups)))
+            assert point.mean == pytest.approx(mean) and point.sem == pytest.approx(sem, nan_ok=True)
+        assert next(p for p in ctx.by_error_offset if p.position == 0).rollouts == 2
+
+
+def test_offset_plot_draws_error_bars_and_counts(report, tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    result, _ = report
+    bars, labels = [], []
+    errorbar, annotate = Axes.errorbar, Axes.annotate
+
+    def spy_errorbar(self, x, y, *args, **kwargs):
+        bars.append((list(x), list(kwargs["yerr"])))
+        return errorbar(self, x, y, *args, **kwargs)
+
+    def spy_annotate(self, text, *args, **kwargs):
+        labels.append(text)
+        return annotate(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "errorbar", spy_errorbar)
+    monkeypatch.setattr(Axes, "annotate", spy_annotate)
+    write_plots(result, tmp_path, window=3)
+    expected = [[p for p in ctx.by_error_offset if abs(p.position) <= 3] for ctx in result.contexts.values()]
+    assert [x for x, _ in bars] == [[p.position for p in pts] for pts in expected]
+    for (_, yerr), pts in zip(bars, expected):
+        assert yerr == pytest.approx([p.sem for p in pts], nan_ok=True)
+    assert any(math.isfinite(e) and e > 0 for _, yerr in bars for e in yerr)
+    assert labels == [f"n={p.rollouts}" for pts in expected for p in pts]

@@ -26,6 +26,12 @@ TEMPLATES = {
     ),
 }
 CONTEXT_KINDS = tuple(TEMPLATES)
+CONTEXT_LABELS = {  # what each kind shows the self-teacher, in words (reports)
+    "none": "none (the student's own prompt)",
+    "reference": "reference solution",
+    "critique": "step-aligned critique",
+    "success": "successful sibling rollout",
+}
 
 
 def build_context_prompt(
