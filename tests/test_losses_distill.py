@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mentor.losses import (
     clipped_policy_gradient,
+    fused_forward_kl,
     generalized_jsd,
     group_advantages,
     sampled_token_distill,
@@ -319,6 +320,35 @@ def test_closed_form_forward_kl_equals_the_autograd_path(temperature, dtype):
     tol = {"rtol": 1e-2, "atol": 1e-3} if dtype == torch.bfloat16 else {"rtol": 1e-5, "atol": 1e-6}
     torch.testing.assert_close(results[0][0], results[1][0], **tol)
     torch.testing.assert_close(results[0][1], results[1][1], **tol)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("chunk", [1, 4, 128])
+@pytest.mark.parametrize("head_trains", [True, False])
+def test_fused_head_forward_kl_equals_the_loss_on_materialised_logits(temperature, chunk, head_trains):
+    g = torch.Generator().manual_seed(5)
+    B, T, H, V = 3, 5, 4, 13
+    h_s, h_t = torch.randn(B, T, H, generator=g, dtype=torch.float64), torch.randn(B, T, H, generator=g,
+                                                                                   dtype=torch.float64)
+    w_s, w_t = torch.randn(V, H, generator=g, dtype=torch.float64), torch.randn(V, H, generator=g, dtype=torch.float64)
+    tokens = torch.randint(0, V, (B, T), generator=g)
+    mask = torch.rand(B, T, generator=g) < 0.7
+    leaves = [h_s.clone().requires_grad_(), w_s.clone().requires_grad_(head_trains)]
+    fused, metrics, logp_s, logp_t = fused_forward_kl(leaves[0], leaves[1], h_t, w_t, tokens, mask,
+                                                      temperature=temperature, chunk=chunk)
+    fused.backward()
+    plain = [h_s.clone().requires_grad_(), w_s.clone().requires_grad_(head_trains)]
+    s, t = plain[0] @ plain[1].T, h_t @ w_t.T
+    want, _ = generalized_jsd(s, t, mask, temperature=temperature)
+    want.backward()
+    torch.testing.assert_close(fused, want)
+    torch.testing.assert_close(leaves[0].grad, plain[0].grad)
+    assert (leaves[1].grad is None) == (not head_trains)
+    if head_trains:
+        torch.testing.assert_close(leaves[1].grad, plain[1].grad)
+    torch.testing.assert_close(logp_s.float(), token_logprobs(s.detach() / temperature, tokens))
+    torch.testing.assert_close(logp_t.float(), token_logprobs(t / temperature, tokens))
+    assert not logp_s.requires_grad and metrics["tokens"] == mask.sum()
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 import torch
 from accelerate.tracking import GeneralTracker
 
-from mentor.models import render_prompt
+from mentor.models import LoraSpec, apply_lora, render_prompt
 from mentor.sampling import Sample
 from mentor.tasks import load_task
 from mentor.tasks.world import WorldProblem, canonical_solution, corrupt_trace
@@ -112,6 +112,31 @@ def test_micro_batches_add_up_to_the_full_batch(method):
     assert m_full["loss"] == pytest.approx(m_micro["loss"], rel=1e-5, abs=1e-8)
     assert m_full["grad_norm"] > 0 or method == "grpo"
     assert all(torch.allclose(g_full[k], g_micro[k], rtol=1e-4, atol=1e-7) for k in g_full)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_fused_forward_kl_step_equals_the_step_on_materialised_logits(lora):
+    # the default sd-critique step takes the fused path (hidden states and head, no logits); a divergence clip
+    # that never binds takes the logits path: the same loss, the same gradient
+    task = load_task("world")
+    problems = task.problems("train", n=3)
+    results = []
+    for extra in ({}, {"divergence_clip": 1e9}):
+        model, tokenizer = load_world_folder(SHIPPED_DIR)
+        if lora:
+            torch.manual_seed(0)  # the adapter's random initialisation
+            model = apply_lora(model, LoraSpec(r=2))
+        before = weights(model)
+        config = OnPolicyConfig(method="sd-critique", prompts_per_step=3, rollouts_per_prompt=2, max_grad_norm=1e9,
+                                temperature=0.9, **FAST, **extra)
+        sgd = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+        metrics = train_step(model, SelfTeacher(model), tokenizer, task, problems, sgd, config, 0, task_critic(task))
+        results.append(({k: before[k] - v for k, v in weights(model).items()}, metrics))
+    (g_fused, m_fused), (g_plain, m_plain) = results
+    assert m_fused["sd_loss"] == pytest.approx(m_plain["sd_loss"], rel=1e-5) and m_fused["sd_loss"] > 0
+    assert m_fused["sd_adv_t_mean"] == pytest.approx(m_plain["sd_adv_t_mean"], rel=1e-4, abs=1e-6)
+    assert m_fused["grad_norm"] == pytest.approx(m_plain["grad_norm"], rel=1e-4)
+    assert all(torch.allclose(g_fused[k], g_plain[k], rtol=1e-3, atol=1e-6) for k in g_fused)
 
 
 @pytest.mark.parametrize("teacher", ["initial", "ema"])

@@ -135,6 +135,103 @@ class _ForwardKL(torch.autograd.Function):
         return out_NV.view_as(s_BTV), None, None, None, None
 
 
+class _FusedHeadForwardKL(torch.autograd.Function):
+    """sum_t m_t KL(T_t || S_t) straight from the last hidden states and the output heads.
+
+    The logits exist only ``chunk`` positions at a time: each chunk's student and teacher logits are made,
+    give their KL and the token log-probs, and their gradient (S - T) m / temperature goes at once through
+    the head into the hidden states and the head's weight. No B x T x V tensor exists anywhere, and the
+    vocabulary-sized work per position is two log-softmaxes, two exps and three in-place passes; what the
+    backward keeps is the hidden-state gradient (B x T x H) and, when the head trains, its weight's gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, h_s, w_s, h_t, w_t, tokens_BT, m_BT, temperature: float, chunk: int):
+        H = h_s.shape[-1]
+        hs_NH, ht_NH, tok_N = h_s.reshape(-1, H), h_t.reshape(-1, H), tokens_BT.reshape(-1)
+        dtype = torch.promote_types(h_s.dtype, torch.float32)
+        m_N = m_BT.reshape(-1).to(dtype)
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.zeros_like(hs_NH) if need_h else None
+        grad_w = torch.zeros_like(w_s) if need_w else None
+        kl_N = hs_NH.new_zeros(hs_NH.shape[0], dtype=dtype)
+        tok_logp_s, tok_logp_t = torch.zeros_like(kl_N), torch.zeros_like(kl_N)
+        # three chunk x V buffers reused by every chunk: a fresh large tensor costs more in page faults than
+        # the pass that fills it
+        width = min(chunk, hs_NH.shape[0])
+        logits = hs_NH.new_empty((width, w_s.shape[0]))
+        logp_s, logp_t = logits.new_empty(logits.shape, dtype=dtype), logits.new_empty(logits.shape, dtype=dtype)
+        for start in range(0, hs_NH.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            n = hs_NH[rows].shape[0]
+            for hidden, head, out in ((hs_NH, w_s, logp_s), (ht_NH, w_t, logp_t)):
+                torch.matmul(hidden[rows], head.T, out=logits[:n])
+                if temperature != 1.0:
+                    logits[:n].div_(temperature)
+                torch.log_softmax(logits[:n], -1, dtype=dtype, out=out[:n])
+            ls, lt = logp_s[:n], logp_t[:n]
+            tok_logp_s[rows] = ls.gather(-1, tok_N[rows, None]).squeeze(-1)
+            tok_logp_t[rows] = lt.gather(-1, tok_N[rows, None]).squeeze(-1)
+            p_t = torch.exp(lt, out=logits[:n]) if dtype == logits.dtype else lt.exp()
+            kl_N[rows] = lt.sub_(ls).mul_(p_t).sum(-1)  # logits from a matmul are finite: no 0 * inf
+            if need_h or need_w:
+                # d KL / d logits = (p_s - p_t) / temperature; each row's mask and scale go on the small side
+                g = ls.exp_().sub_(p_t).to(h_s.dtype)
+                scale = (m_N[rows] / temperature).to(h_s.dtype)[:, None]
+                if need_h:
+                    torch.matmul(g, w_s, out=grad_h[rows])
+                    grad_h[rows] *= scale
+                if need_w:
+                    grad_w.addmm_(g.T, hs_NH[rows] * scale)
+        ctx.save_for_backward(*(x for x in (grad_h, grad_w) if x is not None))
+        ctx.shapes = (h_s.shape, need_h, need_w)
+        tok_logp_s, tok_logp_t = tok_logp_s.view(m_BT.shape), tok_logp_t.view(m_BT.shape)
+        ctx.mark_non_differentiable(tok_logp_s, tok_logp_t)
+        return (kl_N.masked_fill(m_N == 0, 0.0) * m_N).sum(), tok_logp_s, tok_logp_t
+
+    @staticmethod
+    def backward(ctx, grad, _logp_s, _logp_t):
+        saved = list(ctx.saved_tensors)
+        shape, need_h, need_w = ctx.shapes
+        grad_h = (saved.pop(0) * grad).view(shape) if need_h else None
+        grad_w = saved.pop(0) * grad if need_w else None
+        return grad_h, grad_w, None, None, None, None, None, None
+
+
+def fused_forward_kl(
+    student_hidden_BTH: torch.Tensor,
+    student_head_VH: torch.Tensor,
+    teacher_hidden_BTH: torch.Tensor,
+    teacher_head_VH: torch.Tensor,
+    tokens_BT: torch.Tensor,
+    mask_BT: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk: int = 128,
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor]:
+    """Forward KL(T || S) over the whole vocabulary, averaged over unmasked tokens, from hidden states and
+    output-head weights (logits = hidden @ head.T, a head without bias), never materialising the logits.
+
+    The same number and gradient as ``generalized_jsd`` on the logits (beta = 0); also returns the student's
+    and the teacher's log-probs of ``tokens`` (B x T, detached) for the token-advantage metrics.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if student_hidden_BTH.shape != teacher_hidden_BTH.shape or mask_BT.shape != student_hidden_BTH.shape[:2] \
+            or tokens_BT.shape != mask_BT.shape or student_head_VH.shape != teacher_head_VH.shape:
+        raise ValueError(f"shape mismatch: hidden {tuple(student_hidden_BTH.shape)} / "
+                         f"{tuple(teacher_hidden_BTH.shape)}, heads {tuple(student_head_VH.shape)} / "
+                         f"{tuple(teacher_head_VH.shape)}, tokens {tuple(tokens_BT.shape)}, mask {tuple(mask_BT.shape)}")
+    total, logp_s, logp_t = _FusedHeadForwardKL.apply(
+        student_hidden_BTH, student_head_VH, teacher_hidden_BTH.detach(), teacher_head_VH.detach(), tokens_BT,
+        mask_BT, float(temperature), chunk)
+    n_tokens = mask_BT.sum().clamp(min=1).to(total.dtype)
+    loss = total / n_tokens
+    return loss, {"loss": float(loss.detach()), "tokens": float(mask_BT.sum())}, logp_s, logp_t
+
+
 def _scaled(logits: torch.Tensor, dtype: torch.dtype, temperature: float) -> torch.Tensor:
     """``logits / temperature`` in ``dtype``, without a copy when there is nothing to do."""
     logits = logits.to(dtype)

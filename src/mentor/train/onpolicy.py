@@ -34,6 +34,7 @@ from mentor.contexts import build_context_prompt, completion_token_mismatch
 from mentor.evaluate import EvalConfig, check_contexts
 from mentor.losses import (
     clipped_policy_gradient,
+    fused_forward_kl,
     generalized_jsd,
     group_advantages,
     sampled_token_distill,
@@ -52,6 +53,7 @@ from mentor.train.checkpoint import (
     trainable_state,
 )
 from mentor.train.common import clip_and_step, held_out_score, lr_lambda, save_model, test_scores
+from mentor.train.completions import completion_logits, completion_states, plain_head
 from mentor.train.guards import Guards, copy_overlap
 from mentor.train.teacher import TEACHER_KINDS, SelfTeacher
 
@@ -170,31 +172,6 @@ def _padded(values: Sequence[Sequence], width: int, dtype, device) -> torch.Tens
     return out.to(device)
 
 
-def completion_logits(model, prompts: Sequence[list[int]], completions: Sequence[list[int]]):
-    """Logits that predict each completion token after its prompt, aligned across rows: B x T x V, and the
-    B x T mask.
-
-    Prompts are left-padded and completions right-padded, so every row's completion starts in the same
-    column and the head's output *is* the aligned B x T x V tensor: no per-row copy in the forward, no
-    per-row zero-filled gradient in the backward, and the head runs on the T completion columns only.
-    The last completion token is never an input (nothing is predicted after it).
-    """
-    device = next(model.parameters()).device
-    width_p, steps = max(len(p) for p in prompts), max(1, max(len(c) for c in completions))
-    bodies = [list(p) + list(c[:-1]) for p, c in zip(prompts, completions)]
-    rows, attention = [], []
-    for p, body in zip(prompts, bodies):
-        left, right = width_p - len(p), steps - 1 - (len(body) - len(p))
-        rows.append([0] * left + body + [0] * right)
-        attention.append([0] * left + [1] * len(body) + [0] * right)
-    ids = torch.tensor(rows, dtype=torch.long, device=device)
-    attention_BL = torch.tensor(attention, dtype=torch.long, device=device)
-    positions = (attention_BL.cumsum(dim=1) - 1).clamp(min=0)  # each row's positions start at 0 after its padding
-    logits_BTV = model(input_ids=ids, attention_mask=attention_BL, position_ids=positions, logits_to_keep=steps).logits
-    mask_BT = torch.tensor([[1.0] * len(c) + [0.0] * (steps - len(c)) for c in completions], device=device)
-    return logits_BTV, mask_BT
-
-
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
@@ -250,15 +227,23 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
     """GRPO's and the self-distillation loss of one micro-batch (each a mean over its own tokens; None when
     the method does not use it), and their metrics."""
     completions = [r.sample.token_ids for r in rows]
-    logits_BTV, mask_BT = completion_logits(model, [encode_prompt(tokenizer, r.prompt) for r in rows], completions)
-    if config.temperature != 1.0:  # at 1 the divide would only copy B x T x V
-        logits_BTV = logits_BTV / config.temperature
-    device = logits_BTV.device
+    prompts = [encode_prompt(tokenizer, r.prompt) for r in rows]
+    # pure forward-KL self-distillation never needs the student's logits: the fused loss makes them a chunk at a
+    # time from the hidden states (docs/methods.md, section 1)
+    fused = (config.grpo_weight == 0 and config.divergence == "full" and config.beta == 0
+             and config.divergence_clip is None and plain_head(model) is not None)
+    if fused:
+        hidden_BTH, mask_BT = completion_states(model, prompts, completions)
+    else:
+        logits_BTV, mask_BT = completion_logits(model, prompts, completions)
+        if config.temperature != 1.0:  # at 1 the divide would only copy B x T x V
+            logits_BTV = logits_BTV / config.temperature
+    device = mask_BT.device
     tokens_BT = _padded(completions, mask_BT.shape[1], torch.long, device)
-    logp_BT = token_logprobs(logits_BTV, tokens_BT)
     pg = sd = None
     metrics = {}
     if config.grpo_weight > 0:
+        logp_BT = token_logprobs(logits_BTV, tokens_BT)
         old_BT = _padded([r.sample.logprobs for r in rows], mask_BT.shape[1], torch.float32, device)
         pg, pg_metrics = clipped_policy_gradient(logp_BT, old_BT, adv_B.to(device), mask_BT, clip_low=config.clip,
                                                  clip_high=config.clip, aggregation=config.aggregation)
@@ -267,20 +252,30 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
         start = time.time()
         teacher_prompts = [encode_prompt(tokenizer, r.teacher_prompt or r.prompt) for r in rows]
         with torch.no_grad(), teacher.scoring(model) as scorer:
-            teacher_BTV, _ = completion_logits(scorer, teacher_prompts, completions)
-        if config.temperature != 1.0:
-            teacher_BTV = teacher_BTV / config.temperature
+            if fused:
+                teacher_hidden_BTH, _ = completion_states(scorer, teacher_prompts, completions)
+                teacher_head = plain_head(scorer)
+            else:
+                teacher_BTV, _ = completion_logits(scorer, teacher_prompts, completions)
+                if config.temperature != 1.0:
+                    teacher_BTV = teacher_BTV / config.temperature
         times["teacher"] += time.time() - start
         sd_mask_BT = _padded([[1.0] * signal_tokens(r) for r in rows], mask_BT.shape[1], mask_BT.dtype, device)
-        teacher_logp_BT = token_logprobs(teacher_BTV, tokens_BT)
-        if config.divergence == "sampled":
-            sd, sd_metrics = sampled_token_distill(logp_BT, teacher_logp_BT, sd_mask_BT)
+        if fused:
+            sd, sd_metrics, logp_BT, teacher_logp_BT = fused_forward_kl(
+                hidden_BTH, plain_head(model), teacher_hidden_BTH, teacher_head, tokens_BT, sd_mask_BT,
+                temperature=config.temperature)
         else:
-            sd, sd_metrics = generalized_jsd(logits_BTV, teacher_BTV, sd_mask_BT, beta=config.beta,
-                                             top_k=config.top_k if config.divergence == "top-k" else None,
-                                             top_k_source=config.top_k_source,
-                                             tail=config.tail and config.divergence == "top-k",
-                                             clip=config.divergence_clip)
+            logp_BT = token_logprobs(logits_BTV, tokens_BT)
+            teacher_logp_BT = token_logprobs(teacher_BTV, tokens_BT)
+            if config.divergence == "sampled":
+                sd, sd_metrics = sampled_token_distill(logp_BT, teacher_logp_BT, sd_mask_BT)
+            else:
+                sd, sd_metrics = generalized_jsd(logits_BTV, teacher_BTV, sd_mask_BT, beta=config.beta,
+                                                 top_k=config.top_k if config.divergence == "top-k" else None,
+                                                 top_k_source=config.top_k_source,
+                                                 tail=config.tail and config.divergence == "top-k",
+                                                 clip=config.divergence_clip)
         adv_T = (teacher_logp_BT - logp_BT.detach())[sd_mask_BT.bool()]
         sd_metrics.update(adv_t_mean=float(adv_T.mean()) if adv_T.numel() else 0.0,
                           adv_t_min=float(adv_T.min()) if adv_T.numel() else 0.0,
