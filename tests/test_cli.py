@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -161,3 +163,57 @@ def test_demo_runs_end_to_end_with_the_shipped_model(tmp_path, capsys):
         assert kind in out
     record = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert set(record["results"]) == {"none", "reference", "critique"}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["eval", "--temperature", "-1"], "temperature must be >= 0"),
+    (["eval", "--top-p", "2"], "top_p must be in (0, 1]"),
+    (["eval", "-k", "0"], "k must be >= 1"),
+    (["demo", "-k", "0"], "k must be >= 1"),
+    (["train", "onpolicy.temperature=-1"], "temperature and lr must be > 0"),
+    (["analyze", "--temperature", "-1"], "--temperature must be >= 0"),
+    (["distill", "mode=oracle", "temperature=-1"], "temperature must be >= 0"),
+    (["distill", "mode=oracle", "max_new_tokens=0"], "max_new_tokens must be >= 1"),
+    (["mapd", "mine", "student_top_p=2"], "student_top_p must be in (0, 1]"),
+    (["mapd", "rationales", "teacher_temperature=-1"], "teacher_temperature must be >= 0"),
+    (["generate", "temperature=-1"], "temperature must be >= 0"),
+])
+def test_bad_sampling_arguments_are_refused_before_the_model_loads(argv, message, tmp_path, monkeypatch, capsys):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the sampling arguments were checked")
+
+    monkeypatch.setattr("mentor.loading.load_model", no_model)
+    monkeypatch.setattr("mentor.world_model.load_world_model", no_model)
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_on_eval_keeps_the_rollouts_drawn_and_a_rerun_resumes(tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["eval", "-n", "40", "-k", "2", "--batch-size", "2", "--max-new-tokens", "60", "--out", str(out)]
+    process = subprocess.Popen([sys.executable, "-m", "mentor.cli", "--threads", "1", *argv],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    rows = out / "rollouts_none.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if rows.is_file() and len(rows.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the evaluation ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    [message] = [line for line in err.splitlines() if not line.startswith("sampling [none]")]
+    assert message.startswith("mentor: interrupted: ") and f"rollouts kept in {out}; run the same command again" in message
+    kept = [line for line in rows.read_text().splitlines(keepends=True) if line.endswith("\n")]
+    assert 4 <= len(kept) < 80 and not (out / "results.json").exists()
+
+    assert main(argv) == 0
+    assert f"resuming {out}: " in capsys.readouterr().err
+    final = rows.read_text().splitlines()
+    assert len(final) == 80 and set(line.rstrip("\n") for line in kept) <= set(final)  # kept, not drawn again
+    assert json.loads((out / "results.json").read_text())["results"]["none"]["n_problems"] == 40

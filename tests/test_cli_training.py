@@ -28,8 +28,11 @@ def weights(folder) -> dict[str, torch.Tensor]:
 def test_train_writes_a_run_folder_and_a_second_call_resumes_it(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), *TRAIN]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "start" in printed and "best" in printed and "final" in printed
+    for step in (0, 4):  # evaluations inside the run show their progress
+        assert f"evaluation at step {step} (validation): 4/4 (100%)" in captured.err
     for name in ("config.json", "train.json", "metrics.jsonl", "evals.jsonl", "summary.json", "best", "final",
                  "checkpoint/state.pt"):
         assert (out / name).exists(), name
@@ -37,13 +40,14 @@ def test_train_writes_a_run_folder_and_a_second_call_resumes_it(tmp_path, capsys
     assert summary["steps"] == 4 and summary["rollouts"] == 12 and summary["method"] == "sd-critique"
     final = weights(out / "final")
     assert main(["train", "--out", str(out), *TRAIN]) == 0  # already done: nothing retrained
+    assert f"resuming {out} at step 4" in capsys.readouterr().err
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
     again = weights(out / "final")
     assert all(torch.equal(final[k], again[k]) for k in final)
     assert main(["train", "--out", str(out), *TRAIN, "onpolicy.lr=0.5"]) == 2  # another config, same folder
 
 
-def test_a_training_process_killed_mid_run_resumes_to_the_same_weights(tmp_path):
+def test_a_training_process_killed_mid_run_resumes_to_the_same_weights(tmp_path, capsys):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert main(["train", "--out", str(straight), *TRAIN]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -59,7 +63,14 @@ def test_a_training_process_killed_mid_run_resumes_to_the_same_weights(tmp_path)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "final").exists()
+    capsys.readouterr()
     assert main(["train", "--out", str(killed), *TRAIN]) == 0
+    err = capsys.readouterr().err.splitlines()
+    [resuming] = [line for line in err if line.startswith("resuming")]
+    step = int(resuming.removeprefix(f"resuming {killed} at step "))
+    # the bar counts only the steps this process runs: no ETA before one of them is timed
+    first = next(line for line in err if line.startswith("training: "))
+    assert 1 <= step < 4 and first.startswith(f"training: {step + 1}/4 ") and first.endswith("eta ?")
     expected, resumed = weights(straight / "final"), weights(killed / "final")
     assert all(torch.equal(expected[k], resumed[k]) for k in expected)
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
@@ -69,8 +80,10 @@ def test_a_training_process_killed_mid_run_resumes_to_the_same_weights(tmp_path)
 def test_analyze_writes_the_report(tmp_path, capsys):
     out = tmp_path / "analysis"
     assert main(["analyze", "-n", "4", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "| reference |" in printed and "| critique |" in printed
+    assert "token advantages (2 contexts): 4/4 (100%)" in captured.err
     for name in ("analysis.json", "analysis.html", "advantage_by_error_offset.png", "advantage_by_region.png"):
         assert (out / name).is_file(), name
 
@@ -203,10 +216,17 @@ def test_compare_runs_offline_methods_on_one_teacher_dataset(tmp_path):
 def test_distill_command_trains_on_a_generated_folder(tmp_path, capsys):
     data = tmp_path / "gen"
     assert main(["generate", "--out", str(data), "n_problems=4", "group_size=4"]) == 0
+    err = capsys.readouterr().err
+    assert "prompts answered (4 responses each): 0/4 (0%) elapsed 0s, eta ?" in err and "nan" not in err
     out = tmp_path / "rft"
     assert main(["distill", "--out", str(out), f"data={data}", "mode=rft", "sft.steps=3", "sft.batch_size=4",
                  "eval_problems=3", "eval_k=2"]) == 0
-    assert "final" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "final" in captured.out
+    for step in (0, 3):
+        assert f"evaluation at step {step} (validation): 3/3 (100%)" in captured.err
+    [examples] = [line for line in captured.err.splitlines() if line.startswith("examples: ")]
+    assert examples.startswith("examples: rows 16, ") and "{" not in examples  # a readable line, not a dict
     for name in ("best", "final", "summary.json", "evals.jsonl", "loss.jsonl"):
         assert (out / name).exists(), name
     # the same command again finds the run finished and trains nothing; another configuration starts again

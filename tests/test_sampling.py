@@ -173,6 +173,24 @@ def test_progress_reports_completed_prompts(tiny_policy):
     assert seen == sorted(seen) and seen[-1] == len(PROMPTS) and len(seen) == 3
 
 
+def test_a_subset_drawn_with_its_indices_matches_the_whole_call(tiny_policy):
+    """A job resumed on the prompts it had not finished draws what the whole job would have; each prompt is
+    handed over as soon as its samples are all drawn."""
+    model, tokenizer = tiny_policy
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=3)
+    whole = LocalSampler(model, tokenizer, batch_size=3).generate(PROMPTS, params)
+    done: list[tuple[int, list[Sample]]] = []
+    rest = LocalSampler(model, tokenizer, batch_size=3).generate(
+        [PROMPTS[1], PROMPTS[3]], params, indices=[1, 3], on_prompt=lambda i, samples: done.append((i, samples)))
+    tokens = lambda groups: [[s.token_ids for s in group] for group in groups]  # noqa: E731
+    assert tokens(rest) == tokens([whole[1], whole[3]])  # (log-probs agree to padding's rounding)
+    assert sorted(i for i, _ in done) == [0, 1] and all(samples == rest[i] for i, samples in done)
+    unseeded = LocalSampler(model, tokenizer, batch_size=3).generate([PROMPTS[1], PROMPTS[3]], params)
+    assert tokens(unseeded) != tokens(rest)  # without the indices, the seeds of prompts 0 and 1
+    with pytest.raises(ValueError, match="indices"):
+        LocalSampler(model, tokenizer).generate(PROMPTS, params, indices=[0])
+
+
 def test_samples_from_lora_model_and_its_teacher(tiny_policy):
     model, tokenizer = tiny_policy
     params = SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=1)

@@ -6,6 +6,7 @@ Errors a user can cause (a bad path, config key, task or model) print one line a
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import NoReturn
@@ -227,6 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to the ``sys.stderr`` of the moment (a live progress display replaces it while it runs)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+def _show_log() -> None:
+    """mentor's own log at INFO (``resuming RUN at step N``, the guards' warnings) on stderr, as plain lines."""
+    logger = logging.getLogger("mentor")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -239,10 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    _show_log()
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("mentor: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # its text, if any, says what was kept
+        print(f"mentor: interrupted{': ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)
         return 130
     except _user_errors() as err:
         if os.environ.get("MENTOR_DEBUG"):

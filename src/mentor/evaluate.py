@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mentor.contexts import build_context_prompt
 from mentor.metrics import standard_error, summarize
 from mentor.models import render_prompt
-from mentor.records import Problem, Rollout, write_jsonl
-from mentor.sampling import SamplingParams
+from mentor.offline.rows import RowFile
+from mentor.records import Problem, Rollout, read_json, write_jsonl
+from mentor.sampling import Sample, SamplingParams
 from mentor.sampling.local import LocalSampler
 from mentor.tasks import Task
 
@@ -91,9 +93,14 @@ def evaluate(
     task: Task,
     problems: Sequence[Problem],
     config: EvalConfig,
-    progress: Callable[[str, int, int], None] | None = None,  # (context kind, total, done)
+    progress: Callable[[str, int, int], None] | None = None,  # (context kind or "greedy", done, total)
+    saved: Mapping[str, RowFile] | None = None,
 ) -> tuple[dict[str, dict], dict[str, list[Rollout]]]:
-    """Summaries and rollouts per context kind. ``none`` always runs first (critique needs its attempts)."""
+    """Summaries and rollouts per context kind. ``none`` always runs first (critique needs its attempts).
+
+    ``saved`` (:func:`open_rollouts`): per context kind, the file each problem's rollouts are appended to as
+    soon as they are drawn; the problems it holds already (an interrupted evaluation) are not drawn again.
+    """
     check_contexts(task, problems, config.contexts)
     sampler = LocalSampler(model, tokenizer, batch_size=config.batch_size)
     params = config.sampling()
@@ -104,34 +111,62 @@ def evaluate(
         users = context_prompts(task, problems, kind, attempts)
         prompts = [render_prompt(tokenizer, u, thinking=config.thinking) for u in users]
         start = time.time()
-        done = functools.partial(progress, kind, len(prompts)) if progress else None
-        samples = sampler.generate(prompts, params, progress=done)
+        report = functools.partial(progress, kind) if progress else None
+        groups, tokens = _draw(sampler, task, problems, prompts, params, saved.get(kind) if saved else None, report)
         seconds = time.time() - start
-        verdicts, finishes, rows = [], [], []
-        for problem, prompt, group in zip(problems, prompts, samples):
-            verdicts.append([task.verify(problem, s.text) for s in group])
-            finishes.append([s.finish_reason for s in group])
-            rows += [
-                Rollout(problem.id, prompt, s.text, s.token_ids, s.logprobs, s.finish_reason, i,
-                        params.to_dict(), v)
-                for i, (s, v) in enumerate(zip(group, verdicts[-1]))
-            ]
-        summary = summarize(verdicts, finishes, k=config.k)
-        rates = trace_rate(task, problems, [[s.text for s in group] for group in samples])
+        summary = summarize([[r.verdict for r in g] for g in groups], [[r.finish_reason for r in g] for g in groups],
+                            k=config.k)
+        rates = trace_rate(task, problems, [[r.completion for r in g] for g in groups])
         if rates is not None:
             summary["trace_rate"], summary["se"]["trace_rate"] = rates
-        tokens = sum(len(r.token_ids) for r in rows)
         summary.update(seconds=round(seconds, 2), tokens_per_second=round(tokens / max(seconds, 1e-9), 1))
-        summaries[kind], rollouts[kind] = summary, rows
+        summaries[kind], rollouts[kind] = summary, [r for g in groups for r in g]
         if kind == "none":
-            attempts, student_prompts = [group[0].text for group in samples], prompts
+            attempts, student_prompts = [g[0].completion for g in groups], prompts
     if config.greedy:
+        if progress:
+            progress("greedy", 0, len(problems))
         greedy = sampler.generate(student_prompts,
-                                  SamplingParams(n=1, temperature=0.0, max_new_tokens=config.max_new_tokens))
+                                  SamplingParams(n=1, temperature=0.0, max_new_tokens=config.max_new_tokens),
+                                  progress=(lambda done: progress("greedy", done, len(problems))) if progress else None)
         right = [float(task.verify(p, group[0].text).correct) for p, group in zip(problems, greedy)]
         summaries["none"]["greedy"] = sum(right) / len(right)
         summaries["none"]["se"]["greedy"] = standard_error(right)
     return {k: summaries[k] for k in kinds if k in config.contexts or k == "none"}, rollouts
+
+
+def _draw(sampler: LocalSampler, task: Task, problems: Sequence[Problem], prompts: Sequence[str],
+          params: SamplingParams, saved: RowFile | None,
+          report: Callable[[int, int], None] | None) -> tuple[list[list[Rollout]], int]:
+    """Each problem's ``params.n`` verified rollouts (read back from ``saved`` when it holds them all, drawn
+    otherwise and appended to it as each problem finishes), and the number of tokens drawn."""
+
+    def rollouts_of(i: int, group: Sequence[Sample]) -> list[Rollout]:
+        return [Rollout(problems[i].id, prompts[i], s.text, s.token_ids, s.logprobs, s.finish_reason, j,
+                        params.to_dict(), task.verify(problems[i], s.text)) for j, s in enumerate(group)]
+
+    groups: list[list[Rollout] | None] = [None] * len(problems)
+    if saved is not None:
+        for i, problem in enumerate(problems):
+            if all((problem.id, j) in saved for j in range(params.n)):
+                groups[i] = [saved.rows[(problem.id, j)] for j in range(params.n)]
+    todo = [i for i, group in enumerate(groups) if group is None]
+    found = len(problems) - len(todo)
+
+    def keep(position: int, group: list[Sample]) -> None:
+        i = todo[position]
+        groups[i] = rollouts_of(i, group)
+        if saved is not None:
+            for row in groups[i]:
+                if (row.problem_id, row.sample_index) not in saved:  # a sample kept from a problem left unfinished
+                    saved.add(row)
+
+    if report is not None:
+        report(found, len(problems))
+    sampler.generate([prompts[i] for i in todo], params, indices=todo, on_prompt=keep,
+                     progress=(lambda done: report(found + done, len(problems))) if report else None)
+    tokens = sum(len(r.token_ids) for i in todo for r in groups[i])
+    return groups, tokens  # type: ignore[return-value]
 
 
 def trace_rate(task: Task, problems: Sequence[Problem],
@@ -145,9 +180,37 @@ def trace_rate(task: Task, problems: Sequence[Problem],
     return sum(per_problem) / len(per_problem), standard_error(per_problem)
 
 
+UNFINISHED = "unfinished.json"  # the configuration of an evaluation whose rollouts files are still growing
+
+
+def open_rollouts(out_dir: str | Path, config: EvalConfig, checkpoint: dict,
+                  problems: Sequence[Problem]) -> dict[str, RowFile] | None:
+    """The rollouts files of ``out_dir`` (``rollouts_KIND.jsonl``) for :func:`evaluate` to append to as
+    problems finish: kept from an interrupted evaluation of the same configuration and checkpoint, emptied
+    otherwise (a finished evaluation's files are replaced, as its ``results.json`` is). None when problem
+    ids repeat (rows could not be told apart): the rollouts are then written at the end only."""
+    if len({p.id for p in problems}) < len(problems):
+        return None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = json.loads(json.dumps({"config": {k: v for k, v in asdict(config).items() if k != "batch_size"},
+                                 "checkpoint": checkpoint}))
+    record = out_dir / UNFINISHED
+    if not (record.is_file() and read_json(record, "an unfinished evaluation's record") == key):
+        for name in ("results.json", *(f"rollouts_{kind}.jsonl" for kind in EVAL_CONTEXTS)):
+            (out_dir / name).unlink(missing_ok=True)
+        tmp = record.with_name(record.name + ".tmp")
+        tmp.write_text(json.dumps(key, indent=2) + "\n")
+        os.replace(tmp, record)
+    kinds = ["none"] + [c for c in config.contexts if c != "none"]
+    return {kind: RowFile(out_dir / f"rollouts_{kind}.jsonl", Rollout, lambda r: (r.problem_id, r.sample_index))
+            for kind in kinds}
+
+
 def write_results(out_dir: str | Path, config: EvalConfig, summaries: dict, rollouts: dict,
                   checkpoint: dict) -> Path:
-    """``results.json`` (numbers with every sampling parameter) and one rollouts file per context."""
+    """``results.json`` (numbers with every sampling parameter) and one rollouts file per context (in
+    problem order); the evaluation is then finished (:func:`open_rollouts` starts the next one afresh)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"config": asdict(config), "sampling": config.sampling().to_dict(), "checkpoint": checkpoint,
@@ -155,6 +218,7 @@ def write_results(out_dir: str | Path, config: EvalConfig, summaries: dict, roll
     (out_dir / "results.json").write_text(json.dumps(record, indent=2))
     for kind, rows in rollouts.items():
         write_jsonl(out_dir / f"rollouts_{kind}.jsonl", rows)
+    (out_dir / UNFINISHED).unlink(missing_ok=True)
     return out_dir / "results.json"
 
 

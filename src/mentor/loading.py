@@ -19,16 +19,10 @@ def load_model(spec: str, *, dtype: torch.dtype = torch.float32, device: str | t
                lora: LoraSpec | None = None) -> tuple[Any, Any]:
     """``(model, tokenizer)`` for a model spec, in eval mode, on ``device``, optionally with LoRA."""
     if spec == WORLD:
-        from transformers.utils import logging as transformers_logging
-
+        from mentor.progress import no_transformers_bars
         from mentor.world_model import load_world_model
 
-        bars = transformers_logging.is_progress_bar_enabled()
-        transformers_logging.disable_progress_bar()  # a local folder of a few MB: its "Loading weights" bar is noise
-        try:
+        with no_transformers_bars():  # a local folder of a few MB
             model, tokenizer = load_world_model()
-        finally:
-            if bars:
-                transformers_logging.enable_progress_bar()
         return prepare_policy(model, tokenizer, dtype=dtype, device=device, lora=lora)
     return load_policy(spec, dtype=dtype, device=device, lora=lora)

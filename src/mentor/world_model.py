@@ -41,6 +41,7 @@ from mentor.tasks.world import (
 )
 from mentor.tasks.world_critic import corrected_solution, critique
 from mentor.tasks.world_habits import Habits, first_departure, habit_trace, swap_steps
+from mentor.train.common import save_model
 from mentor.train.sft import SFTConfig, SFTExample, train_sft
 
 CHAT_TEMPLATE = (
@@ -243,8 +244,7 @@ def build_world_model(
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "train_log.jsonl").unlink(missing_ok=True)
     history = train_sft(model, tokenizer, examples, config.sft, progress, tmp / "train_log.jsonl")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    save_model(model, tokenizer, tmp)
     record = {
         "config": asdict(config),
         "key": config.key(),

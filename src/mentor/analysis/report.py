@@ -431,13 +431,14 @@ def write_plots(result: AnalysisResult, out_dir: str | os.PathLike, window: int 
 
 
 def sample_rollouts(model, tokenizer, task, problems, *, seed: int = 0, temperature: float = 1.0,
-                    max_new_tokens: int = 160) -> list[Rollout]:
+                    max_new_tokens: int = 160, progress: Callable[[int, int], None] | None = None) -> list[Rollout]:
     """The model's own attempts to analyse: one context-free rollout per problem, sampled as mentor eval
-    samples them."""
+    samples them; ``progress(done, total)``."""
     from mentor.evaluate import EvalConfig, evaluate
 
     _, rollouts = evaluate(model, tokenizer, task, problems, EvalConfig(
-        n_problems=len(problems), k=1, seed=seed, temperature=temperature, max_new_tokens=max_new_tokens))
+        n_problems=len(problems), k=1, seed=seed, temperature=temperature, max_new_tokens=max_new_tokens),
+        (lambda kind, done, total: progress(done, total)) if progress else None)
     return rollouts["none"]
 
 

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 
 def console():
+    """stderr, for messages: a long line is not broken at 80 columns in a log file."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
+
+
+def readable(values: dict) -> str:
+    """``{"rows": 6, "weight_sum": 6.0}`` as ``rows 6, weight sum 6.0``: a summary for people, not a dict."""
+    return ", ".join(f"{key.replace('_', ' ')} {readable(value) if isinstance(value, dict) else value}"
+                     for key, value in values.items())
 
 
 def progress_bar():
@@ -26,11 +33,21 @@ def load_model(spec: str):
 
 def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) -> dict:
     """Evaluate (loading model and task unless ``loaded`` = (model, tokenizer) is given), print the table
-    and write the results; returns the summaries."""
+    and write the results; returns the summaries. With ``out``, each problem's rollouts are on disk as soon
+    as they are drawn: an interrupted evaluation run again on the same folder resumes."""
+    import contextlib
+
     from rich.table import Table
 
-    from mentor.evaluate import check_contexts, evaluate, table_header, table_rows, write_results
-    from mentor.runlock import check_out
+    from mentor.evaluate import (
+        check_contexts,
+        evaluate,
+        open_rollouts,
+        table_header,
+        table_rows,
+        write_results,
+    )
+    from mentor.runlock import check_out, run_lock
     from mentor.tasks import load_task
 
     if out:
@@ -39,13 +56,22 @@ def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) ->
     problems = task.problems(config.split, n=config.n_problems, seed=config.problem_seed)
     check_contexts(task, problems, config.contexts)  # before the model loads, not after sampling
     model, tokenizer = loaded or load_model(config.model)
-    with progress_bar() as bar:
-        trackers = {}
-
-        def progress(kind: str, total: int, done: int) -> None:
-            trackers.setdefault(kind, bar.tracker(f"sampling [{kind}]", info=f"k={config.k}"))(done, total)
-
-        summaries, rollouts = evaluate(model, tokenizer, task, problems, config, progress)
+    checkpoint = {"spec": config.model, "path": str(getattr(model, "name_or_path", config.model))}
+    with run_lock(out) if out else contextlib.nullcontext(), progress_bar() as bar:
+        saved = open_rollouts(out, config, checkpoint, problems) if out else None
+        if saved and any(rows.found for rows in saved.values()):
+            console().print(f"resuming {out}: {sum(rows.found for rows in saved.values())} rollouts found")
+        phases = bar.phases()
+        try:
+            summaries, rollouts = evaluate(
+                model, tokenizer, task, problems, config,
+                lambda kind, done, total: phases(f"sampling [{kind}] k={config.k}", done, total), saved)
+        except KeyboardInterrupt:
+            kept = sum(len(rows.path.read_bytes().splitlines()) for rows in saved.values() if rows.path.is_file()) \
+                if saved else 0
+            raise KeyboardInterrupt(f"{kept} rollouts kept in {out}; run the same command again to resume"
+                                    if saved else "nothing written (evaluate with --out to keep rollouts)") from None
+        path = write_results(out, config, summaries, rollouts, checkpoint) if out else None
     table = Table(title=f"{title}: {task.name}, {len(problems)} problems, k={config.k}, "
                         f"T={config.temperature}, top_p={config.top_p}, seed={config.seed}")
     for column in table_header(summaries):
@@ -55,22 +81,28 @@ def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) ->
     from rich.console import Console
 
     Console().print(table)
-    if out:
-        checkpoint = {"spec": config.model, "path": str(getattr(model, "name_or_path", config.model))}
-        path = write_results(out, config, summaries, rollouts, checkpoint)
+    if path:
         console().print(f"results -> {path}")
     return summaries
 
 
-def train_progress(bar, total: int):
-    task_id = bar.add("training", total=total)
+def train_progress(bar, total: int, description: str = "training", info=None):
+    """``progress(step, metrics)`` for a training loop. The bar starts at the first step reported: its ETA
+    leaves out the model loading and first evaluation, and a resumed run's steps found done.
+    ``info(metrics)``: the text beside the bar (default: an on-policy step's reward, loss and speed)."""
+    key = []
 
     def progress(step: int, metrics: dict) -> None:
-        signal = f" signal {metrics['signal_fraction']:.0%}" if "signal_fraction" in metrics else ""
-        bar.update(task_id, step, info=f"reward {metrics['reward']:.2f} loss {metrics['loss']:.4f}{signal} "
-                                       f"{metrics['tokens_per_s']:.0f} tok/s")
+        if not key:
+            key.append(bar.add(description, total=total, start=step))
+        bar.update(key[0], step, info=(info or onpolicy_info)(metrics))
 
     return progress
+
+
+def onpolicy_info(metrics: dict) -> str:
+    signal = f" signal {metrics['signal_fraction']:.0%}" if "signal_fraction" in metrics else ""
+    return f"reward {metrics['reward']:.2f} loss {metrics['loss']:.4f}{signal} {metrics['tokens_per_s']:.0f} tok/s"
 
 
 def score_table(title: str, rows: list[tuple[str, dict]], k: int):

@@ -91,9 +91,11 @@ def demo_training(model, tokenizer, task, before: dict, args) -> None:
                      f"{config.rollouts_per_prompt} rollouts, lr {config.lr}; checkpoints evaluated on "
                      "validation problems, the final weights on the test problems above")
     with progress_bar() as bar:
+        phases = bar.phases(transient=True)
         train_onpolicy(model, tokenizer, task, config, run_dir=Path(args.out) / "train",
-                       progress=train_progress(bar, config.steps))
-    problems = task.problems("test", n=args.n)
-    after, _ = evaluate(model, tokenizer, task, problems, EvalConfig(n_problems=args.n, k=args.k, seed=args.seed))
+                       progress=train_progress(bar, config.steps), eval_progress=phases)
+        problems = task.problems("test", n=args.n)
+        after, _ = evaluate(model, tokenizer, task, problems, EvalConfig(n_problems=args.n, k=args.k, seed=args.seed),
+                            lambda kind, done, total: phases(f"test evaluation after training [{kind}]", done, total))
     rows = [("base solver", {**before, "step": 0}), ("after training", {**after["none"], "step": config.steps})]
     Console().print(score_table(f"no context, {args.n} held-out problems, k={args.k}", rows, args.k))

@@ -5,7 +5,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mentor.commands.common import console, load_model, progress_bar, score_table, test_table
+from mentor.commands.common import (
+    console,
+    load_model,
+    progress_bar,
+    readable,
+    score_table,
+    test_table,
+    train_progress,
+)
 from mentor.runlock import check_out, run_lock
 
 
@@ -55,14 +63,15 @@ def distill_command(args) -> int:
     config = load_config(DistillConfig, args.config, args.overrides)
     out = Path(args.out or f"runs/distill-{config.mode}-seed{config.seed}")
     with run_lock(out), progress_bar() as bar:
-        task_id = bar.add(f"{config.mode} on {config.data}", total=config.sft.steps)
-        summary = run_distill(config, out, progress=lambda n, m: bar.update(task_id, n, info=f"loss {m['loss']:.4f}"))
+        summary = run_distill(config, out, eval_progress=bar.phases(transient=True), progress=train_progress(
+            bar, config.sft.steps, f"{config.mode} on {config.data or config.task}", lambda m: f"loss {m['loss']:.4f}"))
     k = config.eval_k
     rows = [("start", summary["evals"][0]), ("best", summary["best"]), ("final", summary["final"])]
     Console().print(score_table(f"{config.mode} on {config.task}: {config.eval_split} evaluation", rows, k))
     if summary.get("test"):
         Console().print(test_table(summary["test"], k))
-    console().print(f"examples: {summary['examples']}; run folder -> {out}")
+    console().print(f"examples: {readable(summary['examples'])}")
+    console().print(f"run folder -> {out} (best/, final/, evals.jsonl, loss.jsonl, summary.json)")
     return 0
 
 
@@ -109,7 +118,7 @@ def _print_stage(summary: dict, out: Path) -> None:
     shown = {k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k != "stage"}
     run = summary.get("this_run", {})
     extra = f"; this run wrote {run['rows_written']} rows in {run['seconds']:.1f}s" if "rows_written" in run else ""
-    console().print(f"mapd {summary['stage']}: " + ", ".join(f"{k} {v}" for k, v in shown.items()) + extra)
+    console().print(f"mapd {summary['stage']}: {readable(shown)}{extra}")
     console().print(f"-> {out} (summary.json)")
     print(out)
 
@@ -123,11 +132,10 @@ def mapd_mine(args) -> int:
     model, tokenizer = load_model(config.student)
     out = Path(args.out)
     with run_lock(out), progress_bar() as bar:
-        task_id = bar.add(f"student answers (T={config.student_temperature}, top_p={config.student_top_p})",
-                          total=len(problems))
         summary = mine(model, tokenizer, task, problems, out, temperature=config.student_temperature,
                        top_p=config.student_top_p, max_new_tokens=config.student_max_new_tokens, seed=config.seed,
-                       batch_size=config.batch_size, progress=lambda done, total: bar.update(task_id, done))
+                       batch_size=config.batch_size, progress=bar.tracker(
+                           f"student answers (T={config.student_temperature}, top_p={config.student_top_p})"))
     _print_stage(summary, out)
     return 0
 

@@ -17,7 +17,8 @@ def train_command(args) -> int:
     config = load_config(TrainConfig, args.config, args.overrides)
     out = Path(args.out or f"runs/train-{config.onpolicy.method}-seed{config.onpolicy.seed}")
     with run_lock(out), progress_bar() as bar:
-        result = run_training(config, out, progress=train_progress(bar, config.onpolicy.steps))
+        result = run_training(config, out, progress=train_progress(bar, config.onpolicy.steps),
+                              eval_progress=bar.phases(transient=True))
     k = config.onpolicy.eval_k
     rows = [("start", result.evals[0]), ("best", result.best), ("final", result.final)]
     Console().print(score_table(f"{config.onpolicy.method} on {config.task}: {config.onpolicy.eval_split} "
@@ -31,8 +32,6 @@ def train_command(args) -> int:
 
 
 def analyze_command(args) -> int:
-    from rich.console import Console
-
     from mentor.analysis.report import REPORT_CONTEXTS, aggregate_table, run_analysis, sample_rollouts
     from mentor.records import Rollout, read_jsonl
     from mentor.tasks import load_task
@@ -60,16 +59,14 @@ def analyze_command(args) -> int:
         if not problems:
             raise ValueError(f"no problem of {args.task} ({args.split} split) matches the rollouts in {args.rollouts}")
     model, tokenizer = load_model(args.model)
-    if not args.rollouts:
-        problems = task.problems(args.split, n=args.n)
-        with console().status(f"sampling {len(problems)} rollouts"):
-            rollouts = sample_rollouts(model, tokenizer, task, problems, seed=args.seed,
-                                       temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     with progress_bar() as bar:
-        task_id = bar.add("token advantages", total=len(rollouts) * len(contexts))
+        if not args.rollouts:
+            problems = task.problems(args.split, n=args.n)
+            rollouts = sample_rollouts(model, tokenizer, task, problems, seed=args.seed, temperature=args.temperature,
+                                       max_new_tokens=args.max_new_tokens, progress=bar.tracker("sampling rollouts"))
         result = run_analysis(model, tokenizer, task, problems, rollouts, args.out, contexts=contexts,
-                              critic=critique, progress=lambda done, total: bar.update(task_id, done))
-    Console().print(aggregate_table(result))
+                              critic=critique, progress=bar.tracker(f"token advantages ({len(contexts)} contexts)"))
+    print(aggregate_table(result))  # markdown: not re-wrapped to the terminal's width
     console().print(f"report -> {Path(args.out) / 'analysis.html'} (analysis.json, PNG plots)")
     return 0
 

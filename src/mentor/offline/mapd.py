@@ -49,7 +49,7 @@ from mentor.feedback.committee import (
 )
 from mentor.offline.rows import RowFile, check_record
 from mentor.records import TOO_DEEP, Problem, RecordError, from_dict, read_jsonl, to_dict, write_jsonl
-from mentor.sampling import SamplingParams
+from mentor.sampling import SamplingParams, check_sampling
 from mentor.teachers import Teacher, TeacherConfig, teacher_configs, user_messages
 
 ABLATIONS = ("committee", "single", "no-explanation")
@@ -704,6 +704,10 @@ class MapdConfig:
             raise ValueError(f"threshold must be in [1, 5], got {self.threshold}")
         if self.prompts_per_call < 1 or self.batch_size < 1:
             raise ValueError("prompts_per_call and batch_size must be >= 1")
+        check_sampling("student_", temperature=self.student_temperature, top_p=self.student_top_p,
+                       max_new_tokens=self.student_max_new_tokens)
+        check_sampling("teacher_", temperature=self.teacher_temperature, max_new_tokens=self.teacher_max_new_tokens)
+        check_sampling("review_", max_new_tokens=self.review_max_new_tokens)
         self.teacher_configs()  # checks every teacher now
 
     def teacher_configs(self) -> list[TeacherConfig]:

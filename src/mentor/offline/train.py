@@ -22,8 +22,9 @@ from pathlib import Path
 from mentor.evaluate import EvalConfig
 from mentor.offline.distill import DISTILL_MODES, distillation_examples
 from mentor.records import append_jsonl, read_json
+from mentor.sampling import check_sampling
 from mentor.train.checkpoint import trainable_state
-from mentor.train.common import held_out_score, save_model, test_scores
+from mentor.train.common import EvalProgress, held_out_score, save_model, test_scores
 from mentor.train.sft import SFTConfig, train_sft
 
 
@@ -70,6 +71,7 @@ class DistillConfig:
             raise ValueError("eval_every and test_problems must be >= 0, eval_problems and eval_k >= 1")
         if self.eval_split not in ("train", "validation", "test"):
             raise ValueError(f"eval_split must be train, validation or test, got {self.eval_split!r}")
+        check_sampling(temperature=self.temperature, max_new_tokens=self.max_new_tokens)
 
 
 def training_rows(config: DistillConfig) -> list | None:
@@ -136,7 +138,7 @@ def oracle_examples(config: DistillConfig, tokenizer) -> tuple[list, dict]:
 
 
 def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
-                progress: Callable[[int, dict], None] | None = None) -> dict:
+                progress: Callable[[int, dict], None] | None = None, eval_progress: EvalProgress | None = None) -> dict:
     """Train into ``out`` (best/ and final/ weights, evals.jsonl, loss.jsonl, summary.json); returns the
     summary, whose ``evals`` list has the same shape as an on-policy run's (for ``mentor compare``). A
     folder that holds a finished run of the same configuration is not trained again (its summary is
@@ -174,7 +176,7 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
 
     def record(step: int) -> None:
         nonlocal best, best_weights
-        score = held_out_score(model, tokenizer, task, problems, scoring, step)
+        score = held_out_score(model, tokenizer, task, problems, scoring, step, eval_progress)
         evals.append(score)
         append_jsonl(out / "evals.jsonl", score)
         key = f"avg@{config.eval_k}"
@@ -194,7 +196,7 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     sft = dataclasses.replace(config.sft, seed=config.seed)
     history = train_sft(model, tokenizer, examples, sft, progress=on_step, log_path=out / "loss.jsonl")
     record(sft.steps)
-    test = (test_scores(model, tokenizer, task, testing, sft.steps, best, best_weights)
+    test = (test_scores(model, tokenizer, task, testing, sft.steps, best, best_weights, eval_progress)
             if config.test_problems else None)
     save_model(model, tokenizer, out / "final")
     summary = {"method": config.mode, "normalisation": config.normalisation, "seed": config.seed,

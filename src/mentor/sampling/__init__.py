@@ -43,6 +43,15 @@ class SamplingParams:
         return asdict(self)
 
 
+def check_sampling(prefix: str = "", **fields: Any) -> None:
+    """SamplingParams' checks of a config's ``prefix + field`` keys (temperature, top_p, max_new_tokens), so a
+    bad value fails when the config is made, before any model loads, naming the key."""
+    try:
+        SamplingParams(**fields)
+    except ValueError as err:
+        raise ValueError(prefix + str(err).removeprefix("SamplingParams.")) from None
+
+
 @dataclass
 class Sample:
     """One completion.
@@ -71,4 +80,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["LocalSampler", "Sample", "SamplingParams"]
+__all__ = ["LocalSampler", "Sample", "SamplingParams", "check_sampling"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,11 +65,20 @@ class LocalSampler:
         prompts: list[str],
         params: SamplingParams,
         progress: Callable[[int], None] | None = None,
+        *,
+        indices: Sequence[int] | None = None,
+        on_prompt: Callable[[int, list[Sample]], None] | None = None,
     ) -> list[list[Sample]]:
         """``params.n`` samples for each prompt, as ``result[prompt_index][sample_index]``.
 
-        ``progress``, when given, is called after each batch with the number of prompts completed so far.
+        ``progress``, when given, is called after each batch with the number of prompts completed so far;
+        ``on_prompt(prompt_index, samples)`` as soon as a prompt's samples are all drawn. ``indices[i]``
+        (default ``i``) seeds prompt ``i``'s draws: a job resumed on the prompts it had not finished passes
+        their original indices and draws what the whole job would have.
         """
+        indices = list(range(len(prompts))) if indices is None else list(indices)
+        if len(indices) != len(prompts):
+            raise ValueError(f"{len(indices)} indices for {len(prompts)} prompts")
         prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
         # Similar lengths share a batch (less padding); a prompt's n rows are adjacent so prompts finish early.
         order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
@@ -83,14 +92,17 @@ class LocalSampler:
             for start in range(0, len(keys), self.batch_size):
                 batch_keys = keys[start : start + self.batch_size]
                 rows = [
-                    _Row(prompt_ids[i], torch.Generator().manual_seed(row_seed(params.seed, i, j)))
+                    _Row(prompt_ids[i], torch.Generator().manual_seed(row_seed(params.seed, indices[i], j)))
                     for i, j in batch_keys
                 ]
                 self._decode(rows, params)
                 for (i, j), row in zip(batch_keys, rows, strict=True):
                     results[i][j] = self._finish(row, params)
                     remaining[i] -= 1
-                    completed += remaining[i] == 0
+                    if remaining[i] == 0:
+                        completed += 1
+                        if on_prompt is not None:
+                            on_prompt(i, results[i])  # type: ignore[arg-type]
                 if progress is not None:
                     progress(completed)
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -37,29 +38,42 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, min_ratio: flo
     return factor
 
 
-def held_out_score(model, tokenizer, task, problems, config, step: int) -> dict:
+EvalProgress = Callable[[str, int, int], None]
+"""``(what is evaluated, problems done, total)``: an evaluation inside a training run reports its progress."""
+
+
+def held_out_score(model, tokenizer, task, problems, config, step: int, progress: EvalProgress | None = None,
+                   label: str | None = None) -> dict:
     """``{"step": step, **metrics}`` of the model's context-free samples on held-out ``problems`` under an
-    :class:`~mentor.evaluate.EvalConfig`; the model is sampled in eval mode and left as it was."""
+    :class:`~mentor.evaluate.EvalConfig`; the model is sampled in eval mode and left as it was. ``progress``
+    is called with ``label`` (default: the step and the split), ``[greedy]`` added for the greedy answers."""
     from mentor.evaluate import evaluate
+
+    label = label or f"evaluation at step {step} ({config.split})"
+    report = None
+    if progress is not None:
+        def report(kind: str, done: int, total: int) -> None:
+            progress(label if kind == "none" else f"{label} [{kind}]", done, total)
 
     was_training = model.training
     model.eval()
     try:
-        summary, _ = evaluate(model, tokenizer, task, problems, config)
+        summary, _ = evaluate(model, tokenizer, task, problems, config, report)
     finally:
         model.train(was_training)
     return {"step": step, **summary["none"]}
 
 
 def test_scores(model, tokenizer, task, config, final_step: int, best: dict | None,
-                best_weights: dict | None) -> dict:
+                best_weights: dict | None, progress: EvalProgress | None = None) -> dict:
     """``{"final": ..., "best": ...}``: the final weights and the best ones (chosen on another split, kept
     as ``best_weights``, the trainable parameters) scored on ``config.n_problems`` problems of
     ``config.split``; the model is left with its final weights."""
     from mentor.train.checkpoint import restore_weights, trainable_state
 
     problems = task.problems(config.split, n=config.n_problems)
-    scores = {"final": held_out_score(model, tokenizer, task, problems, config, final_step)}
+    scores = {"final": held_out_score(model, tokenizer, task, problems, config, final_step, progress,
+                                      f"{config.split}: final weights (step {final_step})")}
     best_step = best["step"] if best else final_step
     if best_weights is None or best_step == final_step:
         scores["best"] = {**scores["final"], "step": best_step}
@@ -67,7 +81,8 @@ def test_scores(model, tokenizer, task, config, final_step: int, best: dict | No
     final_weights = trainable_state(model)
     restore_weights(model, best_weights)
     try:
-        scores["best"] = held_out_score(model, tokenizer, task, problems, config, best_step)
+        scores["best"] = held_out_score(model, tokenizer, task, problems, config, best_step, progress,
+                                        f"{config.split}: best weights (step {best_step})")
     finally:
         restore_weights(model, final_weights)
     return scores
@@ -75,5 +90,8 @@ def test_scores(model, tokenizer, task, config, final_step: int, best: dict | No
 
 def save_model(model, tokenizer, folder) -> None:
     """Weights (an adapter under LoRA) and tokenizer, loadable with ``load_policy(folder)``."""
-    model.save_pretrained(folder)
+    from mentor.progress import no_transformers_bars
+
+    with no_transformers_bars():  # one "Writing model shards" bar per checkpoint otherwise
+        model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

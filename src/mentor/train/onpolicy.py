@@ -52,7 +52,14 @@ from mentor.train.checkpoint import (
     set_rng_state,
     trainable_state,
 )
-from mentor.train.common import clip_and_step, held_out_score, lr_lambda, save_model, test_scores
+from mentor.train.common import (
+    EvalProgress,
+    clip_and_step,
+    held_out_score,
+    lr_lambda,
+    save_model,
+    test_scores,
+)
 from mentor.train.completions import completion_logits, completion_states, plain_head
 from mentor.train.guards import Guards, copy_overlap
 from mentor.train.teacher import TEACHER_KINDS, SelfTeacher
@@ -408,8 +415,8 @@ def _trackers(config: OnPolicyConfig, run_dir: Path | None, extra: Sequence = ()
 
 def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir: str | Path | None = None,
                    critic: Critic | None = None, eval_set: list[Problem] | None = None,
-                   progress: Callable[[int, dict], None] | None = None, trackers: Sequence = (),
-                   stop_after: int | None = None) -> OnPolicyResult:
+                   progress: Callable[[int, dict], None] | None = None, eval_progress: EvalProgress | None = None,
+                   trackers: Sequence = (), stop_after: int | None = None) -> OnPolicyResult:
     """Train ``model`` in place for ``config.steps`` steps and return the run's record.
 
     With ``run_dir`` the run writes ``config.json``, ``metrics.jsonl``, ``evals.jsonl``, a checkpoint every
@@ -418,7 +425,8 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     (held-out ``eval_set``, by default ``eval_problems`` problems of ``eval_split``) runs at step 0, every
     ``eval_every`` steps and at the end. ``stop_after`` ends the call after that many steps in total, as
     a kill would (tests and budgets); the folder can be resumed. ``trackers``: accelerate tracker objects
-    (``GeneralTracker``) beside the ``report_to`` names.
+    (``GeneralTracker``) beside the ``report_to`` names. ``progress(step, metrics)`` after each step,
+    ``eval_progress(label, done, total)`` during each evaluation.
     """
     pool = task.problems("train", n=config.steps * config.prompts_per_step, seed=config.seed)
     random.Random(config.seed).shuffle(pool)
@@ -446,7 +454,7 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     def record_eval(step: int) -> bool:
         """Evaluate; keep the best; True when early stopping says stop."""
         nonlocal bad_evals
-        score = held_out_score(model, tokenizer, task, eval_set, eval_config(config), step)
+        score = held_out_score(model, tokenizer, task, eval_set, eval_config(config), step, eval_progress)
         result.evals.append(score)
         key = f"avg@{config.eval_k}"
         if run_dir is not None:
@@ -503,7 +511,7 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
         finished = run_dir is not None and start >= config.steps and (run_dir / "summary.json").is_file()
         result.test = (json.loads((run_dir / "summary.json").read_text()).get("test") if finished else None) or \
             test_scores(model, tokenizer, task, eval_config(config, test=True), len(result.history), result.best,
-                        result.best_weights)
+                        result.best_weights, eval_progress)
         if trackers is not None:
             trackers.log({f"test/{which}/{k}": v for which, score in result.test.items() for k, v in score.items()
                           if isinstance(v, (int, float))}, step=len(result.history))

@@ -81,7 +81,8 @@ def build_critic(config: CriticConfig, run_dir: Path | None, task=None):
 
 
 def run_training(config: TrainConfig, out: str | Path, *, loaded=None,
-                 progress: Callable[[int, dict], None] | None = None) -> OnPolicyResult:
+                 progress: Callable[[int, dict], None] | None = None,
+                 eval_progress: Callable[[str, int, int], None] | None = None) -> OnPolicyResult:
     """Load the model (unless ``loaded`` = (model, tokenizer)), the task and the critic; train into ``out``."""
     from mentor.loading import load_model
     from mentor.models import apply_lora
@@ -96,7 +97,8 @@ def run_training(config: TrainConfig, out: str | Path, *, loaded=None,
     if config.lora:
         model = apply_lora(model, LoraSpec(r=config.lora_r, alpha=config.lora_alpha))
     result = train_onpolicy(model, tokenizer, task, config.onpolicy, run_dir=out,
-                            critic=critic.critique_many if critic else None, progress=progress)
+                            critic=critic.critique_many if critic else None, progress=progress,
+                            eval_progress=eval_progress)
     if critic is not None:
         (out / "critic_stats.json").write_text(json.dumps(dict(critic.stats), indent=2) + "\n")
     return result
