@@ -5,6 +5,8 @@ faster).
     python benchmarks/grpo_step_vs_trl.py [--vocab 49152|151936] [--prompts 4] [--rollouts 4] [--tokens 128]
         [--repeats 3] [--threads 1]
 
+The default run takes about 2 minutes on two shared cores.
+
 Both sides train the same tiny random-init Llama (hidden 256, 4 layers; ``benchmarks/vs_trl.py``) from one
 saved folder, with the SmolLM2 tokenizer and chat template, one torch thread, float32, AdamW (lr 1e-5,
 gradient norm clipped at 1), and the same objective: the clipped policy gradient (epsilon 0.2) with the
@@ -14,7 +16,10 @@ token mean, ``beta=0``; TRL's gradient checkpointing and bf16 autocast, on by de
 both sides do the same float32 work). The reward is a coin flip by a hash of the completion text
 (``vs_trl.coin``) on both sides, so groups have advantages to compute. Times are CPU seconds of this
 process (``time.process_time``), since the cores are shared; the sides alternate within each repetition
-(and swap order every repetition), and the table gives each side's median over the repetitions.
+(and swap order every repetition), and the table gives each side's median over the repetitions. CPU time
+still moves with the other load on the machine: compare ratios within one run, and repeat a run before
+trusting a ratio to better than ~20%. The fixed-batch updates print both sides' loss and gradient norm,
+which agree.
 
 - **whole step**: ``--prompts`` word problems x ``--rollouts`` samples of up to ``--tokens`` new tokens
   (temperature 1), rewards, advantages, the update. mentor: ``train_step``; TRL: ``GRPOTrainer.train()`` of

@@ -3,7 +3,11 @@ of the update and of the whole step, their ratios (mentor / TRL: above 1, mentor
 memory of one update against one plain SFT step of the same tokens.
 
     python benchmarks/sd_step_vs_trl.py [--vocab 49152|151936] [--prompts 8] [--tokens 128] [--repeats 3]
-        [--memory-vocab 151936] [--memory-prompts 4] [--memory-tokens 512] [--no-memory] [--threads 1]
+        [--memory-vocab 151936] [--memory-prompts 4] [--memory-tokens 512] [--no-memory] [--no-whole]
+        [--threads 1]
+
+The default run (about 3.5 minutes on two shared cores) measures speed at vocab 49,152 and memory at
+151,936; ``--vocab 151936 --no-memory`` gives the speed at the larger vocabulary.
 
 Both sides train the same tiny random-init Llama (hidden 256, 4 layers; ``benchmarks/vs_trl.py``) from
 one saved folder, with the SmolLM2 tokenizer and chat template, one torch thread, AdamW (lr 1e-5, gradient
@@ -12,9 +16,12 @@ every completion token (mentor ``method=sd-reference``, ``divergence=full``, ``b
 ``distillation_mode="full_logits"``, ``distillation_alpha=0``, no importance-sampling clip), the teacher
 being the frozen initial weights (mentor ``teacher=initial``, TRL ``teacher_model_kind="base"``) reading
 the reference solution in mentor's reference template (TRL's ``teacher_prompt_template`` set to it).
+TRL's gradient checkpointing and bf16 autocast, on by default, are turned off, so both sides do the same
+float32 work; the printed losses and gradient norms of the fixed-batch updates agree to every printed digit.
 Times are CPU seconds of this process (``time.process_time``), since the cores are shared; the sides
 alternate within each repetition (and swap order every repetition), and the tables give each side's
-median over the repetitions.
+median over the repetitions. CPU time still moves with the other load on the machine (the memory-bound
+parts most): compare ratios within one run, and repeat a run before trusting a ratio to better than ~20%.
 
 - **update**: one update on a fixed batch of ``--prompts`` word problems, each with a completion of exactly
   ``--tokens`` random token ids drawn from the whole vocabulary (the same ids on both sides, so per-token
@@ -27,8 +34,9 @@ median over the repetitions.
   ``on_step_end`` (trainer set-up excluded). Generation (mentor's local loop against TRL's call to HF
   ``generate``) is timed on its own inside the step; "rest" is the step without it.
   tok/CPU-s = generated tokens / CPU-s.
-- **memory**: peak RSS (``VmHWM``: ``ru_maxrss`` would carry over the parent's peak) of a fresh subprocess each that loads the model (vocab
-  ``--memory-vocab``, by default the issue's 151,936 whatever ``--vocab`` is), builds what the step needs
+- **memory**: peak RSS (``VmHWM``; ``ru_maxrss`` would carry over the parent's peak) of a fresh subprocess
+  each that loads the model (vocab ``--memory-vocab``, by default the issue's 151,936 whatever ``--vocab``
+  is), builds what the step needs
   (SD: the frozen teacher copy) and runs one step on ``--memory-prompts`` x ``--memory-tokens`` completion
   tokens: plain SFT (token-mean NLL of the completion after its prompt, HF ``labels``), mentor's SD update,
   TRL's SD update. Every subprocess imports the same libraries, so the RSS before the step is comparable;
