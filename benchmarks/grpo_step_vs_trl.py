@@ -166,6 +166,11 @@ def trl_whole(trainer, clock, generate: CpuTimer):
 
 
 def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="mentor-vs-trl-") as workdir:
+        run(parse_args(), Path(workdir))
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vocab", type=int, default=49152)
     parser.add_argument("--prompts", type=int, default=4)
@@ -173,10 +178,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128, help="new tokens per sample at most")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def run(args: argparse.Namespace, workdir: Path) -> None:
+    """The benchmark; its model folders and task files live in ``workdir``."""
     vs_trl.setup(args.threads)
 
-    workdir = Path(tempfile.mkdtemp(prefix="mentor-grpo-vs-trl-"))
     folder = vs_trl.build_model_folder(args.vocab, workdir / "model")
     tokenizer = vs_trl.smollm2_tokenizer()
     task = vs_trl.word_task(args.prompts, workdir)

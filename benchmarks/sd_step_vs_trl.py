@@ -178,16 +178,16 @@ def trl_whole(trainer, clock, generate: CpuTimer):
 # ----- memory, each in a fresh subprocess ----------------------------------------------------------------
 
 
-def memory_child(kind: str, folder: Path, prompts: int, tokens: int) -> None:
+def memory_child(kind: str, folder: Path, prompts: int, tokens: int, workdir: Path) -> None:
     """One step of ``kind`` (sft, mentor, trl) in this fresh process; prints the RSS before it and the peak."""
     import trl.experimental.sdft  # noqa: F401  every child imports the same libraries
 
     tokenizer = vs_trl.smollm2_tokenizer()
     vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
-    task = vs_trl.word_task(prompts)
+    task = vs_trl.word_task(prompts, workdir)
     rows, batch = fixed_batch(task, tokenizer, prompts, tokens, vocab)
     if kind == "trl":
-        trainer = trl_trainer(folder, tokenizer, task, prompts, tokens, Path(tempfile.mkdtemp()))
+        trainer = trl_trainer(folder, tokenizer, task, prompts, tokens, workdir / "trl")
         model = trainer.model
     else:
         model = vs_trl.load_model(folder)
@@ -250,6 +250,11 @@ def memory(args, workdir: Path) -> None:
 
 
 def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="mentor-vs-trl-") as workdir:
+        run(parse_args(), Path(workdir))
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vocab", type=int, default=49152)
     parser.add_argument("--prompts", type=int, default=8)
@@ -263,12 +268,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--child", choices=("sft", "mentor", "trl"), help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def run(args: argparse.Namespace, workdir: Path) -> None:
+    """The benchmark; its model folders and task files live in ``workdir``."""
     vs_trl.setup(args.threads)
     if args.child:
-        return memory_child(args.child, args.folder, args.prompts, args.tokens)
+        return memory_child(args.child, args.folder, args.prompts, args.tokens, workdir)
 
-    workdir = Path(tempfile.mkdtemp(prefix="mentor-sd-vs-trl-"))
     folder = vs_trl.build_model_folder(args.vocab, workdir / "model")
     tokenizer = vs_trl.smollm2_tokenizer()
     task = vs_trl.word_task(args.prompts, workdir)
