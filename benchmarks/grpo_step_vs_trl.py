@@ -134,19 +134,6 @@ def trl_trainer(folder: Path, tokenizer, task, prompts: int, rollouts: int, toke
     return trainer
 
 
-def trl_update(trainer, batch, optimizer) -> float:
-    """What ``Trainer.training_step`` and the optimizer step do, on the prepared batch (no generation)."""
-    model = trainer.model
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    loss = trainer.compute_loss(model, batch)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    model.eval()
-    return float(loss.detach()), float(grad_norm)
-
-
 def mentor_whole(model, tokenizer, task, optimizer, config, generate: CpuTimer, step: int):
     problems = task.problems("train", n=config.prompts_per_step)
     generate.take()
@@ -201,7 +188,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     tokens = args.prompts * args.rollouts * args.tokens
 
     sides = {"mentor": lambda: mentor_update(model, tokenizer, rows, adv_B, mentor_opt, config),
-             "trl": lambda: trl_update(trainer, batch, trl_opt)}
+             "trl": lambda: vs_trl.trl_update(trainer, batch, trl_opt)}
     warm = {side: run() for side, run in sides.items()}  # warm-up, untimed
     update = {"mentor": [], "trl": []}
     for rep in range(args.repeats):

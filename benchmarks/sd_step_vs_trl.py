@@ -142,19 +142,6 @@ def trl_trainer(folder: Path, tokenizer, task, prompts: int, tokens: int, output
     return trainer
 
 
-def trl_update(trainer, batch, optimizer) -> float:
-    """What ``Trainer.training_step`` and the optimizer step do, on the prepared batch (no generation)."""
-    model = trainer.model
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    loss = trainer.compute_loss(model, batch)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    model.eval()
-    return float(loss.detach()), float(grad_norm)
-
-
 # ----- whole steps ---------------------------------------------------------------------------------------
 
 
@@ -199,7 +186,7 @@ def memory_child(kind: str, folder: Path, prompts: int, tokens: int, workdir: Pa
     elif kind == "mentor":
         loss, _ = mentor_update(model, teacher, tokenizer, rows, optimizer, mentor_config(prompts, tokens))
     else:
-        loss, _ = trl_update(trainer, batch, optimizer)
+        loss, _ = vs_trl.trl_update(trainer, batch, optimizer)
     print(json.dumps({"before": before, "peak": vs_trl.peak_rss_mib(), "loss": loss}))
 
 
@@ -294,7 +281,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     tokens = args.prompts * args.tokens
 
     sides = {"mentor": lambda: mentor_update(model, teacher, tokenizer, rows, mentor_opt, config),
-             "trl": lambda: trl_update(trainer, batch, trl_opt)}
+             "trl": lambda: vs_trl.trl_update(trainer, batch, trl_opt)}
     warm = {side: run() for side, run in sides.items()}  # warm-up, untimed
     update = {"mentor": [], "trl": []}
     for rep in range(args.repeats):

@@ -209,3 +209,16 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
         print("  " + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
         if i == 0:
             print("  " + "  ".join("-" * w for w in widths))
+
+
+def trl_update(trainer, batch, optimizer) -> float:
+    """What ``Trainer.training_step`` and the optimizer step do, on the prepared batch (no generation)."""
+    model = trainer.model
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    model.eval()
+    return float(loss.detach()), float(grad_norm)
