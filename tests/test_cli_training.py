@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,6 +136,47 @@ def test_compare_writes_the_paper_table_and_resumes(tmp_path, capsys, workers):
     if workers == 1:  # a second call finds every run finished and reproduces the report
         assert main(["compare", "--out", str(out), *COMPARE, *NO_SEARCH]) == 0
         assert json.loads((out / "results.json").read_text())["GRPO"][0]["final"] == results["GRPO"][0]["final"]
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may wait for a reaper that a container lacks)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_compare_leaves_no_worker_running(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "mentor", "--threads", "1", "compare", "--out",
+                                str(tmp_path / "c"), *COMPARE, *NO_SEARCH, "workers=2", "shared.steps=1000"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    deadline = time.time() + 180
+    # both workers are inside runs (each has written its run's config), not merely starting up
+    while (len(workers) < 2 or len(list((tmp_path / "c").glob("*/seed*/config.json"))) < 2) \
+            and time.time() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        workers = {pid for pid in _children(process.pid)
+                   if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+    assert len(workers) == 2, "the compare did not start its two workers"
+    process.kill()
+    process.wait()
+    deadline = time.time() + 20
+    while any(_running(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _running(pid)], "workers outlived the killed compare"
 
 
 def test_compare_searches_each_method_on_validation_then_runs_the_chosen_value_on_every_seed(tmp_path):

@@ -12,8 +12,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import re
+import signal
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -178,12 +181,26 @@ def validation_score(summary: dict) -> float:
     return max(e[key] for e in summary["evals"])
 
 
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: the kernel kills this worker when the compare process dies, however it dies
+    (Linux's PR_SET_PDEATHSIG), so a killed ``mentor compare`` leaves no orphan runs behind; a worker whose
+    parent died while it was still starting up exits at once."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def _run_jobs(config: CompareConfig, jobs: list[tuple[str, int, dict]], out: Path,
               on_done: Callable[[str, int, dict], None] | None) -> list[dict]:
     calls = [_job(config, label, seed, out, choice) for label, seed, choice in jobs]
     with contextlib.ExitStack() as stack:
         if config.workers > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")))
+            pool = stack.enter_context(ProcessPoolExecutor(config.workers, mp_context=get_context("spawn"),
+                                                           initializer=_die_with_parent,
+                                                           initargs=(os.getpid(),)))
             futures = [pool.submit(function, *arguments) for function, arguments in calls]
             summaries = (future.result() for future in futures)
         else:
