@@ -83,7 +83,7 @@ class VLLMSampler:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if kv_cache_gib <= 0:
             raise ValueError(f"kv_cache_gib must be > 0, got {kv_cache_gib}")
-        from transformers import AutoTokenizer, GenerationConfig
+        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
         self.model_dir = str(Path(model_dir))
         self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(self.model_dir)
@@ -94,9 +94,13 @@ class VLLMSampler:
         self.stop_token_ids = _stop_token_ids(SimpleNamespace(generation_config=generation_config), self.tokenizer)
         self.batch_size = batch_size
         self.seed = seed
+        # without chunked prefill one step must hold a whole prompt: vLLM refuses a token budget below
+        # max_model_len (the model's max_position_embeddings when not given)
+        model_len = max_model_len or getattr(AutoConfig.from_pretrained(self.model_dir), "max_position_embeddings", 0)
         started = time.perf_counter()
         self.llm = _build_engine(self.model_dir, dict(
             seed=seed,
+            max_num_batched_tokens=max(4096, model_len or 0),
             dtype=dtype,
             max_model_len=max_model_len,
             kv_cache_memory_bytes=int(kv_cache_gib * 2**30),
@@ -105,8 +109,7 @@ class VLLMSampler:
             enforce_eager=enforce_eager,
             enable_chunked_prefill=False,  # per-request seeds on CPU (module docstring)
             logprobs_mode="processed_logprobs",  # log_softmax(logits / T), as LocalSampler
-            **(engine_kwargs or {}),
-        ))
+        ) | (engine_kwargs or {}))
         self.start_seconds = time.perf_counter() - started
         """Wall-clock seconds the engine took to build (load, KV cache, warm-up)."""
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
