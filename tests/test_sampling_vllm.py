@@ -26,6 +26,7 @@ from mentor.sampling.local import LocalSampler
 from mentor.sampling.vllm_engine import VLLMSampler
 from mentor.tasks.world import WorldTask
 from mentor.train.completions import completion_logits
+from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy, vllm_sampler
 from mentor.world_model import SHIPPED_DIR, load_world_folder
 from tiny import tiny_llama
 
@@ -207,3 +208,55 @@ def test_the_engine_leaves_torch_threads_alone_and_refuses_a_foreign_model(engin
     _, tokenizer = policy
     with pytest.raises(ValueError, match="missing"):  # 2 layers where the engine has 3
         engine.load_weights(tiny_llama(len(tokenizer)))
+
+
+class Recording:
+    """The module's engine, counting the weight pushes."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.pushes = engine, 0
+
+    def generate(self, *args, **kwargs):
+        return self.engine.generate(*args, **kwargs)
+
+    def load_weights(self, model) -> int:
+        self.pushes += 1
+        return self.engine.load_weights(model)
+
+
+def test_onpolicy_training_samples_from_the_engine_and_pushes_every_step(engine, policy, prompts):
+    base, tokenizer = policy
+    model = copy.deepcopy(base)
+    config = OnPolicyConfig(method="sd-reference", steps=2, prompts_per_step=2, max_new_tokens=48, lr=3e-3,
+                            eval_problems=2, eval_k=1, generation_backend="vllm")
+    recording = Recording(engine)
+    try:
+        result = train_onpolicy(model, tokenizer, WorldTask(), config, sampler=recording)
+        assert recording.pushes == 1 + config.steps and len(result.history) == config.steps
+        assert all(m["generated_tokens"] > 0 for m in result.history)
+        # the engine now holds the trained weights, which differ from the base's
+        params = SamplingParams(n=2, temperature=1.0, max_new_tokens=160, seed=8)
+        sampled = engine.generate(prompts, params)
+        assert logp_delta(model, tokenizer, prompts, sampled, 1.0).max() < LOGP_TOL
+        assert logp_delta(base, tokenizer, prompts, sampled, 1.0).max() > 100 * LOGP_TOL
+    finally:
+        engine.load_weights(base)
+
+
+def test_the_vllm_backend_builds_its_engine_from_the_model_folder_and_closes_it(policy, monkeypatch):
+    base, tokenizer = policy
+    calls = []
+    for name in ("load_weights", "generate", "close"):
+        original = getattr(VLLMSampler, name)
+        monkeypatch.setattr(VLLMSampler, name, lambda self, *a, _f=original, _n=name, **k: (calls.append(_n),
+                                                                                          _f(self, *a, **k))[1])
+    config = OnPolicyConfig(method="grpo", steps=1, prompts_per_step=2, rollouts_per_prompt=2, max_new_tokens=32,
+                            eval_problems=2, eval_k=1, generation_backend="vllm")
+    train_onpolicy(copy.deepcopy(base), tokenizer, WorldTask(), config)
+    assert calls == ["load_weights", "generate", "load_weights", "close"]
+
+
+def test_the_vllm_backend_needs_a_model_folder(policy):
+    _, tokenizer = policy
+    with pytest.raises(ValueError, match="model's folder"):
+        vllm_sampler(tiny_llama(len(tokenizer)), tokenizer, OnPolicyConfig(generation_backend="vllm"))
