@@ -27,14 +27,15 @@ How it matches ``LocalSampler``:
   Generator does not use offset"), so chunked prefill is turned off and a prompt is prefilled in one
   step; the engine's global ``seed`` seeds anything else vLLM draws.
 - **Colocated**: the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` while it is built),
-  so ``load_weights`` reaches the engine's torch module directly. vLLM's CPU worker replaces
+  so ``load_weights`` hands the live tensors to the worker without a copy between processes (the
+  engine keeps its own copy of the weights: twice the model's memory). vLLM's CPU worker replaces
   ``torch.set_num_threads`` with a no-op when it starts; the original function and thread count are put
   back afterwards so the trainer in the same process keeps control of its threads.
 
-CPU settings: the KV cache has a fixed size (``kv_cache_gib``; on CPU vLLM otherwise reserves
-``gpu_memory_utilization`` of the machine's RAM, or the legacy ``VLLM_CPU_KVCACHE_SPACE`` GiB), and
-``enforce_eager=True`` skips the inductor compile (on the world model: about 5 s to start instead of 25 s,
-and no slower per token).
+CPU settings: the KV cache has a fixed size, ``kv_cache_gib`` (a ``VLLM_CPU_KVCACHE_SPACE`` in the
+environment, in GiB, overrides it), and ``enforce_eager=True`` skips the inductor compile (on the world
+model: about 5 s to start instead of 25 s, and no slower per token). The first ``generate`` call after the
+start pays a few seconds of kernel set-up.
 """
 
 from __future__ import annotations
