@@ -54,6 +54,8 @@ def test_config_defaults_and_errors():
         OnPolicyConfig(method="sd-success", rollouts_per_prompt=1)
     with pytest.raises(ValueError, match="teacher"):
         OnPolicyConfig(teacher="oracle")
+    with pytest.raises(ValueError, match="generation_backend must be one of local, vllm"):
+        OnPolicyConfig(generation_backend="sglang")
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,7 @@ METHODS = {"grpo": None, "sd-reference": "reference", "sd-critique": "critique",
 DIVERGENCES = ("full", "top-k", "sampled")
 SIGNAL_SPANS = ("all", "to-divergence")
 SCHEDULES = ("constant", "cosine", "linear")
+GENERATION_BACKENDS = ("local", "vllm")
 Critic = Callable[[list[Problem], list[str]], list[Feedback]]
 
 
@@ -85,6 +86,9 @@ class OnPolicyConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 160
+    # local: mentor's own decode loop; vllm: a vLLM engine colocated in the process, built once from the
+    # model's folder, the weights pushed into it after every optimizer step (needs vllm installed)
+    generation_backend: str = "local"
     # optimisation
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -123,7 +127,8 @@ class OnPolicyConfig:
     def __post_init__(self) -> None:
         choices = {"method": METHODS, "divergence": DIVERGENCES, "teacher": TEACHER_KINDS,
                    "signal_span": SIGNAL_SPANS, "schedule": SCHEDULES,
-                   "top_k_source": ("teacher", "student"), "aggregation": ("token-mean", "sequence-mean")}
+                   "top_k_source": ("teacher", "student"), "aggregation": ("token-mean", "sequence-mean"),
+                   "generation_backend": GENERATION_BACKENDS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -292,15 +297,17 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
 
 
 def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, problems: list[Problem], optimizer,
-               config: OnPolicyConfig, step: int, critic: Critic) -> dict:
-    """One on-policy step on ``problems`` (sample, score, context, loss, update); returns its metrics."""
+               config: OnPolicyConfig, step: int, critic: Critic, sampler=None) -> dict:
+    """One on-policy step on ``problems`` (sample, score, context, loss, update); returns its metrics.
+    ``sampler`` draws the rollouts (default: mentor's decode loop on ``model``); one that holds its own copy
+    of the weights must have ``model``'s current ones."""
     times = dict.fromkeys(("generate", "critic", "teacher", "update"), 0.0)
     start = time.time()
     prompts = [render_prompt(tokenizer, task.prompt(p)) for p in problems]
     params = SamplingParams(n=config.rollouts_per_prompt, temperature=config.temperature, top_p=config.top_p,
                             max_new_tokens=config.max_new_tokens, seed=config.seed * 100_003 + step)
     model.eval()
-    samples = LocalSampler(model, tokenizer, batch_size=64).generate(prompts, params)
+    samples = (sampler or LocalSampler(model, tokenizer, batch_size=64)).generate(prompts, params)
     times["generate"] = time.time() - start
     rows = [Row(problem, prompt, s, task.verify(problem, s.text).reward)
             for problem, prompt, group in zip(problems, prompts, samples) for s in group]
@@ -416,7 +423,7 @@ def _trackers(config: OnPolicyConfig, run_dir: Path | None, extra: Sequence = ()
 def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir: str | Path | None = None,
                    critic: Critic | None = None, eval_set: list[Problem] | None = None,
                    progress: Callable[[int, dict], None] | None = None, eval_progress: EvalProgress | None = None,
-                   trackers: Sequence = (), stop_after: int | None = None) -> OnPolicyResult:
+                   trackers: Sequence = (), stop_after: int | None = None, sampler=None) -> OnPolicyResult:
     """Train ``model`` in place for ``config.steps`` steps and return the run's record.
 
     With ``run_dir`` the run writes ``config.json``, ``metrics.jsonl``, ``evals.jsonl``, a checkpoint every
@@ -426,8 +433,37 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     ``eval_every`` steps and at the end. ``stop_after`` ends the call after that many steps in total, as
     a kill would (tests and budgets); the folder can be resumed. ``trackers``: accelerate tracker objects
     (``GeneralTracker``) beside the ``report_to`` names. ``progress(step, metrics)`` after each step,
-    ``eval_progress(label, done, total)`` during each evaluation.
+    ``eval_progress(label, done, total)`` during each evaluation. ``sampler`` draws the rollouts instead of
+    the one ``generation_backend`` names (with ``load_weights``, it gets the weights at the start and after
+    every step); evaluation always uses mentor's own loop.
     """
+    own = None
+    if sampler is None and config.generation_backend == "vllm":
+        sampler = own = vllm_sampler(model, tokenizer, config)
+    try:
+        return _train(model, tokenizer, task, config, run_dir=run_dir, critic=critic, eval_set=eval_set,
+                      progress=progress, eval_progress=eval_progress, trackers=trackers, stop_after=stop_after,
+                      sampler=sampler)
+    finally:
+        if own is not None:
+            own.close()
+
+
+def vllm_sampler(model, tokenizer, config: OnPolicyConfig):
+    """A vLLM engine colocated in this process, built on the folder ``model`` (a LoRA model: its base) was
+    loaded from; ``train_onpolicy`` pushes the live weights into it."""
+    from mentor.sampling.vllm_engine import VLLMSampler
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    folder = Path(str(getattr(base, "name_or_path", "") or ""))
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"generation_backend=vllm builds its engine from the model's folder; this model was not "
+                         f"loaded from one (name_or_path {str(folder)!r})")
+    return VLLMSampler(folder, tokenizer, seed=config.seed)
+
+
+def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, critic, eval_set, progress,
+           eval_progress, trackers, stop_after, sampler) -> OnPolicyResult:
     pool = task.problems("train", n=config.steps * config.prompts_per_step, seed=config.seed)
     random.Random(config.seed).shuffle(pool)
     if config.grpo_weight < 1 and config.context in ("reference", "critique"):
@@ -450,6 +486,9 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     if run_dir is not None:
         start, bad_evals = _prepare_run_dir(run_dir, config, model, optimizer, scheduler, teacher, guards, result)
     trackers = _trackers(config, run_dir, trackers)
+    push_weights = getattr(sampler, "load_weights", None)  # an engine with its own copy of the weights
+    if push_weights is not None:
+        push_weights(model)
 
     def record_eval(step: int) -> bool:
         """Evaluate; keep the best; True when early stopping says stop."""
@@ -477,7 +516,9 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
         if stop_after is not None and step >= stop_after:
             return result
         batch = pool[step * config.prompts_per_step : (step + 1) * config.prompts_per_step]
-        metrics = train_step(model, teacher, tokenizer, task, batch, optimizer, config, step, critic)
+        metrics = train_step(model, teacher, tokenizer, task, batch, optimizer, config, step, critic, sampler)
+        if push_weights is not None:
+            push_weights(model)
         if teacher is not None:
             teacher.update(model)
         metrics["lr"] = scheduler.get_last_lr()[0]

