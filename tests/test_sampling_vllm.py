@@ -260,3 +260,27 @@ def test_the_vllm_backend_needs_a_model_folder(policy):
     _, tokenizer = policy
     with pytest.raises(ValueError, match="model's folder"):
         vllm_sampler(tiny_llama(len(tokenizer)), tokenizer, OnPolicyConfig(generation_backend="vllm"))
+
+
+# ----- vLLM as the server: `vllm serve` on loopback behind mentor's OpenAI-compatible client -------------------
+
+
+def test_openai_sampler_against_vllm_serve_answers_as_the_local_model(policy, prompts, tmp_path):
+    from mentor.sampling.openai_compatible import OpenAISampler
+    from serving import vllm_serve
+
+    model, tokenizer = policy
+    expected = [s.text for s in greedy(LocalSampler(model, tokenizer), prompts[:4])]
+    task = WorldTask()
+    questions = [[{"role": "user", "content": task.prompt(p)}] for p in task.problems("test", n=4)]
+    with vllm_serve(str(SHIPPED_DIR), tmp_path / "vllm.log", name="world") as base_url:
+        sampler = OpenAISampler(base_url, "world", max_retries=1)
+        try:
+            completed = sampler.complete(prompts[:4], SamplingParams(temperature=0.0, max_new_tokens=160))
+            chatted = sampler.chat(questions, SamplingParams(n=2, temperature=1.0, max_new_tokens=160, seed=0))
+        finally:
+            sampler.close()
+    assert [group[0].text for group in completed] == expected  # the same model, greedy, through the server
+    assert all(len(group) == 2 and all(s.text.strip() for s in group) for group in chatted)
+    # the server applied the folder's chat template: the answers are world traces
+    assert sum("<answer>" in s.text for group in chatted for s in group) >= 6
