@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -187,6 +188,20 @@ def test_bad_sampling_arguments_are_refused_before_the_model_loads(argv, message
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+@pytest.mark.parametrize("argv", [["eval", "--backend", "vllm"], ["train", "onpolicy.generation_backend=vllm"]])
+def test_the_vllm_backend_without_vllm_is_one_line_before_the_model_loads(argv, tmp_path, monkeypatch, capsys):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the backend was checked")
+
+    monkeypatch.setattr("mentor.loading.load_model", no_model)
+    monkeypatch.setattr("mentor.world_model.load_world_model", no_model)
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs vLLM in this environment" in err, err
     assert not (tmp_path / "out").exists()
 
 

@@ -3,6 +3,7 @@ evaluation keeps the best weights and stops early, the guards fire, trackers rec
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import random
@@ -56,6 +57,9 @@ def test_config_defaults_and_errors():
         OnPolicyConfig(teacher="oracle")
     with pytest.raises(ValueError, match="generation_backend must be one of local, vllm"):
         OnPolicyConfig(generation_backend="sglang")
+    if importlib.util.find_spec("vllm") is None:  # refused at once, before any model loads
+        with pytest.raises(ValueError, match="needs vLLM in this environment"):
+            OnPolicyConfig(generation_backend="vllm")
 
 
 @pytest.mark.parametrize(

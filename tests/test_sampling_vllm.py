@@ -25,10 +25,10 @@ from mentor.losses import token_logprobs
 from mentor.models import LoraSpec, apply_lora, encode_prompt, render_prompt
 from mentor.sampling import SamplingParams
 from mentor.sampling.local import LocalSampler
-from mentor.sampling.vllm_engine import VLLMSampler
+from mentor.sampling.vllm_engine import VLLMSampler, engine_for
 from mentor.tasks.world import WorldTask
 from mentor.train.completions import completion_logits
-from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy, vllm_sampler
+from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy
 from mentor.world_model import SHIPPED_DIR, load_world_folder
 from tiny import tiny_llama
 
@@ -261,7 +261,21 @@ def test_the_vllm_backend_builds_its_engine_from_the_model_folder_and_closes_it(
 def test_the_vllm_backend_needs_a_model_folder(policy):
     _, tokenizer = policy
     with pytest.raises(ValueError, match="model's folder"):
-        vllm_sampler(tiny_llama(len(tokenizer)), tokenizer, OnPolicyConfig(generation_backend="vllm"))
+        engine_for(tiny_llama(len(tokenizer)), tokenizer)
+
+
+def test_evaluation_through_the_engine_scores_as_the_local_loop(policy):
+    # greedy answers are the same tokens on both backends, so every number of the summary is the same
+    from mentor.evaluate import EvalConfig, evaluate
+
+    model, tokenizer = policy
+    task = WorldTask()
+    problems = task.problems("test", n=6)
+    results = [evaluate(model, tokenizer, task, problems, EvalConfig(k=1, temperature=0.0, backend=backend))
+               for backend in ("local", "vllm")]
+    (local, local_rollouts), (engine, engine_rollouts) = results
+    assert [r.completion for r in engine_rollouts["none"]] == [r.completion for r in local_rollouts["none"]]
+    assert engine["none"]["avg@1"] == local["none"]["avg@1"]
 
 
 # ----- vLLM as the server: `vllm serve` on loopback behind mentor's OpenAI-compatible client -------------------

@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problem-seed", dest="problem_seed", type=int,
                    help="which problems of the split (generated tasks; default 0)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="prompts per generation batch")
+    p.add_argument("--backend", help="local (default) or vllm: sample with a vLLM engine built from the model's folder")
     p.add_argument("--context", help="comma list of none,reference,critique (default none)")
     p.add_argument("--config", help="YAML file with EvalConfig fields")
     p.add_argument("--out", help="folder for results.json and the rollouts")

@@ -22,6 +22,7 @@ from mentor.offline.rows import RowFile
 from mentor.records import Problem, Rollout, read_json, write_jsonl
 from mentor.sampling import Sample, SamplingParams
 from mentor.sampling.local import LocalSampler
+from mentor.sampling.vllm_engine import engine_for, require_vllm
 from mentor.tasks import Task
 
 EVAL_CONTEXTS = ("none", "reference", "critique")  # ``success`` needs a training run's sibling rollouts
@@ -45,6 +46,7 @@ class EvalConfig:
     batch_size: int = 64
     thinking: bool | None = None
     greedy: bool = False  # also one greedy (temperature 0) answer per problem: ``greedy`` accuracy
+    backend: str = "local"  # local (mentor's decode loop) | vllm (an engine in this process, from the model's folder)
 
     def __post_init__(self) -> None:
         if self.n_problems < 1 or self.k < 1:
@@ -54,6 +56,10 @@ class EvalConfig:
             raise ValueError(f"unknown context {bad}; choose from {', '.join(EVAL_CONTEXTS)}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.backend not in ("local", "vllm"):
+            raise ValueError(f"backend must be local or vllm, got {self.backend!r}")
+        if self.backend == "vllm":
+            require_vllm()
         self.sampling()  # checks temperature, top_p, max_new_tokens
 
     def sampling(self) -> SamplingParams:
@@ -102,7 +108,17 @@ def evaluate(
     soon as they are drawn; the problems it holds already (an interrupted evaluation) are not drawn again.
     """
     check_contexts(task, problems, config.contexts)
-    sampler = LocalSampler(model, tokenizer, batch_size=config.batch_size)
+    if config.backend == "vllm":
+        engine = engine_for(model, tokenizer, seed=config.seed)
+        try:
+            return _evaluate(engine, tokenizer, task, problems, config, progress, saved)
+        finally:
+            engine.close()
+    return _evaluate(LocalSampler(model, tokenizer, batch_size=config.batch_size), tokenizer, task, problems, config,
+                     progress, saved)
+
+
+def _evaluate(sampler, tokenizer, task: Task, problems: Sequence[Problem], config: EvalConfig, progress, saved):
     params = config.sampling()
     kinds = ["none"] + [c for c in config.contexts if c != "none"]
     summaries, rollouts = {}, {}
@@ -135,7 +151,7 @@ def evaluate(
     return {k: summaries[k] for k in kinds if k in config.contexts or k == "none"}, rollouts
 
 
-def _draw(sampler: LocalSampler, task: Task, problems: Sequence[Problem], prompts: Sequence[str],
+def _draw(sampler, task: Task, problems: Sequence[Problem], prompts: Sequence[str],
           params: SamplingParams, saved: RowFile | None,
           report: Callable[[int, int], None] | None) -> tuple[list[list[Rollout]], int]:
     """Each problem's ``params.n`` verified rollouts (read back from ``saved`` when it holds them all, drawn

@@ -17,7 +17,7 @@ def eval_command(args) -> int:
     flags = {"model": args.model, "task": args.data or args.task, "k": args.k, "n_problems": args.n,
              "temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
              "seed": args.seed, "problem_seed": args.problem_seed, "split": args.split,
-             "batch_size": args.batch_size,
+             "batch_size": args.batch_size, "backend": args.backend,
              "contexts": [c.strip() for c in args.context.split(",")] if args.context else None}
     config = dataclasses.replace(config, **{k: v for k, v in flags.items() if v is not None})
     run_eval(config, args.out)

