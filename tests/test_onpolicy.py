@@ -84,6 +84,8 @@ def test_every_method_takes_steps_on_the_world(overrides):
         assert {"time_generate", "time_critic", "time_teacher", "time_update"} <= set(metrics)
         if config.grpo_weight < 1 and config.method != "sd-success":
             assert metrics["signal_fraction"] == 1.0  # the world's exact critic is always usable
+        if config.grpo_weight > 0:  # the sampler's log-probs are the trainer's, to float rounding
+            assert 0.0 <= metrics["pg_logp_mismatch"] < 1e-4
     moved = not same(before, weights(model))
     no_signal = all(m.get("zero_var_frac", 0) == 1.0 for m in result.history) and (
         config.method == "grpo" or all(m.get("signal_fraction", 1) == 0 for m in result.history))

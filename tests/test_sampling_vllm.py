@@ -245,6 +245,18 @@ def test_onpolicy_training_samples_from_the_engine_and_pushes_every_step(engine,
         engine.load_weights(base)
 
 
+def test_grpo_through_the_engine_logs_the_logprob_mismatch_and_takes_the_trainers(engine, policy):
+    base, tokenizer = policy
+    config = OnPolicyConfig(method="grpo", steps=1, prompts_per_step=2, rollouts_per_prompt=4, max_new_tokens=48,
+                            eval_problems=2, eval_k=1, generation_backend="vllm")
+    try:
+        step = train_onpolicy(copy.deepcopy(base), tokenizer, WorldTask(), config, sampler=engine).history[0]
+    finally:
+        engine.load_weights(base)
+    assert 0.0 < step["pg_logp_mismatch"] < LOGP_TOL  # the engine's kernels round differently, by little
+    assert step["pg_ratio_mean"] == pytest.approx(1.0, abs=1e-6)  # old log-probs are the trainer's own
+
+
 def test_the_vllm_backend_builds_its_engine_from_the_model_folder_and_closes_it(policy, monkeypatch):
     base, tokenizer = policy
     calls = []

@@ -260,6 +260,12 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
     if config.grpo_weight > 0:
         logp_BT = token_logprobs(logits_BTV, tokens_BT)
         old_BT = _padded([r.sample.logprobs for r in rows], mask_BT.shape[1], torch.float32, device)
+        # the sampler's log-probs against the trainer's for the same weights: float rounding for mentor's loop,
+        # more for an engine with its own kernels, whose numbers then give way to the trainer's in the ratio
+        mismatch = (logp_BT.detach() - old_BT).abs()[mask_BT.bool()]
+        metrics["pg_logp_mismatch"] = float(mismatch.mean()) if mismatch.numel() else 0.0
+        if config.generation_backend != "local":
+            old_BT = logp_BT.detach()
         pg, pg_metrics = clipped_policy_gradient(logp_BT, old_BT, adv_B.to(device), mask_BT, clip_low=config.clip,
                                                  clip_high=config.clip, aggregation=config.aggregation)
         metrics.update({f"pg_{k}": v for k, v in pg_metrics.items()})
