@@ -245,8 +245,9 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
     prompts = [encode_prompt(tokenizer, r.prompt) for r in rows]
     # pure forward-KL self-distillation never needs the student's logits: the fused loss makes them a chunk at a
     # time from the hidden states (docs/methods.md, section 1)
+    head = plain_head(model)
     fused = (config.grpo_weight == 0 and config.divergence == "full" and config.beta == 0
-             and config.divergence_clip is None and plain_head(model) is not None)
+             and config.divergence_clip is None and head is not None)
     if fused:
         hidden_BTH, mask_BT = completion_states(model, prompts, completions)
     else:
@@ -255,10 +256,11 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
             logits_BTV = logits_BTV / config.temperature
     device = mask_BT.device
     tokens_BT = _padded(completions, mask_BT.shape[1], torch.long, device)
+    if not fused:  # the fused loss returns the student's log-probs itself
+        logp_BT = token_logprobs(logits_BTV, tokens_BT)
     pg = sd = None
     metrics = {}
     if config.grpo_weight > 0:
-        logp_BT = token_logprobs(logits_BTV, tokens_BT)
         old_BT = _padded([r.sample.logprobs for r in rows], mask_BT.shape[1], torch.float32, device)
         # the sampler's log-probs against the trainer's for the same weights: float rounding for mentor's loop,
         # more for an engine with its own kernels, whose numbers then give way to the trainer's in the ratio
@@ -284,10 +286,9 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
         sd_mask_BT = _padded([[1.0] * signal_tokens(r) for r in rows], mask_BT.shape[1], mask_BT.dtype, device)
         if fused:
             sd, sd_metrics, logp_BT, teacher_logp_BT = fused_forward_kl(
-                hidden_BTH, plain_head(model), teacher_hidden_BTH, teacher_head, tokens_BT, sd_mask_BT,
+                hidden_BTH, head, teacher_hidden_BTH, teacher_head, tokens_BT, sd_mask_BT,
                 temperature=config.temperature)
         else:
-            logp_BT = token_logprobs(logits_BTV, tokens_BT)
             teacher_logp_BT = token_logprobs(teacher_BTV, tokens_BT)
             if config.divergence == "sampled":
                 sd, sd_metrics = sampled_token_distill(logp_BT, teacher_logp_BT, sd_mask_BT)
