@@ -20,13 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from onpolicy_step_memory import word_problems  # the same GSM8K-format problems as that benchmark
 
 from mentor.models import gguf_to_folder, smollm2_gguf_path
 from mentor.records import Problem, Verdict
 from mentor.tasks.files import FileTask
-
-NAMES = ("Ana", "Ben", "Chen", "Dara", "Eli", "Femi", "Gus", "Hana")
-ITEMS = ("apples", "marbles", "stickers", "coins", "books", "stamps")
 
 
 def setup(threads: int) -> None:
@@ -78,23 +76,6 @@ def load_model(folder: Path):
 
     model = LlamaForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     return model.eval()
-
-
-def word_problems(n: int, seed: int = 0) -> list[dict]:
-    """GSM8K-format rows: a three-step word problem and its worked solution ending in ``#### N``."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        name, item = rng.choice(NAMES), rng.choice(ITEMS)
-        a, b, k, c = rng.randint(5, 40), rng.randint(2, 30), rng.randint(2, 4), rng.randint(1, 20)
-        total, scaled = a + b, (a + b) * k
-        question = (f"{name} has {a} {item} and gets {b} more. Then {name}'s collection grows {k} times "
-                    f"bigger. Finally {name} gives away {c} {item}. How many {item} does {name} have now?")
-        solution = (f"{name} starts with {a} {item} and gets {b} more, so {a} + {b} = {total}.\n"
-                    f"The collection grows {k} times bigger: {total} * {k} = {scaled}.\n"
-                    f"After giving away {c}: {scaled} - {c} = {scaled - c}.\n#### {scaled - c}")
-        rows.append({"question": question, "answer": solution})
-    return rows
 
 
 def coin(text: str) -> float:
