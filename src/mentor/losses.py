@@ -152,7 +152,7 @@ class _FusedHeadForwardKL(torch.autograd.Function):
         dtype = torch.promote_types(h_s.dtype, torch.float32)
         m_N = m_BT.reshape(-1).to(dtype)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = torch.zeros_like(hs_NH) if need_h else None
+        grad_h = torch.empty_like(hs_NH) if need_h else None  # every row is written by its chunk
         grad_w = torch.zeros_like(w_s) if need_w else None
         kl_N = hs_NH.new_zeros(hs_NH.shape[0], dtype=dtype)
         tok_logp_s, tok_logp_t = torch.zeros_like(kl_N), torch.zeros_like(kl_N)
