@@ -126,6 +126,22 @@ def test_teacher_mode_gives_base_logits_exactly():
     assert trainable and all("lora_" in n for n in trainable)
 
 
+def test_lora_initialisation_follows_its_seed_and_leaves_the_global_generator_alone():
+    models = [tiny_llama() for _ in range(3)]
+
+    def adapter(model, seed: int) -> dict:
+        model = apply_lora(model, LoraSpec(r=4), seed=seed)
+        return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}
+
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
+    first, again, other = adapter(models[0], 0), adapter(models[1], 0), adapter(models[2], 1)
+    assert torch.equal(torch.rand(3), expected_draw)
+    assert first and all(torch.equal(first[n], again[n]) for n in first)
+    assert not any(torch.equal(first[n], other[n]) for n in first)
+
+
 def test_teacher_mode_without_adapter_is_a_no_op():
     model = tiny_llama()
     with teacher_mode(model) as teacher:

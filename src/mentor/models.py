@@ -258,8 +258,10 @@ def gguf_to_folder(gguf_path: str | Path) -> Path:
 # ------------------------------------------------------------------------------------------------- LoRA
 
 
-def apply_lora(model: Any, spec: LoraSpec) -> Any:
-    """Wrap ``model`` in a peft LoRA adapter; only the adapter weights are trainable."""
+def apply_lora(model: Any, spec: LoraSpec, seed: int = 0) -> Any:
+    """Wrap ``model`` in a peft LoRA adapter; only the adapter weights are trainable. The adapter's random
+    initialisation is drawn from ``seed`` (the global generator left as it was), so a run is the same run
+    every time and in every training process."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
@@ -269,7 +271,9 @@ def apply_lora(model: Any, spec: LoraSpec) -> Any:
         target_modules=spec.target_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
 
 
 def is_lora(model: Any) -> bool:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from mentor.commands.common import console, load_model, progress_bar, score_table, test_table, train_progress
 from mentor.runlock import check_out, run_lock
+from mentor.train.distributed import is_main_process
 
 
 def train_command(args) -> int:
@@ -16,6 +17,9 @@ def train_command(args) -> int:
 
     config = load_config(TrainConfig, args.config, args.overrides)
     out = Path(args.out or f"runs/train-{config.onpolicy.method}-seed{config.onpolicy.seed}")
+    if not is_main_process():  # under accelerate launch: the main process locks, shows and prints
+        run_training(config, out)
+        return 0
     with run_lock(out), progress_bar() as bar:
         result = run_training(config, out, progress=train_progress(bar, config.onpolicy.steps),
                               eval_progress=bar.phases(transient=True))

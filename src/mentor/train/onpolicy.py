@@ -62,6 +62,7 @@ from mentor.train.common import (
     test_scores,
 )
 from mentor.train.completions import completion_logits, completion_states, plain_head
+from mentor.train.distributed import CompletionForward, Ranks, combine_metrics
 from mentor.train.guards import Guards, copy_overlap
 from mentor.train.teacher import TEACHER_KINDS, SelfTeacher
 
@@ -238,9 +239,12 @@ def signal_tokens(row: Row) -> int:
 
 
 def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row], adv_B: torch.Tensor,
-                 config: OnPolicyConfig, times: dict) -> tuple[torch.Tensor | None, torch.Tensor | None, dict]:
+                 config: OnPolicyConfig, times: dict, forward=None
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict]:
     """GRPO's and the self-distillation loss of one micro-batch (each a mean over its own tokens; None when
-    the method does not use it), and their metrics."""
+    the method does not use it), and their metrics. ``forward``: the student's loss forward
+    (:class:`~mentor.train.distributed.CompletionForward` of ``model``, DDP-wrapped with several processes)."""
+    forward = forward or CompletionForward(model)
     completions = [r.sample.token_ids for r in rows]
     prompts = [encode_prompt(tokenizer, r.prompt) for r in rows]
     # pure forward-KL self-distillation never needs the student's logits: the fused loss makes them a chunk at a
@@ -249,9 +253,9 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
     fused = (config.grpo_weight == 0 and config.divergence == "full" and config.beta == 0
              and config.divergence_clip is None and head is not None)
     if fused:
-        hidden_BTH, mask_BT = completion_states(model, prompts, completions)
+        hidden_BTH, mask_BT = forward(prompts, completions, states=True)
     else:
-        logits_BTV, mask_BT = completion_logits(model, prompts, completions)
+        logits_BTV, mask_BT = forward(prompts, completions)
         if config.temperature != 1.0:  # at 1 the divide would only copy B x T x V
             logits_BTV = logits_BTV / config.temperature
     device = mask_BT.device
@@ -307,17 +311,25 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
 
 
 def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, problems: list[Problem], optimizer,
-               config: OnPolicyConfig, step: int, critic: Critic, sampler=None) -> dict:
+               config: OnPolicyConfig, step: int, critic: Critic, sampler=None, ranks: Ranks | None = None,
+               forward=None) -> dict:
     """One on-policy step on ``problems`` (sample, score, context, loss, update); returns its metrics.
     ``sampler`` draws the rollouts (default: mentor's decode loop on ``model``); one that holds its own copy
-    of the weights must have ``model``'s current ones."""
+    of the weights must have ``model``'s current ones. With several processes (``ranks``, ``forward`` its
+    DDP-wrapped loss forward) each draws and scores its share of the prompts, whole groups, and the summed
+    gradient is that of the whole batch; the metrics are the whole batch's, on every process."""
+    ranks = ranks or Ranks()
+    forward = forward or CompletionForward(model)
     times = dict.fromkeys(("generate", "critic", "teacher", "update"), 0.0)
     start = time.time()
+    offset, problems = ranks.share(problems)
     prompts = [render_prompt(tokenizer, task.prompt(p)) for p in problems]
     params = SamplingParams(n=config.rollouts_per_prompt, temperature=config.temperature, top_p=config.top_p,
                             max_new_tokens=config.max_new_tokens, seed=config.seed * 100_003 + step)
     model.eval()
-    samples = (sampler or LocalSampler(model, tokenizer, batch_size=64)).generate(prompts, params)
+    # each prompt is seeded by its place in the whole step's batch: the rollouts do not depend on the processes
+    samples = (sampler or LocalSampler(model, tokenizer, batch_size=64)).generate(
+        prompts, params, indices=range(offset, offset + len(prompts)))
     times["generate"] = time.time() - start
     rows = [Row(problem, prompt, s, task.verify(problem, s.text).reward)
             for problem, prompt, group in zip(problems, prompts, samples) for s in group]
@@ -338,17 +350,23 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
     per_row = (lambda n: n > 0) if config.aggregation == "sequence-mean" else (lambda n: n)  # what a mean divides by
     pg_count = [sum(per_row(len(rows[i].sample.token_ids)) for i in chunk) for chunk in chunks]
     sd_count = [sum(signal_tokens(rows[i]) for i in chunk) for chunk in chunks]
+    # a loss term is a mean over the whole step's tokens; DDP averages the processes' gradients, so each
+    # process's share is scaled by their number
+    pg_total, sd_total = (max(n, 1) / ranks.world for n in ranks.total([sum(pg_count), sum(sd_count)]))
     totals: dict[str, float] = {}
-    for chunk, n_pg, n_sd in zip(chunks, pg_count, sd_count):
-        pg, sd, chunk_metrics = micro_losses(model, teacher, tokenizer, [rows[i] for i in chunk], adv_B[chunk],
-                                             config, times)
-        loss = 0.0
-        if pg is not None:
-            loss = loss + config.grpo_weight * pg * n_pg / max(sum(pg_count), 1)
-        if sd is not None and n_sd > 0:
-            loss = loss + (1 - config.grpo_weight) * sd * n_sd / max(sum(sd_count), 1)
-        if torch.is_tensor(loss):
-            loss.backward()
+    for index, (chunk, n_pg, n_sd) in enumerate(zip(chunks, pg_count, sd_count)):
+        with ranks.no_sync(forward, skip=index < len(chunks) - 1):
+            pg, sd, chunk_metrics = micro_losses(model, teacher, tokenizer, [rows[i] for i in chunk],
+                                                 adv_B[chunk], config, times, forward)
+            loss = 0.0
+            if pg is not None:
+                loss = loss + config.grpo_weight * pg * n_pg / pg_total
+            if sd is not None and n_sd > 0:
+                loss = loss + (1 - config.grpo_weight) * sd * n_sd / sd_total
+            if not torch.is_tensor(loss) and ranks.world > 1:  # every process's backward takes part in the all-reduce
+                loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+            if torch.is_tensor(loss):
+                loss.backward()
         for key, value in chunk_metrics.items():
             if key.endswith("tokens"):
                 totals[key] = totals.get(key, 0.0) + value
@@ -370,7 +388,14 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
         metrics["copy_overlap"] = sum(overlaps) / len(overlaps) if overlaps else 0.0
     metrics["loss"] = totals.get("pg_loss", 0.0) * config.grpo_weight + totals.get("sd_loss", 0.0) * (
         1 - config.grpo_weight)
-    return metrics
+    if ranks.world == 1:
+        return metrics
+    weights = {"pg": sum(pg_count), "sd": sum(sd_count), "rows": len(rows)}
+    combined = combine_metrics(*zip(*ranks.gather((metrics, weights))))
+    combined["tokens_per_s"] = combined["generated_tokens"] / max(combined["time_generate"], 1e-9)
+    combined["loss"] = combined.get("pg_loss", 0.0) * config.grpo_weight + combined.get("sd_loss", 0.0) * (
+        1 - config.grpo_weight)
+    return combined
 
 
 # ----- the run -------------------------------------------------------------------------------------------
@@ -447,20 +472,24 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     the one ``generation_backend`` names (with ``load_weights``, it gets the weights at the start and after
     every step); evaluation always uses mentor's own loop.
     """
+    ranks = Ranks()
+    if ranks.world > 1 and (sampler is not None or config.generation_backend != "local"):
+        raise ValueError("several training processes draw their rollouts with mentor's own loop only "
+                         "(generation_backend=local)")
     own = None
     if sampler is None and config.generation_backend == "vllm":
         sampler = own = engine_for(model, tokenizer, seed=config.seed, push=False)
     try:
         return _train(model, tokenizer, task, config, run_dir=run_dir, critic=critic, eval_set=eval_set,
                       progress=progress, eval_progress=eval_progress, trackers=trackers, stop_after=stop_after,
-                      sampler=sampler)
+                      sampler=sampler, ranks=ranks)
     finally:
         if own is not None:
             own.close()
 
 
 def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, critic, eval_set, progress,
-           eval_progress, trackers, stop_after, sampler) -> OnPolicyResult:
+           eval_progress, trackers, stop_after, sampler, ranks: Ranks) -> OnPolicyResult:
     pool = task.problems("train", n=config.steps * config.prompts_per_step, seed=config.seed)
     random.Random(config.seed).shuffle(pool)
     if config.grpo_weight < 1 and config.context in ("reference", "critique"):
@@ -481,8 +510,11 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
     result = OnPolicyResult(history=[], evals=[], best=None)
     bad_evals, start = 0, 0
     if run_dir is not None:
-        start, bad_evals = _prepare_run_dir(run_dir, config, model, optimizer, scheduler, teacher, guards, result)
-    trackers = _trackers(config, run_dir, trackers)
+        start, bad_evals = _prepare_run_dir(run_dir, config, model, optimizer, scheduler, teacher, guards, result,
+                                            write=ranks.is_main)
+    forward = ranks.wrap(model)  # the student's loss forward (DDP-wrapped with several processes)
+    writer = run_dir if ranks.is_main else None  # the main process alone writes the run folder
+    trackers = _trackers(config, run_dir, trackers) if ranks.is_main else None
     push_weights = getattr(sampler, "load_weights", None)  # an engine with its own copy of the weights
     if push_weights is not None:
         push_weights(model)
@@ -490,19 +522,20 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
     def record_eval(step: int) -> bool:
         """Evaluate; keep the best; True when early stopping says stop."""
         nonlocal bad_evals
-        score = held_out_score(model, tokenizer, task, eval_set, eval_config(config), step, eval_progress)
+        score = ranks.from_main(
+            lambda: held_out_score(model, tokenizer, task, eval_set, eval_config(config), step, eval_progress))
         result.evals.append(score)
         key = f"avg@{config.eval_k}"
-        if run_dir is not None:
-            append_jsonl(run_dir / "evals.jsonl", score)
+        if writer is not None:
+            append_jsonl(writer / "evals.jsonl", score)
         if trackers is not None:
             trackers.log({f"eval/{k}": v for k, v in score.items() if isinstance(v, (int, float))}, step=step)
         if result.best is None or score[key] > result.best[key]:
             result.best, bad_evals = score, 0
-            if config.test_problems:
+            if config.test_problems and ranks.is_main:
                 result.best_weights = trainable_state(model)
-            if run_dir is not None:
-                save_model(model, tokenizer, run_dir / "best")
+            if writer is not None:
+                save_model(model, tokenizer, writer / "best")
         else:
             bad_evals += 1
         return bool(config.early_stopping_patience) and bad_evals >= config.early_stopping_patience
@@ -513,7 +546,8 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
         if stop_after is not None and step >= stop_after:
             return result
         batch = pool[step * config.prompts_per_step : (step + 1) * config.prompts_per_step]
-        metrics = train_step(model, teacher, tokenizer, task, batch, optimizer, config, step, critic, sampler)
+        metrics = train_step(model, teacher, tokenizer, task, batch, optimizer, config, step, critic, sampler, ranks,
+                             forward)
         if push_weights is not None:
             push_weights(model)
         if teacher is not None:
@@ -524,17 +558,17 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
             log.warning(warning)
             metrics.setdefault("warnings", []).append(warning)
         result.history.append(metrics)
-        if run_dir is not None:
-            append_jsonl(run_dir / "metrics.jsonl", metrics)
+        if writer is not None:
+            append_jsonl(writer / "metrics.jsonl", metrics)
         if trackers is not None:
             trackers.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step + 1)
-        if progress is not None:
+        if progress is not None and ranks.is_main:
             progress(step + 1, metrics)
         done = step + 1 == config.steps
         if (config.eval_every and (step + 1) % config.eval_every == 0) or done:
             result.stopped_early = record_eval(step + 1) and not done
-        if run_dir is not None and ((step + 1) % config.save_every == 0 or done or result.stopped_early):
-            save_checkpoint(run_dir / "checkpoint", model=model, optimizer=optimizer, scheduler=scheduler,
+        if writer is not None and ((step + 1) % config.save_every == 0 or done or result.stopped_early):
+            save_checkpoint(writer / "checkpoint", model=model, optimizer=optimizer, scheduler=scheduler,
                             teacher_state=teacher.state_dict() if teacher else {}, step=step + 1,
                             loop_state={"history": result.history, "evals": result.evals, "best": result.best,
                                         "bad_evals": bad_evals, "guards": guards.state_dict(),
@@ -544,7 +578,7 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
             log.warning(f"early stopping at step {step + 1}: no better avg@{config.eval_k} in "
                         f"{config.early_stopping_patience} evaluations")
             break
-    if config.test_problems:
+    if config.test_problems and ranks.is_main:
         # a finished run resumed again keeps the test scores its summary holds (the weights are the same)
         finished = run_dir is not None and start >= config.steps and (run_dir / "summary.json").is_file()
         result.test = (json.loads((run_dir / "summary.json").read_text()).get("test") if finished else None) or \
@@ -555,20 +589,22 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
                           if isinstance(v, (int, float))}, step=len(result.history))
     if trackers is not None:
         trackers.end_training()
-    if run_dir is not None:
-        save_model(model, tokenizer, run_dir / "final")
-        (run_dir / "summary.json").write_text(json.dumps(run_summary(config, result), indent=2) + "\n")
+    if writer is not None:
+        save_model(model, tokenizer, writer / "final")
+        (writer / "summary.json").write_text(json.dumps(run_summary(config, result), indent=2) + "\n")
+    ranks.wait()  # the others leave once the main process has written everything
     return result
 
 
 def _prepare_run_dir(run_dir: Path, config: OnPolicyConfig, model, optimizer, scheduler, teacher, guards,
-                     result: OnPolicyResult) -> tuple[int, int]:
+                     result: OnPolicyResult, write: bool = True) -> tuple[int, int]:
     """Start a run folder, or restore its checkpoint; returns the step to continue from and the count of
-    evaluations without improvement."""
-    record_config(run_dir / "config.json", asdict(config))
+    evaluations without improvement. ``write=False`` (every process but the main one) only reads."""
+    if write:
+        record_config(run_dir / "config.json", asdict(config))
     state = load_checkpoint(run_dir / "checkpoint")
     if state is None:
-        for name in ("metrics.jsonl", "evals.jsonl"):  # a run killed before its first checkpoint
+        for name in ("metrics.jsonl", "evals.jsonl") if write else ():  # a run killed before its first checkpoint
             (run_dir / name).unlink(missing_ok=True)
         return 0, 0
     restore_weights(model, state["model"])
@@ -582,9 +618,9 @@ def _prepare_run_dir(run_dir: Path, config: OnPolicyConfig, model, optimizer, sc
     result.stopped_early = loop["stopped_early"]
     result.best_weights = loop.get("best_weights")
     guards.load_state_dict(loop["guards"])
-    # lines written after the checkpoint belong to steps that will run again
-    write_jsonl(run_dir / "metrics.jsonl", result.history)
-    write_jsonl(run_dir / "evals.jsonl", result.evals)
+    if write:  # lines written after the checkpoint belong to steps that will run again
+        write_jsonl(run_dir / "metrics.jsonl", result.history)
+        write_jsonl(run_dir / "evals.jsonl", result.evals)
     log.info(f"resuming {run_dir} at step {state['step']}")
     return (config.steps if result.stopped_early else state["step"]), loop["bad_evals"]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mentor.config import check_config, record_config
 from mentor.models import LoraSpec
+from mentor.train.distributed import is_main_process
 from mentor.train.onpolicy import OnPolicyConfig, OnPolicyResult, train_onpolicy
 
 CRITIC_KINDS = ("task", "llm", "committee")
@@ -93,12 +94,13 @@ def run_training(config: TrainConfig, out: str | Path, *, loaded=None,
     critic = build_critic(config.critic, out, task)  # an unreachable critic fails before anything is written
     check_config(out / "train.json", asdict(config))  # the model, task, LoRA and critic must match on resume too
     model, tokenizer = loaded or load_model(config.model)
-    record_config(out / "train.json", asdict(config))  # written once every input has loaded
+    if is_main_process():
+        record_config(out / "train.json", asdict(config))  # written once every input has loaded
     if config.lora:
-        model = apply_lora(model, LoraSpec(r=config.lora_r, alpha=config.lora_alpha))
+        model = apply_lora(model, LoraSpec(r=config.lora_r, alpha=config.lora_alpha), seed=config.onpolicy.seed)
     result = train_onpolicy(model, tokenizer, task, config.onpolicy, run_dir=out,
                             critic=critic.critique_many if critic else None, progress=progress,
                             eval_progress=eval_progress)
-    if critic is not None:
+    if critic is not None and is_main_process():
         (out / "critic_stats.json").write_text(json.dumps(dict(critic.stats), indent=2) + "\n")
     return result

@@ -1,0 +1,147 @@
+"""Several training processes through accelerate: ``accelerate launch -m mentor train ...``.
+
+Data parallel, as TRL does it: every process holds the whole model and draws the rollouts of its own
+share of each step's prompts (whole groups, so GRPO's group statistics stay local); accelerate's DDP
+wrapper averages the gradients; the main process evaluates, writes metrics and checkpoints, and every
+process reads a checkpoint back on resume. Each process scales its loss so that the averaged gradient is
+the single-process gradient of the same global batch (every token of the step weighted alike).
+
+One process (no ``accelerate launch``) runs exactly the code path it always did: no wrapper, no
+collective calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from mentor.train.completions import completion_logits, completion_states
+
+
+class CompletionForward(torch.nn.Module):
+    """The student's forward for the loss, as one module, so a DDP wrapper sees it: the logits at the
+    completion positions, or (``states=True``) the last hidden states there (the fused loss applies the head
+    itself). DDP syncs gradients only for a backward that follows its wrapper's forward."""
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, prompts: Sequence[list[int]], completions: Sequence[list[int]], states: bool = False):
+        if states:
+            return completion_states(self.policy, prompts, completions)
+        return completion_logits(self.policy, prompts, completions)
+
+
+def _launched_processes() -> int:
+    """How many processes ``accelerate launch`` (or torchrun) started, without initialising anything."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """True but in the second and later processes of ``accelerate launch`` (read from its environment)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class Ranks:
+    """This process's place among the training processes, and the few collective calls the loop needs."""
+
+    def __init__(self) -> None:
+        self.world = _launched_processes()
+        self.rank, self.accelerator = 0, None
+        if self.world > 1:
+            from accelerate import Accelerator
+            from accelerate.utils import DistributedType, InitProcessGroupKwargs
+
+            # accelerate takes a launch without a GPU for several CPU processes (gloo) only when told so; the
+            # others wait while the main process evaluates, which can take longer than the default 30 minutes
+            self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[
+                InitProcessGroupKwargs(timeout=datetime.timedelta(hours=6))])
+            kind = self.accelerator.distributed_type
+            if kind not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.MULTI_XPU,
+                            DistributedType.MULTI_NPU):
+                raise ValueError(f"accelerate's {kind.value} is not supported by mentor's training loops yet; "
+                                 "launch with plain data parallel (the default accelerate config, or --multi_gpu)")
+            self.rank = self.accelerator.process_index
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def share(self, items: Sequence, what: str = "prompts_per_step") -> tuple[int, list]:
+        """This process's contiguous share of ``items`` and where it starts (every process the same size)."""
+        if len(items) % self.world:
+            raise ValueError(f"{what}={len(items)} must be a multiple of the {self.world} training processes")
+        size = len(items) // self.world
+        return self.rank * size, list(items[self.rank * size : (self.rank + 1) * size])
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The student's loss forward, wrapped for DDP when there are several processes."""
+        forward = CompletionForward(model)
+        return forward if self.accelerator is None else self.accelerator.prepare_model(forward)
+
+    def no_sync(self, forward: torch.nn.Module, skip: bool):
+        """Accumulate this backward's gradient without the all-reduce (every micro-batch but the last)."""
+        if self.accelerator is None or not skip:
+            return contextlib.nullcontext()
+        return self.accelerator.no_sync(forward)
+
+    def total(self, values: Sequence[float]) -> list[float]:
+        """Element-wise sums over the processes."""
+        if self.accelerator is None:
+            return list(values)
+        tensor = torch.tensor(list(values), dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(tensor, reduction="sum").tolist()
+
+    def gather(self, value: Any) -> list:
+        """Every process's ``value``, in rank order, on every process."""
+        if self.accelerator is None:
+            return [value]
+        from accelerate.utils import gather_object
+
+        return gather_object([value])
+
+    def from_main(self, compute: Callable[[], Any]) -> Any:
+        """``compute()`` run on the main process alone, its result given to every process (the others wait)."""
+        if self.accelerator is None:
+            return compute()
+        from accelerate.utils import broadcast_object_list
+
+        box = [compute() if self.is_main else None]
+        return broadcast_object_list(box, from_process=0)[0]
+
+    def wait(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+
+
+def combine_metrics(per_rank: list[dict], weights: list[dict[str, float]]) -> dict:
+    """One step's metrics from every process's: counts and ``*tokens`` summed, ``*_min`` the least, times
+    the slowest process, the rest averaged with ``weights[rank][prefix]`` (the process's share of the
+    tokens its loss term divides by: ``pg`` / ``sd``; else its rollouts)."""
+    if len(per_rank) == 1:
+        return per_rank[0]
+    summed = ("rollouts", "generated_tokens", "critic_unusable", "no_success", "no_corrected_trace")
+    out: dict = {}
+    for key in per_rank[0]:
+        values = [m[key] for m in per_rank if key in m]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = values[0]
+        elif key in summed or key.endswith("tokens"):
+            out[key] = sum(values)
+        elif all(v == values[0] for v in values):  # the step, the learning rate, a norm after the all-reduce
+            out[key] = values[0]
+        elif key.endswith("_min"):
+            out[key] = min(values)
+        elif key.endswith("_max") or key.startswith("time_"):
+            out[key] = max(values)
+        else:
+            prefix = key.split("_", 1)[0]
+            w = [weights[r].get(prefix, weights[r]["rows"]) for r, m in enumerate(per_rank) if key in m]
+            out[key] = sum(v * x for v, x in zip(values, w)) / sum(w) if sum(w) else sum(values) / len(values)
+    return out

@@ -1,0 +1,124 @@
+"""Two training processes through ``accelerate launch`` (DDP over gloo on the CPU) against one process on
+the same global batch: the same rollouts, the same losses, the same weights within float tolerance, and a
+killed two-process run resumed to the same end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mentor.train.distributed import Ranks, combine_metrics
+
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port"]
+COMMON = ["onpolicy.steps=3", "onpolicy.eval_problems=4", "onpolicy.eval_k=1", "onpolicy.lr=1e-4",
+          "onpolicy.save_every=1"]
+METHODS = {
+    # GRPO through the logits, two micro-batches a process; critique self-distillation through the fused path
+    "grpo": ["onpolicy.method=grpo", "onpolicy.prompts_per_step=4", "onpolicy.rollouts_per_prompt=4",
+             "onpolicy.micro_batch_size=4"],
+    "sd-critique": ["onpolicy.method=sd-critique", "onpolicy.prompts_per_step=8", "onpolicy.micro_batch_size=2"],
+    # a LoRA adapter (its initialisation seeded, so both runs start from the same one) and the adapter-free teacher
+    "sd-critique-lora": ["lora=true", "onpolicy.method=sd-critique", "onpolicy.prompts_per_step=4"],
+}
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def _command(out: Path, args: list[str], processes: int) -> list[str]:
+    mentor = ["-m", "mentor", "--threads", "1", "train", "--out", str(out), *COMMON, *args]
+    return [*LAUNCH, _port(), *mentor] if processes == 2 else [sys.executable, *mentor]
+
+
+def _train(out: Path, args: list[str], processes: int) -> None:
+    done = subprocess.run(_command(out, args, processes), env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_same_run(one: Path, two: Path) -> None:
+    for a, b in zip(_metrics(one), _metrics(two), strict=True):
+        assert (a["step"], a["rollouts"], a["generated_tokens"], a["reward"]) == (
+            b["step"], b["rollouts"], b["generated_tokens"], b["reward"])  # the same rollouts, drawn apart
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-7)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    name = "model.safetensors" if (one / "final" / "model.safetensors").is_file() else "adapter_model.safetensors"
+    weights_one, weights_two = load_file(one / "final" / name), load_file(two / "final" / name)
+    if name == "model.safetensors":
+        start = load_file(Path(__file__).parents[1] / "src/mentor/assets/world_model/model.safetensors")
+    else:  # LoRA's B starts at zero
+        start = {k: torch.zeros_like(v) for k, v in weights_one.items() if "lora_B" in k}
+    moved = max(float((weights_one[k] - start[k]).abs().max()) for k in start)
+    assert moved > 1e-4  # the runs trained
+    apart = max(float((weights_one[k] - weights_two[k]).abs().max()) for k in weights_one)
+    assert apart < 0.05 * moved  # Adam divides a near-zero gradient by its own size: rounding shows there
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_two_processes_train_as_one_on_the_same_global_batch(tmp_path, method):
+    _train(tmp_path / "one", METHODS[method], 1)
+    _train(tmp_path / "two", METHODS[method], 2)
+    _assert_same_run(tmp_path / "one", tmp_path / "two")
+    assert (tmp_path / "two" / "summary.json").is_file() and (tmp_path / "two" / "best").is_dir()
+    evals = [json.loads(line) for line in (tmp_path / "two" / "evals.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [0, 3]  # the main process alone writes the run folder
+
+
+def test_a_killed_two_process_run_resumes_to_the_same_end(tmp_path):
+    args = METHODS["sd-critique"]
+    _train(tmp_path / "one", args, 1)
+    killed = tmp_path / "two"
+    process = subprocess.Popen(_command(killed, args, 2), env=_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "checkpoint").is_dir():
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (killed / "checkpoint").is_dir() and not (killed / "summary.json").exists()
+    _train(killed, args, 2)
+    _assert_same_run(tmp_path / "one", killed)
+
+
+def test_share_splits_whole_groups_and_refuses_an_uneven_batch():
+    ranks = Ranks()
+    assert (ranks.world, ranks.is_main, ranks.share(list("abcd"))) == (1, True, (0, list("abcd")))
+    ranks.world, ranks.rank = 2, 1
+    assert ranks.share(list("abcd")) == (2, ["c", "d"])
+    with pytest.raises(ValueError, match="prompts_per_step=3 must be a multiple of the 2 training processes"):
+        ranks.share(list("abc"))
+
+
+def test_combine_metrics_sums_counts_and_weights_means_by_tokens():
+    per_rank = [{"step": 3, "rollouts": 4, "generated_tokens": 100, "sd_loss": 1.0, "sd_adv_t_min": -2.0,
+                 "reward": 0.5, "time_generate": 1.0, "warnings": ["x"]},
+                {"step": 3, "rollouts": 4, "generated_tokens": 50, "sd_loss": 4.0, "sd_adv_t_min": -1.0,
+                 "reward": 0.0, "time_generate": 2.0, "warnings": ["x"]}]
+    weights = [{"sd": 30, "pg": 0, "rows": 4}, {"sd": 10, "pg": 0, "rows": 4}]
+    out = combine_metrics(per_rank, weights)
+    assert out == {"step": 3, "rollouts": 8, "generated_tokens": 150, "sd_loss": pytest.approx(1.75),
+                   "sd_adv_t_min": -2.0, "reward": 0.25, "time_generate": 2.0, "warnings": ["x"]}
+    assert combine_metrics(per_rank[:1], weights[:1]) == per_rank[0]
+    assert torch.equal(torch.tensor(Ranks().total([1.0, 2.0])), torch.tensor([1.0, 2.0]))
