@@ -44,8 +44,9 @@ def _port() -> str:
         return str(s.getsockname()[1])
 
 
-def _command(out: Path, args: list[str], processes: int) -> list[str]:
-    mentor = ["-m", "mentor", "--threads", "1", "train", "--out", str(out), *COMMON, *args]
+def _command(out: Path, args: list[str], processes: int, command: str = "train") -> list[str]:
+    mentor = ["-m", "mentor", "--threads", "1", command, "--out", str(out), *(COMMON if command == "train" else []),
+              *args]
     return [*LAUNCH, _port(), *mentor] if processes == 2 else [sys.executable, *mentor]
 
 
@@ -102,6 +103,26 @@ def test_a_killed_two_process_run_resumes_to_the_same_end(tmp_path):
     _assert_same_run(tmp_path / "one", killed)
 
 
+def test_two_process_distill_trains_as_one_even_when_a_batch_leaves_a_process_empty(tmp_path):
+    # 7 oracle problems in batches of 6: every epoch ends on a batch of one row, so one process has none
+    args = ["mode=oracle", "oracle_problems=7", "sft.steps=4", "sft.batch_size=6", "sft.lr=1e-4", "sft.warmup_steps=0",
+            "sft.min_lr_ratio=1.0", "sft.weight_decay=0", "sft.group_by_length=false", "sft.log_every=1",
+            "eval_problems=4", "eval_k=1"]
+    for out, processes in ((tmp_path / "one", 1), (tmp_path / "two", 2)):
+        done = subprocess.run(_command(out, args, processes, "distill"), env=_env(), capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    logs = [[json.loads(line) for line in (tmp_path / name / "loss.jsonl").read_text().splitlines()]
+            for name in ("one", "two")]
+    assert [m["tokens"] for m in logs[0]] == [m["tokens"] for m in logs[1]]
+    assert min(m["tokens"] for m in logs[0]) < 200  # the one-row batches ran
+    for a, b in zip(*logs, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    one, two = (load_file(tmp_path / name / "final" / "model.safetensors") for name in ("one", "two"))
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-5
+
+
 def test_share_splits_whole_groups_and_refuses_an_uneven_batch():
     ranks = Ranks()
     assert (ranks.world, ranks.is_main, ranks.share(list("abcd"))) == (1, True, (0, list("abcd")))
@@ -109,6 +130,9 @@ def test_share_splits_whole_groups_and_refuses_an_uneven_batch():
     assert ranks.share(list("abcd")) == (2, ["c", "d"])
     with pytest.raises(ValueError, match="prompts_per_step=3 must be a multiple of the 2 training processes"):
         ranks.share(list("abc"))
+    assert ranks.share_evenly(list("abc")) == ["b", "c"] and ranks.share_evenly([]) == []
+    ranks.rank = 0
+    assert ranks.share_evenly(list("abc")) == ["a"] and ranks.share_evenly(["z"]) == []
 
 
 def test_combine_metrics_sums_counts_and_weights_means_by_tokens():

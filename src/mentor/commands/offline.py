@@ -15,6 +15,7 @@ from mentor.commands.common import (
     train_progress,
 )
 from mentor.runlock import check_out, run_lock
+from mentor.train.distributed import is_main_process
 
 
 def generate_command(args) -> int:
@@ -62,6 +63,9 @@ def distill_command(args) -> int:
 
     config = load_config(DistillConfig, args.config, args.overrides)
     out = Path(args.out or f"runs/distill-{config.mode}-seed{config.seed}")
+    if not is_main_process():  # under accelerate launch: the main process locks, shows and prints
+        run_distill(config, out)
+        return 0
     with run_lock(out), progress_bar() as bar:
         summary = run_distill(config, out, eval_progress=bar.phases(transient=True), progress=train_progress(
             bar, config.sft.steps, f"{config.mode} on {config.data or config.task}", lambda m: f"loss {m['loss']:.4f}"))

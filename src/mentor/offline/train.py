@@ -25,6 +25,7 @@ from mentor.records import append_jsonl, read_json
 from mentor.sampling import check_sampling
 from mentor.train.checkpoint import trainable_state
 from mentor.train.common import EvalProgress, held_out_score, save_model, test_scores
+from mentor.train.distributed import Ranks
 from mentor.train.sft import SFTConfig, train_sft
 
 
@@ -161,11 +162,14 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     examples, counts = training_examples(config, tokenizer, rows)
     if not examples:
         raise ValueError(f"{config.data}: no training examples for mode {config.mode} ({counts})")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-    (out / "summary.json").unlink(missing_ok=True)
-    for name in ("evals.jsonl", "loss.jsonl"):  # an unfinished run starts again: offline runs are short
-        (out / name).unlink(missing_ok=True)
+    ranks = Ranks()  # under accelerate launch: the main process evaluates and writes, every one trains
+    writer = out if ranks.is_main else None
+    if writer is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        (out / "summary.json").unlink(missing_ok=True)
+        for name in ("evals.jsonl", "loss.jsonl"):  # an unfinished run starts again: offline runs are short
+            (out / name).unlink(missing_ok=True)
     scoring = EvalConfig(n_problems=len(problems), k=config.eval_k, split=config.eval_split,
                          temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=0)
     testing = (dataclasses.replace(scoring, n_problems=config.test_problems, split="test", greedy=True)
@@ -176,33 +180,39 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
 
     def record(step: int) -> None:
         nonlocal best, best_weights
-        score = held_out_score(model, tokenizer, task, problems, scoring, step, eval_progress)
+        score = ranks.from_main(lambda: held_out_score(model, tokenizer, task, problems, scoring, step, eval_progress))
         evals.append(score)
-        append_jsonl(out / "evals.jsonl", score)
         key = f"avg@{config.eval_k}"
         if best is None or score[key] > best[key]:
             best = score
-            best_weights = trainable_state(model) if config.test_problems else None
-            save_model(model, tokenizer, out / "best")
+            best_weights = trainable_state(model) if config.test_problems and writer else None
+            if writer is not None:
+                save_model(model, tokenizer, writer / "best")
+        if writer is not None:
+            append_jsonl(writer / "evals.jsonl", score)
 
     record(0)
 
     def on_step(step: int, metrics: dict) -> None:
-        if progress is not None:
+        if progress is not None and writer is not None:
             progress(step, metrics)
         if config.eval_every and step % config.eval_every == 0 and step < sft.steps:
             record(step)
 
     sft = dataclasses.replace(config.sft, seed=config.seed)
-    history = train_sft(model, tokenizer, examples, sft, progress=on_step, log_path=out / "loss.jsonl")
+    history = train_sft(model, tokenizer, examples, sft, progress=on_step,
+                        log_path=writer / "loss.jsonl" if writer else None, ranks=ranks)
     record(sft.steps)
     test = (test_scores(model, tokenizer, task, testing, sft.steps, best, best_weights, eval_progress)
-            if config.test_problems else None)
-    save_model(model, tokenizer, out / "final")
+            if config.test_problems and writer else None)
+    if writer is not None:
+        save_model(model, tokenizer, writer / "final")
     summary = {"method": config.mode, "normalisation": config.normalisation, "seed": config.seed,
                "steps": sft.steps, "examples": counts, "sequences": sft.steps * sft.batch_size,
                "final_loss": history[-1]["loss"] if history else None, "best": best, "final": evals[-1],
                "evals": evals, "test": test, "evaluation": asdict(scoring),
                "test_evaluation": asdict(testing) if config.test_problems else None, "seconds": round(time.time() - start, 1)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if writer is not None:
+        (writer / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    ranks.wait()  # the others leave once the main process has written everything
     return summary

@@ -80,10 +80,19 @@ class Ranks:
         size = len(items) // self.world
         return self.rank * size, list(items[self.rank * size : (self.rank + 1) * size])
 
+    def share_evenly(self, items: Sequence) -> list:
+        """This process's contiguous share of ``items`` when they may not divide evenly (the last batch of an
+        epoch): shares differ by at most one, and one may be empty."""
+        bounds = [len(items) * r // self.world for r in range(self.world + 1)]
+        return list(items[bounds[self.rank] : bounds[self.rank + 1]])
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` DDP-wrapped for its forward in the loss when there are several processes."""
+        return model if self.accelerator is None else self.accelerator.prepare_model(model)
+
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The student's loss forward, wrapped for DDP when there are several processes."""
-        forward = CompletionForward(model)
-        return forward if self.accelerator is None else self.accelerator.prepare_model(forward)
+        return self.prepare(CompletionForward(model))
 
     def no_sync(self, forward: torch.nn.Module, skip: bool):
         """Accumulate this backward's gradient without the all-reduce (every micro-batch but the last)."""

@@ -18,6 +18,7 @@ import torch
 from mentor.losses import causal_lm_logprobs, weighted_nll
 from mentor.records import append_jsonl
 from mentor.train.common import lr_lambda, optimizer_step
+from mentor.train.distributed import Ranks
 
 
 @dataclass
@@ -126,10 +127,17 @@ def train_sft(
     config: SFTConfig,
     progress: Callable[[int, dict], None] | None = None,
     log_path: str | Path | None = None,
+    ranks: Ranks | None = None,
 ) -> list[dict]:
-    """Train ``model`` in place on ``examples``; returns the logged metrics (also appended to log_path)."""
+    """Train ``model`` in place on ``examples``; returns the logged metrics (also appended to log_path).
+
+    With several processes (``ranks``, under ``accelerate launch``) each takes its share of every batch
+    and the loss is scaled so that DDP's averaged gradient is the whole batch's; the metrics are the
+    whole batch's."""
     if not examples:
         raise ValueError("no training examples")
+    ranks = ranks or Ranks()
+    forward = ranks.prepare(model)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     data = tokenize(tokenizer, examples, config.max_length)
@@ -148,11 +156,20 @@ def train_sft(
     for step in range(config.steps):
         if not batches:
             batches = length_grouped_batches(lengths, config.batch_size, rng, group=16 if config.group_by_length else 0)
-        batch = {k: v.to(device) for k, v in collate([data[i] for i in batches.pop()], pad_id).items()}
+        rows = batches.pop()
+        share = ranks.share_evenly(rows) if ranks.world > 1 else rows
+        batch = {k: v.to(device) for k, v in collate([data[i] for i in share or rows[:1]], pad_id).items()}
+        if not share:  # more processes than rows left in the epoch: this one adds nothing to the gradient
+            batch["loss_mask"].zero_()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
-        logp_BT = causal_lm_logprobs(model, batch["input_ids"], batch["attention_mask"])
+        logp_BT = causal_lm_logprobs(forward, batch["input_ids"], batch["attention_mask"])
         loss, metrics = weighted_nll(logp_BT, batch["loss_mask"], batch["weight"])
+        if ranks.world > 1:  # the loss divides by the batch's tokens, all processes' together
+            tokens = float(batch["loss_mask"].sum())
+            loss_sum, nll_sum, total = ranks.total([metrics["loss"] * tokens, metrics["nll"] * tokens, tokens])
+            loss = loss * tokens * ranks.world / max(total, 1.0)
+            metrics = {"loss": loss_sum / max(total, 1.0), "nll": nll_sum / max(total, 1.0), "tokens": total}
         grad_norm = optimizer_step(model, optimizer, loss, config.max_grad_norm)
         metrics.update(step=step + 1, lr=lr_at(step, config), grad_norm=grad_norm)
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
