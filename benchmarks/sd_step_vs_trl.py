@@ -38,8 +38,8 @@ parts most): compare ratios within one run, and repeat a run before trusting a r
   each that loads the model (vocab ``--memory-vocab``, by default the issue's 151,936 whatever ``--vocab``
   is), builds what the step needs
   (SD: the frozen teacher copy) and runs one step on ``--memory-prompts`` x ``--memory-tokens`` completion
-  tokens: plain SFT (token-mean NLL of the completion after its prompt, HF ``labels``), mentor's SD update,
-  TRL's SD update. Every subprocess imports the same libraries, so the RSS before the step is comparable;
+  tokens: plain SFT (token-mean NLL of the completion after its prompt, HF ``labels``), mentor's SD update
+  (full forward KL, and top-20 with the tail bucket), TRL's SD update. Every subprocess imports the same libraries, so the RSS before the step is comparable;
   the table gives it and the peak, and the ratios are SD / SFT.
 """
 
@@ -101,10 +101,11 @@ def vs_trl_row(problem, prompt: str, completion: list[int], teacher_prompt: str)
 # ----- the two updates -----------------------------------------------------------------------------------
 
 
-def mentor_config(prompts: int, tokens: int) -> OnPolicyConfig:
-    return OnPolicyConfig(method="sd-reference", divergence="full", beta=0.0, teacher="initial", steps=1,
-                          prompts_per_step=prompts, max_new_tokens=tokens, temperature=1.0, lr=LR,
-                          max_grad_norm=1.0)
+def mentor_config(prompts: int, tokens: int, top_k: int | None = None) -> OnPolicyConfig:
+    """Forward KL over the full vocabulary, or (``top_k``) over the teacher's top k ids plus the tail bucket."""
+    return OnPolicyConfig(method="sd-reference", divergence="full" if top_k is None else "top-k", top_k=top_k or 20,
+                          tail=True, beta=0.0, teacher="initial", steps=1, prompts_per_step=prompts,
+                          max_new_tokens=tokens, temperature=1.0, lr=LR, max_grad_norm=1.0)
 
 
 def mentor_update(model, teacher, tokenizer, rows, optimizer, config) -> float:
@@ -178,13 +179,14 @@ def memory_child(kind: str, folder: Path, prompts: int, tokens: int, workdir: Pa
         model = trainer.model
     else:
         model = vs_trl.load_model(folder)
-    teacher = SelfTeacher(model, "initial") if kind == "mentor" else None
+    teacher = SelfTeacher(model, "initial") if kind.startswith("mentor") else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
     before = vs_trl.peak_rss_mib()
     if kind == "sft":
         loss = sft_step(model, batch, optimizer)
-    elif kind == "mentor":
-        loss, _ = mentor_update(model, teacher, tokenizer, rows, optimizer, mentor_config(prompts, tokens))
+    elif kind.startswith("mentor"):
+        config = mentor_config(prompts, tokens, top_k=20 if kind == "mentor-top-k" else None)
+        loss, _ = mentor_update(model, teacher, tokenizer, rows, optimizer, config)
     else:
         loss, _ = vs_trl.trl_update(trainer, batch, optimizer)
     print(json.dumps({"before": before, "peak": vs_trl.peak_rss_mib(), "loss": loss}))
@@ -214,7 +216,7 @@ def sft_step(model, batch, optimizer) -> float:
 def memory(args, workdir: Path) -> None:
     folder = vs_trl.build_model_folder(args.memory_vocab, workdir / f"model-{args.memory_vocab}")
     results = {}
-    for kind in ("sft", "mentor", "trl"):
+    for kind in ("sft", "mentor", "mentor-top-k", "trl"):
         command = [sys.executable, __file__, "--child", kind, "--folder", str(folder), "--threads", str(args.threads),
                    "--prompts", str(args.memory_prompts), "--tokens", str(args.memory_tokens)]
         out = subprocess.run(command, capture_output=True, text=True)
@@ -223,7 +225,8 @@ def memory(args, workdir: Path) -> None:
         results[kind] = json.loads(out.stdout.strip().splitlines()[-1])
     sft = results["sft"]
     sft_own = max(sft["peak"] - sft["before"], 1e-9)
-    names = {"sft": "SFT step (token-mean NLL)", "mentor": "mentor SD update", "trl": "TRL SDFTTrainer SD update"}
+    names = {"sft": "SFT step (token-mean NLL)", "mentor": "mentor SD update",
+             "mentor-top-k": "mentor SD update, top-20 + tail", "trl": "TRL SDFTTrainer SD update"}
     rows = [[names[k], r["before"], r["peak"], r["peak"] - r["before"], f"{r['loss']:.4f}",
              "" if k == "sft" else f"{r['peak'] / sft['peak']:.2f}x",
              "" if k == "sft" else f"{(r['peak'] - r['before']) / sft_own:.2f}x"]
@@ -253,7 +256,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-whole", action="store_true", help="skip the whole steps")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--child", choices=("sft", "mentor", "trl"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("sft", "mentor", "mentor-top-k", "trl"), help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
 

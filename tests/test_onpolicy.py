@@ -122,17 +122,31 @@ def test_micro_batches_add_up_to_the_full_batch(method):
     assert all(torch.allclose(g_full[k], g_micro[k], rtol=1e-4, atol=1e-7) for k in g_full)
 
 
-@pytest.mark.parametrize("lora", [False, True])
-def test_the_fused_forward_kl_step_equals_the_step_on_materialised_logits(lora):
-    # the default sd-critique step takes the fused path (hidden states and head, no logits); a divergence clip
-    # that never binds takes the logits path: the same loss, the same gradient
+FROM_STATES = {  # divergences the step computes from hidden states and the head, never materialising logits
+    "forward-kl": {},  # the closed-form fused path
+    "forward-kl-lora": {"lora": True},
+    "top-k-tail": {"divergence": "top-k", "top_k": 5},
+    "top-k-renormalised": {"divergence": "top-k", "top_k": 5, "tail": False, "top_k_source": "student"},
+    "jsd-clipped": {"beta": 0.5, "divergence_clip": 0.05},
+}
+
+
+@pytest.mark.parametrize("case", sorted(FROM_STATES))
+def test_the_step_from_hidden_states_equals_the_step_on_materialised_logits(case, monkeypatch):
+    # a head that is not plain (monkeypatched away) sends the same configuration through the logits path:
+    # the same loss, token advantages and gradient
+    import mentor.train.onpolicy as onpolicy
+
+    extra = dict(FROM_STATES[case])
+    lora = extra.pop("lora", False)
     task = load_task("world")
     problems = task.problems("train", n=3)
     results = []
-    for extra in ({}, {"divergence_clip": 1e9}):
+    for path in ("states", "logits"):
+        if path == "logits":
+            monkeypatch.setattr(onpolicy, "plain_head", lambda model: None)
         model, tokenizer = load_world_folder(SHIPPED_DIR)
         if lora:
-            torch.manual_seed(0)  # the adapter's random initialisation
             model = apply_lora(model, LoraSpec(r=2))
         before = weights(model)
         config = OnPolicyConfig(method="sd-critique", prompts_per_step=3, rollouts_per_prompt=2, max_grad_norm=1e9,
@@ -140,11 +154,12 @@ def test_the_fused_forward_kl_step_equals_the_step_on_materialised_logits(lora):
         sgd = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
         metrics = train_step(model, SelfTeacher(model), tokenizer, task, problems, sgd, config, 0, task_critic(task))
         results.append(({k: before[k] - v for k, v in weights(model).items()}, metrics))
-    (g_fused, m_fused), (g_plain, m_plain) = results
-    assert m_fused["sd_loss"] == pytest.approx(m_plain["sd_loss"], rel=1e-5) and m_fused["sd_loss"] > 0
-    assert m_fused["sd_adv_t_mean"] == pytest.approx(m_plain["sd_adv_t_mean"], rel=1e-4, abs=1e-6)
-    assert m_fused["grad_norm"] == pytest.approx(m_plain["grad_norm"], rel=1e-4)
-    assert all(torch.allclose(g_fused[k], g_plain[k], rtol=1e-3, atol=1e-6) for k in g_fused)
+    (g_states, m_states), (g_logits, m_logits) = results
+    assert m_states["sd_loss"] == pytest.approx(m_logits["sd_loss"], rel=1e-5) and m_states["sd_loss"] > 0
+    assert m_states["sd_adv_t_mean"] == pytest.approx(m_logits["sd_adv_t_mean"], rel=1e-4, abs=1e-6)
+    assert m_states["grad_norm"] == pytest.approx(m_logits["grad_norm"], rel=1e-4)
+    assert m_states.get("sd_clip_frac") == pytest.approx(m_logits.get("sd_clip_frac"))
+    assert all(torch.allclose(g_states[k], g_logits[k], rtol=1e-3, atol=1e-6) for k in g_states)
 
 
 @pytest.mark.parametrize("teacher", ["initial", "ema"])

@@ -290,6 +290,38 @@ def test_evaluation_through_the_engine_scores_as_the_local_loop(policy):
     assert engine["none"]["avg@1"] == local["none"]["avg@1"]
 
 
+def test_a_local_teacher_on_the_vllm_backend_answers_greedily_as_on_the_local_loop(policy):
+    # mentor generate's local teacher: the same greedy answers from both engines, and the backend recorded
+    from mentor.teachers import TeacherConfig, build_teacher
+
+    answers = {}
+    for backend in ("local", "vllm"):
+        teacher = build_teacher(TeacherConfig(kind="local", model="world", backend=backend),
+                                load_model=lambda _spec: policy)
+        try:
+            chats = [[{"role": "user", "content": p.question}] for p in WorldTask().problems("test", n=4)]
+            answers[backend] = [row[0].text for row in teacher.chat(chats, SamplingParams(n=1, temperature=0.0))]
+            identity = teacher.identity()
+        finally:
+            teacher.close()
+        assert identity.get("backend") == (None if backend == "local" else "vllm")
+    assert answers["vllm"] == answers["local"] and all("<answer>" in a for a in answers["vllm"])
+
+
+def test_mapd_mining_on_the_vllm_backend_mines_what_the_local_loop_mines(policy, tmp_path):
+    from mentor.offline.mapd import mine
+
+    model, tokenizer = policy
+    task = WorldTask()
+    problems = task.problems("train", n=8)
+    summaries = {backend: mine(model, tokenizer, task, problems, tmp_path / backend, temperature=0.0,
+                               backend=backend) for backend in ("local", "vllm")}
+    assert summaries["vllm"]["mined"] == summaries["local"]["mined"]
+    assert (tmp_path / "vllm" / "mined.jsonl").read_text() == (tmp_path / "local" / "mined.jsonl").read_text()
+    with pytest.raises(FileExistsError, match="backend"):  # a folder mined by one engine is not resumed by the other
+        mine(model, tokenizer, task, problems, tmp_path / "vllm", temperature=0.0)
+
+
 # ----- vLLM as the server: `vllm serve` on loopback behind mentor's OpenAI-compatible client -------------------
 
 

@@ -21,8 +21,7 @@ from mentor.models import render_prompt
 from mentor.offline.rows import RowFile
 from mentor.records import Problem, Rollout, read_json, write_jsonl
 from mentor.sampling import Sample, SamplingParams
-from mentor.sampling.local import LocalSampler
-from mentor.sampling.vllm_engine import engine_for, require_vllm
+from mentor.sampling.backends import check_backend, open_sampler
 from mentor.tasks import Task
 
 EVAL_CONTEXTS = ("none", "reference", "critique")  # ``success`` needs a training run's sibling rollouts
@@ -56,10 +55,7 @@ class EvalConfig:
             raise ValueError(f"unknown context {bad}; choose from {', '.join(EVAL_CONTEXTS)}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.backend not in ("local", "vllm"):
-            raise ValueError(f"backend must be local or vllm, got {self.backend!r}")
-        if self.backend == "vllm":
-            require_vllm()
+        check_backend(self.backend)
         self.sampling()  # checks temperature, top_p, max_new_tokens
 
     def sampling(self) -> SamplingParams:
@@ -108,14 +104,8 @@ def evaluate(
     soon as they are drawn; the problems it holds already (an interrupted evaluation) are not drawn again.
     """
     check_contexts(task, problems, config.contexts)
-    if config.backend == "vllm":
-        engine = engine_for(model, tokenizer, seed=config.seed)
-        try:
-            return _evaluate(engine, tokenizer, task, problems, config, progress, saved)
-        finally:
-            engine.close()
-    return _evaluate(LocalSampler(model, tokenizer, batch_size=config.batch_size), tokenizer, task, problems, config,
-                     progress, saved)
+    with open_sampler(config.backend, model, tokenizer, seed=config.seed, batch_size=config.batch_size) as sampler:
+        return _evaluate(sampler, tokenizer, task, problems, config, progress, saved)
 
 
 def _evaluate(sampler, tokenizer, task: Task, problems: Sequence[Problem], config: EvalConfig, progress, saved):

@@ -238,6 +238,96 @@ def _scaled(logits: torch.Tensor, dtype: torch.dtype, temperature: float) -> tor
     return logits if temperature == 1.0 else logits / temperature
 
 
+def _check_divergence(beta: float, temperature: float, top_k: int | None, top_k_source: str, tail: bool,
+                      clip: float | None, chunk: int) -> None:
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    if top_k_source not in ("teacher", "student"):
+        raise ValueError(f"top_k_source must be 'teacher' or 'student', got {top_k_source!r}")
+    if tail and top_k is None:
+        raise ValueError("tail=True needs top_k")
+    if clip is not None and not clip > 0:
+        raise ValueError(f"clip must be > 0 or None, got {clip}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+
+
+def _clip_fraction(n_clipped: torch.Tensor, n_tokens: torch.Tensor, V: int, top_k: int | None, tail: bool) -> float:
+    """The share of (position, bucket) terms the clip capped."""
+    n_buckets = V if top_k is None or top_k >= V else top_k + int(tail)
+    return float(n_clipped / (n_tokens * n_buckets))
+
+
+def generalized_jsd_from_states(
+    student_hidden_BTH: torch.Tensor,
+    student_head_VH: torch.Tensor,
+    teacher_hidden_BTH: torch.Tensor,
+    teacher_head_VH: torch.Tensor,
+    tokens_BT: torch.Tensor,
+    mask_BT: torch.Tensor,
+    *,
+    beta: float = 0.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_k_source: str = "teacher",
+    tail: bool = False,
+    clip: float | None = None,
+    chunk: int = 128,
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor]:
+    """:func:`generalized_jsd` of the logits ``hidden @ head.T`` (a head without bias), computed ``chunk``
+    unmasked positions at a time under activation checkpointing: no B x T x V tensor of either model exists,
+    forward or backward (the chunk's head product runs again in backward). For the divergences the
+    closed-form :func:`fused_forward_kl` does not cover: top-k (with or without the tail), beta > 0, the
+    per-term clip. Also returns the student's and the teacher's log-probs of ``tokens`` (B x T, detached).
+    """
+    _check_divergence(beta, temperature, top_k, top_k_source, tail, clip, chunk)
+    if student_hidden_BTH.shape != teacher_hidden_BTH.shape or mask_BT.shape != student_hidden_BTH.shape[:2] \
+            or tokens_BT.shape != mask_BT.shape or student_head_VH.shape != teacher_head_VH.shape:
+        raise ValueError(f"shape mismatch: hidden {tuple(student_hidden_BTH.shape)} / "
+                         f"{tuple(teacher_hidden_BTH.shape)}, heads {tuple(student_head_VH.shape)} / "
+                         f"{tuple(teacher_head_VH.shape)}, tokens {tuple(tokens_BT.shape)}, mask {tuple(mask_BT.shape)}")
+    divergence = functools.partial(_chunk_divergence, beta=float(beta), temperature=float(temperature), top_k=top_k,
+                                   from_teacher=top_k_source == "teacher", tail=tail, clip=clip)
+    teacher_head_VH = teacher_head_VH.detach()
+
+    def piece(h_s_CH, h_t_CH, ids_C):
+        s_CV = h_s_CH @ student_head_VH.T
+        with torch.no_grad():
+            t_CV = h_t_CH @ teacher_head_VH.T
+        div, clipped = divergence(s_CV[None], t_CV[None], torch.ones_like(ids_C, dtype=torch.bool)[None])
+        with torch.no_grad():
+            dtype = torch.promote_types(s_CV.dtype, torch.float32)
+            logps = [_scaled(x, dtype, temperature).log_softmax(-1).gather(-1, ids_C[:, None])[:, 0] for x in (s_CV, t_CV)]
+        return div, clipped, *logps
+
+    mask = mask_BT.bool()
+    h_s, h_t, ids = student_hidden_BTH[mask], teacher_hidden_BTH.detach()[mask], tokens_BT[mask]
+    checkpointed = torch.is_grad_enabled() and h_s.requires_grad
+    dtype = torch.promote_types(student_hidden_BTH.dtype, torch.float32)
+    total, n_clipped = h_s.new_zeros((), dtype=dtype), h_s.new_zeros((), dtype=dtype)
+    logp_s, logp_t = [], []
+    for start in range(0, ids.shape[0], chunk):
+        args = (h_s[start : start + chunk], h_t[start : start + chunk], ids[start : start + chunk])
+        div, clipped, lp_s, lp_t = checkpoint(piece, *args, use_reentrant=False) if checkpointed else piece(*args)
+        total, n_clipped = total + div, n_clipped + clipped
+        logp_s.append(lp_s)
+        logp_t.append(lp_t)
+    logp_s_BT = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    logp_t_BT = torch.zeros_like(logp_s_BT)
+    if logp_s:
+        logp_s_BT[mask], logp_t_BT[mask] = torch.cat(logp_s), torch.cat(logp_t)
+    n_tokens = mask.sum().clamp(min=1).to(total.dtype)
+    loss = total / n_tokens
+    metrics = {"loss": float(loss.detach()), "tokens": float(mask.sum())}
+    if clip is not None:
+        metrics["clip_frac"] = _clip_fraction(n_clipped, n_tokens, student_head_VH.shape[0], top_k, tail)
+    return loss, metrics, logp_s_BT, logp_t_BT
+
+
 def generalized_jsd(
     student_logits_BTV: torch.Tensor,
     teacher_logits_BTV: torch.Tensor,
@@ -260,20 +350,7 @@ def generalized_jsd(
     Positions are processed ``chunk`` at a time under activation checkpointing, so neither the forward
     nor the saved graph holds float32 B x T x V copies of both distributions.
     """
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-    if top_k_source not in ("teacher", "student"):
-        raise ValueError(f"top_k_source must be 'teacher' or 'student', got {top_k_source!r}")
-    if tail and top_k is None:
-        raise ValueError("tail=True needs top_k")
-    if clip is not None and not clip > 0:
-        raise ValueError(f"clip must be > 0 or None, got {clip}")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    _check_divergence(beta, temperature, top_k, top_k_source, tail, clip, chunk)
     if student_logits_BTV.shape != teacher_logits_BTV.shape or mask_BT.shape != student_logits_BTV.shape[:2]:
         raise ValueError(
             f"shape mismatch: student {tuple(student_logits_BTV.shape)}, "
@@ -304,9 +381,7 @@ def generalized_jsd(
     loss = total / n_tokens
     metrics = {"loss": float(loss.detach()), "tokens": float(mask_BT.sum())}
     if clip is not None:
-        V = student_logits_BTV.shape[-1]
-        n_buckets = V if top_k is None or top_k >= V else top_k + int(tail)
-        metrics["clip_frac"] = float(n_clipped / (n_tokens * n_buckets))
+        metrics["clip_frac"] = _clip_fraction(n_clipped, n_tokens, student_logits_BTV.shape[-1], top_k, tail)
     return loss, metrics
 
 

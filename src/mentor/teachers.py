@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from mentor.config import checked_values
 from mentor.sampling import Sample, SamplingParams
+from mentor.sampling.backends import build_sampler, check_backend
 from mentor.tasks.world import (
     ERROR_KINDS,
     WorldProblem,
@@ -116,7 +117,10 @@ class SamplerTeacher:
         """What decides this teacher's answers (recorded by resumable stages): its name and model."""
         model = getattr(self.sampler, "model", None)
         model = model if isinstance(model, str) else getattr(model, "name_or_path", type(model).__name__)
-        return {"name": self.name, "model": model, "base_url": getattr(self.sampler, "base_url", None)}
+        identity = {"name": self.name, "model": model, "base_url": getattr(self.sampler, "base_url", None)}
+        if getattr(self.sampler, "backend", "local") != "local":  # another engine draws other samples
+            identity["backend"] = self.sampler.backend
+        return identity
 
     def chat(self, messages_list: list[Messages], params: SamplingParams) -> list[list[Sample]]:
         if hasattr(self.sampler, "chat"):
@@ -378,6 +382,8 @@ class TeacherConfig:
     """The served model's name (openai), or a model spec: world, smollm2, a folder, a .gguf file (local)."""
     api_key_env: str = "OPENAI_API_KEY"
     """The environment variable holding the API key; the key itself is never written anywhere."""
+    backend: str = "local"
+    """local: the model is sampled by mentor's decode loop, or by a vLLM engine in this process (vllm)."""
     concurrency: int = 4
     max_retries: int = 5
     backoff_s: float = 1.0
@@ -392,6 +398,7 @@ class TeacherConfig:
             raise ValueError("an openai teacher needs teacher.base_url and teacher.model")
         if self.kind == "local" and not self.model:
             raise ValueError("a local teacher needs teacher.model (world, smollm2, a folder, a .gguf file...)")
+        check_backend(self.backend, "teacher backend")
         if self.kind == "simulated":  # check the options now, not after the problems are loaded
             SimulatedWorldTeacher("check", self.error_rate, self.style, self.seed, error_kinds=self.error_kinds,
                                   delay_s=self.delay_s, review_noise=self.review_noise,
@@ -443,9 +450,7 @@ def build_teacher(config: TeacherConfig, cache_dir: str | Path | None = None,
                                 backoff_s=config.backoff_s, timeout_s=config.timeout_s,
                                 rate_limit_per_s=config.rate_limit_per_s)
         return SamplerTeacher(name, sampler)
-    from mentor.sampling.local import LocalSampler
-
     if load_model is None:
         from mentor.loading import load_model
     model, tokenizer = load_model(config.model)
-    return SamplerTeacher(name, LocalSampler(model, tokenizer), tokenizer)
+    return SamplerTeacher(name, build_sampler(config.backend, model, tokenizer, seed=config.seed), tokenizer)

@@ -138,7 +138,7 @@ def mapd_mine(args) -> int:
     with run_lock(out), progress_bar() as bar:
         summary = mine(model, tokenizer, task, problems, out, temperature=config.student_temperature,
                        top_p=config.student_top_p, max_new_tokens=config.student_max_new_tokens, seed=config.seed,
-                       batch_size=config.batch_size, progress=bar.tracker(
+                       batch_size=config.batch_size, backend=config.student_backend, progress=bar.tracker(
                            f"student answers (T={config.student_temperature}, top_p={config.student_top_p})"))
     _print_stage(summary, out)
     return 0

@@ -50,6 +50,7 @@ from mentor.feedback.committee import (
 from mentor.offline.rows import RowFile, check_record
 from mentor.records import TOO_DEEP, Problem, RecordError, from_dict, read_jsonl, to_dict, write_jsonl
 from mentor.sampling import SamplingParams, check_sampling
+from mentor.sampling.backends import check_backend, open_sampler
 from mentor.teachers import Teacher, TeacherConfig, teacher_configs, user_messages
 
 ABLATIONS = ("committee", "single", "no-explanation")
@@ -244,29 +245,11 @@ def check_problems(problems: Sequence[Problem]) -> None:
 # ----- 1. mine ------------------------------------------------------------------------------------------
 
 
-def mine(model, tokenizer, task, problems: Sequence[Problem], out: str | os.PathLike, *, temperature: float = 0.3,
-         top_p: float = 0.9, max_new_tokens: int = 160, seed: int = 0, batch_size: int = 16,
-         progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """The student answers every problem once (docs/methods.md: T=0.3, top_p 0.9); the wrong answers are mined.
-
-    Problems are sampled in fixed batches (problem ``i`` is in batch ``i // batch_size``, sampled with
-    ``seed``), so a batch sampled again after a kill gets the same answers. Writes ``answers.jsonl`` (every
-    answer, the resumable file), ``mined.jsonl`` (the wrong ones) and ``summary.json``.
-    """
+def _mine_batches(sampler, tokenizer, task, problems: Sequence[Problem], rows: RowFile, params: SamplingParams,
+                  batch_size: int, progress: Callable[[int, int], None] | None) -> None:
+    """Sample and score the batches whose answers ``rows`` does not hold yet, each added as it is drawn."""
     from mentor.models import render_prompt
-    from mentor.sampling.local import LocalSampler
 
-    start = time.time()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    check_problems(problems)
-    params = SamplingParams(n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
-    check_record(out, {"stage": "mine", "task": getattr(task, "name", ""), "problems": [p.id for p in problems],
-                        "inputs": digest([[p.id, task.prompt(p), p.answer] for p in problems]),
-                        "student": getattr(model, "name_or_path", "") or type(model).__name__,
-                        "sampling": params.to_dict(), "batch_size": batch_size}, "answers.jsonl")
-    rows = RowFile(out / "answers.jsonl", StudentAnswer, lambda r: (r.problem_id,))
-    sampler = LocalSampler(model, tokenizer, batch_size=batch_size)
     done = sum((p.id,) in rows for p in problems)
     if progress is not None:
         progress(done, len(problems))
@@ -286,6 +269,33 @@ def mine(model, tokenizer, task, problems: Sequence[Problem], out: str | os.Path
             done += 1
         if progress is not None:
             progress(done, len(problems))
+
+
+def mine(model, tokenizer, task, problems: Sequence[Problem], out: str | os.PathLike, *, temperature: float = 0.3,
+         top_p: float = 0.9, max_new_tokens: int = 160, seed: int = 0, batch_size: int = 16,
+         progress: Callable[[int, int], None] | None = None, backend: str = "local") -> dict[str, Any]:
+    """The student answers every problem once (docs/methods.md: T=0.3, top_p 0.9); the wrong answers are mined.
+
+    Problems are sampled in fixed batches (problem ``i`` is in batch ``i // batch_size``, sampled with
+    ``seed``), so a batch sampled again after a kill gets the same answers. Writes ``answers.jsonl`` (every
+    answer, the resumable file), ``mined.jsonl`` (the wrong ones) and ``summary.json``. ``backend``: the
+    student is sampled by mentor's decode loop (``local``) or a vLLM engine in this process (``vllm``).
+    """
+
+    start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_problems(problems)
+    check_backend(backend)
+    params = SamplingParams(n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    check_record(out, {"stage": "mine", "task": getattr(task, "name", ""), "problems": [p.id for p in problems],
+                        "inputs": digest([[p.id, task.prompt(p), p.answer] for p in problems]),
+                        "student": getattr(model, "name_or_path", "") or type(model).__name__,
+                        "sampling": params.to_dict(), "batch_size": batch_size,
+                        **({"backend": backend} if backend != "local" else {})}, "answers.jsonl")
+    rows = RowFile(out / "answers.jsonl", StudentAnswer, lambda r: (r.problem_id,))
+    with open_sampler(backend, model, tokenizer, seed=seed, batch_size=batch_size) as sampler:
+        _mine_batches(sampler, tokenizer, task, problems, rows, params, batch_size, progress)
     answers = rows.finish([(p.id,) for p in problems])
     mined = [a for a in answers if not a.correct]
     write_jsonl(out / "mined.jsonl", mined)
@@ -674,6 +684,8 @@ class MapdConfig:
     student_temperature: float = 0.3
     student_top_p: float = 0.9
     student_max_new_tokens: int = 160
+    student_backend: str = "local"
+    """What samples the student (mine): mentor's decode loop (local) or a vLLM engine in this process (vllm)."""
     batch_size: int = 16
     teachers: dict[str, dict[str, Any]] = field(default_factory=_default_teachers)
     """name -> TeacherConfig fields (kind simulated, openai or local); the name is recorded in every row."""
@@ -704,6 +716,7 @@ class MapdConfig:
             raise ValueError(f"threshold must be in [1, 5], got {self.threshold}")
         if self.prompts_per_call < 1 or self.batch_size < 1:
             raise ValueError("prompts_per_call and batch_size must be >= 1")
+        check_backend(self.student_backend, "student_backend")
         check_sampling("student_", temperature=self.student_temperature, top_p=self.student_top_p,
                        max_new_tokens=self.student_max_new_tokens)
         check_sampling("teacher_", temperature=self.teacher_temperature, max_new_tokens=self.teacher_max_new_tokens)
@@ -743,7 +756,7 @@ def run_pipeline(config: MapdConfig, out: str | os.PathLike, ablations: Sequence
     model, tokenizer = load_model(config.student)
     mine(model, tokenizer, task, problems, out / "mine", temperature=config.student_temperature,
          top_p=config.student_top_p, max_new_tokens=config.student_max_new_tokens, seed=config.seed,
-         batch_size=config.batch_size)
+         batch_size=config.batch_size, backend=config.student_backend)
     teachers = build_teachers(config, out)
     common = {"seed": config.seed, "prompts_per_call": config.prompts_per_call, "temperature": config.teacher_temperature}
     try:

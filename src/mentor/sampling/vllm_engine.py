@@ -66,6 +66,8 @@ class VLLMSampler:
     ``on_prompt`` are called after each). ``engine_kwargs`` go to ``vllm.LLM`` as they are.
     """
 
+    backend = "vllm"
+
     def __init__(
         self,
         model_dir: str | os.PathLike[str],

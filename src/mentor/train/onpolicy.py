@@ -36,6 +36,7 @@ from mentor.losses import (
     clipped_policy_gradient,
     fused_forward_kl,
     generalized_jsd,
+    generalized_jsd_from_states,
     group_advantages,
     sampled_token_distill,
     token_logprobs,
@@ -43,8 +44,9 @@ from mentor.losses import (
 from mentor.models import encode_prompt, render_prompt
 from mentor.records import Feedback, Problem, append_jsonl, write_jsonl
 from mentor.sampling import Sample, SamplingParams
+from mentor.sampling.backends import BACKENDS, check_backend
 from mentor.sampling.local import LocalSampler
-from mentor.sampling.vllm_engine import engine_for, require_vllm
+from mentor.sampling.vllm_engine import engine_for
 from mentor.tasks import Task
 from mentor.train.checkpoint import (
     load_checkpoint,
@@ -72,7 +74,6 @@ METHODS = {"grpo": None, "sd-reference": "reference", "sd-critique": "critique",
 DIVERGENCES = ("full", "top-k", "sampled")
 SIGNAL_SPANS = ("all", "to-divergence")
 SCHEDULES = ("constant", "cosine", "linear")
-GENERATION_BACKENDS = ("local", "vllm")
 Critic = Callable[[list[Problem], list[str]], list[Feedback]]
 
 
@@ -130,12 +131,11 @@ class OnPolicyConfig:
         choices = {"method": METHODS, "divergence": DIVERGENCES, "teacher": TEACHER_KINDS,
                    "signal_span": SIGNAL_SPANS, "schedule": SCHEDULES,
                    "top_k_source": ("teacher", "student"), "aggregation": ("token-mean", "sequence-mean"),
-                   "generation_backend": GENERATION_BACKENDS}
+                   "generation_backend": BACKENDS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.generation_backend == "vllm":
-            require_vllm()
+        check_backend(self.generation_backend, "generation_backend")
         if self.grpo_weight is None:
             self.grpo_weight = 1.0 if self.method == "grpo" else 0.0
         if not 0.0 <= self.grpo_weight <= 1.0 or (self.method == "grpo" and self.grpo_weight != 1.0):
@@ -247,11 +247,12 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
     forward = forward or CompletionForward(model)
     completions = [r.sample.token_ids for r in rows]
     prompts = [encode_prompt(tokenizer, r.prompt) for r in rows]
-    # pure forward-KL self-distillation never needs the student's logits: the fused loss makes them a chunk at a
-    # time from the hidden states (docs/methods.md, section 1)
+    # pure self-distillation over the vocabulary (all of it, or the top k) never needs the student's logits: the
+    # loss makes them a chunk at a time from the hidden states, with forward KL's closed-form gradient where it
+    # applies (docs/methods.md, section 1)
     head = plain_head(model)
-    fused = (config.grpo_weight == 0 and config.divergence == "full" and config.beta == 0
-             and config.divergence_clip is None and head is not None)
+    fused = config.grpo_weight == 0 and config.divergence in ("full", "top-k") and head is not None
+    closed_form = config.divergence == "full" and config.beta == 0 and config.divergence_clip is None
     if fused:
         hidden_BTH, mask_BT = forward(prompts, completions, states=True)
     else:
@@ -288,10 +289,16 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
                     teacher_BTV = teacher_BTV / config.temperature
         times["teacher"] += time.time() - start
         sd_mask_BT = _padded([[1.0] * signal_tokens(r) for r in rows], mask_BT.shape[1], mask_BT.dtype, device)
-        if fused:
+        if fused and closed_form:
             sd, sd_metrics, logp_BT, teacher_logp_BT = fused_forward_kl(
                 hidden_BTH, head, teacher_hidden_BTH, teacher_head, tokens_BT, sd_mask_BT,
                 temperature=config.temperature)
+        elif fused:
+            sd, sd_metrics, logp_BT, teacher_logp_BT = generalized_jsd_from_states(
+                hidden_BTH, head, teacher_hidden_BTH, teacher_head, tokens_BT, sd_mask_BT, beta=config.beta,
+                temperature=config.temperature, top_k=config.top_k if config.divergence == "top-k" else None,
+                top_k_source=config.top_k_source, tail=config.tail and config.divergence == "top-k",
+                clip=config.divergence_clip)
         else:
             teacher_logp_BT = token_logprobs(teacher_BTV, tokens_BT)
             if config.divergence == "sampled":
