@@ -198,6 +198,14 @@ class _FusedHeadForwardKL(torch.autograd.Function):
         return grad_h, grad_w, None, None, None, None, None, None
 
 
+def _check_states(student_hidden_BTH, student_head_VH, teacher_hidden_BTH, teacher_head_VH, tokens_BT, mask_BT):
+    if student_hidden_BTH.shape != teacher_hidden_BTH.shape or mask_BT.shape != student_hidden_BTH.shape[:2] \
+            or tokens_BT.shape != mask_BT.shape or student_head_VH.shape != teacher_head_VH.shape:
+        raise ValueError(f"shape mismatch: hidden {tuple(student_hidden_BTH.shape)} / "
+                         f"{tuple(teacher_hidden_BTH.shape)}, heads {tuple(student_head_VH.shape)} / "
+                         f"{tuple(teacher_head_VH.shape)}, tokens {tuple(tokens_BT.shape)}, mask {tuple(mask_BT.shape)}")
+
+
 def fused_forward_kl(
     student_hidden_BTH: torch.Tensor,
     student_head_VH: torch.Tensor,
@@ -219,11 +227,7 @@ def fused_forward_kl(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    if student_hidden_BTH.shape != teacher_hidden_BTH.shape or mask_BT.shape != student_hidden_BTH.shape[:2] \
-            or tokens_BT.shape != mask_BT.shape or student_head_VH.shape != teacher_head_VH.shape:
-        raise ValueError(f"shape mismatch: hidden {tuple(student_hidden_BTH.shape)} / "
-                         f"{tuple(teacher_hidden_BTH.shape)}, heads {tuple(student_head_VH.shape)} / "
-                         f"{tuple(teacher_head_VH.shape)}, tokens {tuple(tokens_BT.shape)}, mask {tuple(mask_BT.shape)}")
+    _check_states(student_hidden_BTH, student_head_VH, teacher_hidden_BTH, teacher_head_VH, tokens_BT, mask_BT)
     total, logp_s, logp_t = _FusedHeadForwardKL.apply(
         student_hidden_BTH, student_head_VH, teacher_hidden_BTH.detach(), teacher_head_VH.detach(), tokens_BT,
         mask_BT, float(temperature), chunk)
@@ -285,11 +289,7 @@ def generalized_jsd_from_states(
     per-term clip. Also returns the student's and the teacher's log-probs of ``tokens`` (B x T, detached).
     """
     _check_divergence(beta, temperature, top_k, top_k_source, tail, clip, chunk)
-    if student_hidden_BTH.shape != teacher_hidden_BTH.shape or mask_BT.shape != student_hidden_BTH.shape[:2] \
-            or tokens_BT.shape != mask_BT.shape or student_head_VH.shape != teacher_head_VH.shape:
-        raise ValueError(f"shape mismatch: hidden {tuple(student_hidden_BTH.shape)} / "
-                         f"{tuple(teacher_hidden_BTH.shape)}, heads {tuple(student_head_VH.shape)} / "
-                         f"{tuple(teacher_head_VH.shape)}, tokens {tuple(tokens_BT.shape)}, mask {tuple(mask_BT.shape)}")
+    _check_states(student_hidden_BTH, student_head_VH, teacher_hidden_BTH, teacher_head_VH, tokens_BT, mask_BT)
     divergence = functools.partial(_chunk_divergence, beta=float(beta), temperature=float(temperature), top_k=top_k,
                                    from_teacher=top_k_source == "teacher", tail=tail, clip=clip)
     teacher_head_VH = teacher_head_VH.detach()
