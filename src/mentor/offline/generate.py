@@ -133,6 +133,8 @@ class GenerateConfig:
 def _answer_fields(teacher: dict) -> dict:
     """The teacher fields that can change a solve answer (not how requests are sent, not reviews)."""
     skip = (*OPERATIONAL_FIELDS, *REVIEW_FIELDS)
+    if teacher.get("kind") != "local" or teacher.get("backend", "local") == "local":
+        skip += ("backend",)  # folders made before the field existed resume as they are
     return {k: v for k, v in teacher.items() if k not in skip}
 
 
