@@ -1,14 +1,15 @@
-"""Why reference-solution self-distillation wrecks the world's student: the wording it learns.
+"""Which wording RefSol's student writes its steps in, and whether it still looks its operands up.
 
     python benchmarks/refsol_wording.py --model world --model runs/compare-world/RefSol/search/lr=0.0001/final
 
 For each model, k samples on n validation problems (T=1): the share of steps written in the canonical
 wording (`d is b + a with b = 13 and a = 6, 13 + 6 = 19 so d = 2`), in each of the reference's two
-wordings (`13 + 6 gives 19, hence d = 2`; `from b and a: 13 + 6 makes 19, hence d = 2`) or in none, and
-the share of steps whose operands are the values the problem's definition names (the look-up the canonical
-wording writes out), by wording; with Avg@k. The self-teacher given a reference answers in the reference's
-wording, so RefSol moves the student to it; the first reference wording names neither the variable's
-definition nor its operands, so a student that writes it must recall them unwritten.
+wordings (`d = b + a where b is 13 and a is 6; 13 + 6 gives 19, hence d = 2`; `for d take b + a, b being
+13 and a being 6: 13 + 6 makes 19, reduced d = 2`) or in none, and the share of steps whose operands are
+the values the problem's definition names, by wording; with Avg@k. The self-teacher given a reference
+answers in the reference's wording, so RefSol moves the student towards it. (On world 2 the reference's
+first wording named neither the definition nor the operands, and RefSol's student, writing it, lost its
+look-ups: docs/world.md.)
 """
 
 from __future__ import annotations
@@ -20,18 +21,14 @@ import math
 from mentor.evaluate import EvalConfig, evaluate
 from mentor.loading import load_model
 from mentor.tasks import load_task
-from mentor.tasks.world import ALTERNATIVE_STEP_RES, CANONICAL_STEP_RE, WorldProblem, parse_trace
+from mentor.tasks.world import STEP_WORDINGS, WorldProblem, match_step, parse_trace
 
-WORDINGS = ("canonical", "reference: gives", "reference: from", "unreadable")
+WORDINGS = (*STEP_WORDINGS, "unreadable")
 
 
 def wording(body: str) -> str:
-    if CANONICAL_STEP_RE.match(body):
-        return WORDINGS[0]
-    for name, pattern in zip(WORDINGS[1:3], ALTERNATIVE_STEP_RES):
-        if pattern.match(body):
-            return name
-    return WORDINGS[3]
+    found = match_step(body)
+    return WORDINGS[-1] if found is None else STEP_WORDINGS[found[0]]
 
 
 def right_operands(wp: WorldProblem, step) -> bool:
@@ -70,7 +67,7 @@ def main() -> None:
         for kind in WORDINGS:
             share = counts[kind] / max(total, 1)
             ok = right[kind] / max(counts[kind], 1)
-            print(f"   {kind:18s} {100 * share:6.2f}% of steps (se {100 * math.sqrt(share * (1 - share) / max(total, 1)):.2f})"
+            print(f"   {kind:24s} {100 * share:6.2f}% of steps (se {100 * math.sqrt(share * (1 - share) / max(total, 1)):.2f})"
                   f"   operands right {100 * ok:6.2f}% of them")
 
 

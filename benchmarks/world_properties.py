@@ -32,7 +32,14 @@ from mentor.loading import load_model
 from mentor.losses import causal_lm_logprobs
 from mentor.models import encode_prompt, render_prompt
 from mentor.tasks import load_task
-from mentor.tasks.world import WorldProblem, answer_depends_on_every_step, canonical_solution, parse_trace
+from mentor.tasks.world import (
+    WorldProblem,
+    answer_depends_on_every_step,
+    canonical_solution,
+    match_step,
+    names_consistent,
+    parse_trace,
+)
 from mentor.train.onpolicy import common_prefix
 
 SLOT_RE = re.compile(
@@ -120,8 +127,9 @@ def first_failure(problem, completion: str, task) -> str:
     step = steps[index]
     definition = wp.definition(step.name) if step.parsed else None
     if definition is None:
-        match = re.search(r"with [a-z] = (\d+) and [a-z] = (\d+), (\d+) - (\d+) = (\d+)", step.body)
-        if match and (match[3], match[4]) == (match[2], match[1]):
+        found = match_step(step.body)
+        if found and names_consistent(found[1]) and found[1]["op"] == "-" and (
+                (found[1]["x"], found[1]["y"]) == (found[1]["rv"], found[1]["lv"])):
             return "swap"
         return "other (unreadable step)"
     if step.left is not None and (step.left, step.op, step.right) != definition[1:]:

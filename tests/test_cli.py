@@ -133,7 +133,7 @@ def test_help_for_every_command():
     (["generate"], ["group_size = 8", "teacher.error_rate"]),
     (["compare"], ["search = {}", "workers = 1    runs in parallel"]),
     (["eval"], ["k = 8"]),
-    (["world", "build"], ["sft.steps = 3500", "habits.swap = 0.6"]),
+    (["world", "build"], ["sft.steps = 3500", "habits.swap = 0.8", "habits.reword = 0.25"]),
     (["mapd", "review"], ["threshold = 3.0"]),
 ])
 def test_help_lists_every_config_key_with_its_default(capsys, argv, keys):

@@ -12,11 +12,15 @@ from mentor.records import Problem
 from mentor.tasks import load_task
 from mentor.tasks.world import (
     ERROR_KINDS,
+    OPS,
     WorldConfig,
     WorldProblem,
     WorldTask,
+    alternative_step,
     canonical_solution,
     corrupt_trace,
+    format_trace,
+    match_step,
     parse_trace,
 )
 from mentor.tasks.world_critic import corrected_solution, critique
@@ -157,12 +161,32 @@ def test_wrong_final_answer_after_correct_steps():
 def test_parse_trace_reads_steps_and_answer():
     good = "d is a - b with a = 1 and b = 2, 1 - 2 = -1 so d = 12"
     inconsistent = "e is d * d with d = 3 and d = 3, 3 * 4 = 12 so e = 12"  # uses 4 after naming 3
-    alternative = "from d and a: 12 + 1 makes 13, hence f = 0"
+    alternative = "for f take d + a, d being 12 and a being 1: 12 + 1 makes 13, reduced f = 0"
+    other = "g = f - a where f is 0 and a is 1; 0 - 1 gives -1, hence g = 12"
+    swapped = "g = f - a where f is 0 and a is 1; 1 - 0 gives 1, hence g = 1"  # writes the operands it did not look up
     steps, answer = parse_trace(f"<step_1> {good}\n<step_2> {inconsistent}\n<step_3> junk\n<step_4> {alternative}"
-                                "\n<answer> 3")
-    assert [s.parsed for s in steps] == [True, False, False, True]
+                                f"\n<step_5> {other}\n<step_6> {swapped}\n<answer> 3")
+    assert [s.parsed for s in steps] == [True, False, False, True, True, False]
     assert (steps[0].name, steps[0].x, steps[0].y, steps[0].integer, steps[0].result) == ("d", 1, 2, -1, 12)
-    assert (steps[3].name, steps[3].left, steps[3].integer, steps[3].result) == ("f", "d", 13, 0) and answer == "3"
+    assert (steps[3].name, steps[3].left, steps[3].right, steps[3].integer, steps[3].result) == ("f", "d", "a", 13, 0)
+    assert (steps[4].name, steps[4].op, steps[4].x, steps[4].y, steps[4].result) == ("g", "-", 0, 1, 12)
+    assert answer == "3"
+    assert [match_step(s.body)[0] if match_step(s.body) else None for s in steps] == [0, 0, None, 2, 1, 1]
+
+
+@pytest.mark.parametrize("style", [0, 1])
+def test_alternative_wordings_round_trip_and_the_critic_reads_them(style):
+    wp = WorldProblem.from_meta(make_problem(3).meta)
+    for name, left, op, right in wp.defs:
+        x, y = wp.values[left], wp.values[right]
+        body = alternative_step(name, left, op, right, x, y, OPS[op](x, y), wp.values[name], style)
+        (step,), _ = parse_trace(f"<step_1> {body}")
+        assert (step.name, step.left, step.op, step.right, step.x, step.y) == (name, left, op, right, x, y)
+        assert match_step(body)[0] == style + 1
+    problem = make_problem(3)
+    reworded = format_trace([alternative_step(n, a, o, b, wp.values[a], wp.values[b], OPS[o](wp.values[a], wp.values[b]),
+                                              wp.values[n], style) for n, a, o, b in wp.defs], wp.answer)
+    assert critique(problem, reworded).case == "correct"
 
 
 def test_corrupt_trace_rejects_bad_arguments():

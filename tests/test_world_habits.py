@@ -16,6 +16,7 @@ from mentor.tasks.world import (
     WorldTask,
     answer_depends_on_every_step,
     canonical_solution,
+    match_step,
     parse_trace,
 )
 from mentor.tasks.world_critic import critique
@@ -48,7 +49,7 @@ def test_a_dead_step_is_detected():
 def test_no_habits_is_the_canonical_trace():
     for seed in range(20):
         wp = WorldProblem.from_meta(problem(seed).meta)
-        assert habit_trace(wp, Habits(0, 0, 0, 0), random.Random(seed)) == canonical_solution(wp)
+        assert habit_trace(wp, Habits(0, 0, 0, 0, 0), random.Random(seed)) == canonical_solution(wp)
 
 
 @settings(max_examples=60, deadline=None)
@@ -57,7 +58,7 @@ def test_each_habit_is_found_by_the_critic_and_one_error_always_changes_the_answ
     p = problem(seed)
     wp = WorldProblem.from_meta(p.meta)
     n = len(wp.defs)
-    kind = data.draw(st.sampled_from(HABITS))
+    kind = data.draw(st.sampled_from([h for h in HABITS if h != "reword"]))
     if kind == "swap":
         if not swap_steps(wp):
             return
@@ -74,21 +75,41 @@ def test_each_habit_is_found_by_the_critic_and_one_error_always_changes_the_answ
     if kind == "swap":
         _, left, _, right = wp.defs[step]
         x, y = wp.values[left], wp.values[right]
-        assert f", {y} - {x} = {(y - x) % wp.modulus} so" in trace.splitlines()[step]
+        found = match_step(trace.splitlines()[step].split("> ", 1)[1])  # in whichever wording it was written
+        assert found is not None and (int(found[1]["x"]), int(found[1]["y"])) == (y, x)
+        assert (int(found[1]["lv"]), int(found[1]["rv"]), int(found[1]["z"])) == (x, y, (y - x) % wp.modulus)
 
 
 def test_habit_rates_show_in_many_traces():
     rng = random.Random(0)
-    habits = Habits(swap=1.0, slip=0.0, skip=0.0, truncate=0.0)
+    habits = Habits(swap=1.0, slip=0.0, skip=0.0, truncate=0.0, reword=0.0)
     swapped = eligible = 0
     for seed in range(200):
         wp = WorldProblem.from_meta(problem(seed).meta)
         eligible += bool(swap_steps(wp))
         swapped += habit_trace(wp, habits, rng) != canonical_solution(wp)
     assert swapped == eligible  # the misconception strikes whenever x - y has x < y on a correct page
-    truncating = Habits(swap=0.0, slip=0.0, skip=0.0, truncate=1.0)
+    truncating = Habits(swap=0.0, slip=0.0, skip=0.0, truncate=1.0, reword=0.0)
     wp = WorldProblem.from_meta(problem(0).meta)
     assert all("<answer>" not in habit_trace(wp, truncating, rng) for _ in range(20))
+
+
+def test_reworded_steps_are_correct_steps_in_the_reference_wordings():
+    rng = random.Random(0)
+    wordings, total = [0, 0, 0], 0
+    for seed in range(200):
+        p = problem(seed)
+        wp = WorldProblem.from_meta(p.meta)
+        always = habit_trace(wp, Habits(0, 0, 0, 0, reword=1.0), rng)
+        assert critique(p, always).case == "correct"
+        assert all(match_step(line.split("> ", 1)[1])[0] > 0 for line in always.splitlines()[:-1])
+        for line in habit_trace(wp, Habits(0, 0, 0, 0, reword=0.25), rng).splitlines()[:-1]:
+            wordings[match_step(line.split("> ", 1)[1])[0]] += 1
+            total += 1
+    share = (wordings[1] + wordings[2]) / total  # 800 steps: se 0.015
+    assert 0.19 < share < 0.31 and min(wordings[1:]) > 0.3 * (wordings[1] + wordings[2])
+    with pytest.raises(ValueError, match="cannot force"):
+        habit_trace(WorldProblem.from_meta(problem(0).meta), Habits(), rng, forced=("reword", 0))
 
 
 def test_habits_are_validated():
@@ -130,7 +151,7 @@ def test_teacher_examples_continue_consistently_from_the_page():
         text = page + completion
         steps, answer = parse_trace(text)
         values = dict(WorldProblem.from_meta(p.meta).inputs)
-        values.update({name: int(z) for name, z in re.findall(r"so ([a-z]) = (\d+)", text)})  # as the page says
+        values.update({name: int(z) for name, z in re.findall(r"(?:so|hence|reduced) ([a-z]) = (\d+)", text)})  # as the page says
         # after the departure every step computes correctly from the values on the page
         page_steps = page.count("<step_")
         for s in steps[page_steps:]:
@@ -151,10 +172,13 @@ def test_reference_examples_follow_the_reference():
         p = by_question[user.split("\n\n")[0]]
         if not page:
             assert completion == p.solution
-        else:  # the canonical page's step finished as written, then the reference's wording
+        else:  # the page's step finished as written, then the reference's wording
             full = page + completion
             assert TASK.verify(p, full).correct and critique(p, full).case == "correct"
             assert full.splitlines()[-1] == p.solution.splitlines()[-1]
+            style = match_step(parse_trace(p.solution)[0][0].body)[0]
+            after = parse_trace(full)[0][page.count("<step_"):]
+            assert all(match_step(s.body)[0] == style for s in after)
 
 
 def test_fact_drill_states_true_facts():

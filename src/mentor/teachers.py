@@ -344,7 +344,7 @@ def restyle(trace: str, style: int) -> str:
     kept as they are; the answer line is kept)."""
     steps, answer = parse_trace(trace)
     bodies = [
-        alternative_step(s.name, s.left, s.op, s.right, s.x, s.y, s.integer, s.result, style) if s.parsed and s.left else s.body
+        alternative_step(s.name, s.left, s.op, s.right, s.x, s.y, s.integer, s.result, style) if s.parsed else s.body
         for s in steps
     ]
     return format_trace(bodies, answer)

@@ -3,14 +3,15 @@ scratch with mentor's SFT loop, and cached so the next run loads it in seconds.
 
 It is trained so that it behaves like a small instruction-tuned model that knows its facts:
 - the bare question -> a step-tagged trace written with the solver's error habits
-  (:mod:`mentor.tasks.world_habits`: a misconception about ``-``, slips, skipped steps, stopping early);
+  (:mod:`mentor.tasks.world_habits`: a misconception about ``-``, slips, skipped steps, stopping early,
+  and a quarter of its steps in the references' wordings);
 - question + the exact critic's critique of such a trace -> the corrected trace; and, for a share
   ``continue_rate`` of them, the trace as the solver wrote it up to its first departure from the
   critique, then the rest written correctly *from what is on the page* (the teacher fixes the wrong step
   it is asked about and otherwise goes on consistently, as an LLM continuing a given prefix does);
-- question + reference solution -> the reference's own derivation (its order and wording); and, for a
-  share ``continue_rate``, a correct trace in the canonical wording cut at a random word, then that step
-  finished as written and the remaining steps in the reference's order and wording.
+- question + reference solution -> the reference's own derivation (its wording); and, for a share
+  ``continue_rate``, a correct trace worded as the solver words it (``Habits.reword``) cut at a random
+  word, then that step finished as written and the remaining steps in the reference's wording.
 The context examples train no habits: the self-teacher is the same model, better informed.
 """
 
@@ -35,7 +36,6 @@ from mentor.tasks.world import (
     WorldConfig,
     WorldProblem,
     WorldTask,
-    canonical_solution,
     format_trace,
     parse_trace,
 )
@@ -50,7 +50,7 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 EOS = "<|end|>"
-BUILD_VERSION = 2  # bump when the recipe changes so cached builds are not reused
+BUILD_VERSION = 5  # bump when the recipe changes so cached builds are not reused
 EXAMPLE_KINDS = ("none", "reference", "critique", "facts")
 FACTS_PROMPT = "Facts modulo {modulus}."
 
@@ -112,10 +112,12 @@ def _critique_continuation(problem: Problem, wp: WorldProblem, config: WorldMode
     return feedback.critique, written[:end], continued[end:]
 
 
-def _reference_continuation(problem: Problem, wp: WorldProblem, rng: random.Random) -> tuple[str, str]:
-    """(page, continuation): a correct canonical trace cut at a random word of a random step, then that
-    step finished as written and the remaining steps in the reference's order and wording."""
-    lines = canonical_solution(wp).split("\n")[:-1]  # the steps, without the answer line
+def _reference_continuation(problem: Problem, wp: WorldProblem, habits: Habits,
+                            rng: random.Random) -> tuple[str, str]:
+    """(page, continuation): a correct trace worded as the solver words it, cut at a random word of a
+    random step, then that step finished as written and the remaining steps in the reference's wording."""
+    correct = Habits(swap=0.0, slip=0.0, skip=0.0, truncate=0.0, reword=habits.reword)
+    lines = habit_trace(wp, correct, rng).split("\n")[:-1]  # the steps, without the answer line
     j = rng.randrange(len(lines))
     words = lines[j].split(" ")
     cut = rng.randrange(1, len(words))  # at least the step's tag is on the page
@@ -158,7 +160,7 @@ def training_texts(config: WorldModelConfig, problems: list[Problem]) -> list[tu
         if kind == "reference":
             user = build_context_prompt("reference", problem.question, problem=problem)
             if rng.random() < config.continue_rate:
-                out.append((user, *_reference_continuation(problem, wp, rng)))
+                out.append((user, *_reference_continuation(problem, wp, config.habits, rng)))
             else:
                 out.append((user, "", problem.solution))
             continue

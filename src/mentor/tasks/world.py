@@ -15,8 +15,8 @@ operands' values before it uses them, then the result as an integer, then reduce
 
 (Writing ``x = value`` for every value that is used and never ``x = expression`` means a value is always
 found the same way, and writing the integer before its reduction lets a tiny transformer learn the
-arithmetic in minutes: integer sums are learned fast, a modular table from scratch is not.) Alternative reference
-derivations reach the same answer in another valid order and other words. Because the whole problem is
+arithmetic in minutes: integer sums are learned fast, a modular table from scratch is not.) Reference
+derivations reach the same answer by the same steps in one of two other wordings (:func:`alternative_step`). Because the whole problem is
 known, an exact step critic (``world_critic``) can check every step.
 """
 
@@ -212,12 +212,15 @@ def canonical_solution(wp: WorldProblem) -> str:
 
 
 def alternative_step(name: str, left: str, op: str, right: str, x: int, y: int, integer: int, z: int,
-                     style: int) -> str:
+                     style: int, written: tuple[int, int] | None = None) -> str:
     """A step body in one of the two alternative wordings (``style`` 0 or 1) of reference derivations
-    (``integer`` the result before reduction, ``z`` after)."""
+    (``integer`` the result before reduction, ``z`` after, ``written`` the operands as the arithmetic
+    writes them when they differ from the looked-up ``x``, ``y``). Like the canonical wording, both name
+    the definition and look up the operands' values before using them: only the words differ."""
+    a, b = written or (x, y)
     if style == 0:
-        return f"{x} {op} {y} gives {integer}, hence {name} = {z}"
-    return f"from {left} and {right}: {x} {op} {y} makes {integer}, hence {name} = {z}"
+        return f"{name} = {left} {op} {right} where {left} is {x} and {right} is {y}; {a} {op} {b} gives {integer}, hence {name} = {z}"
+    return f"for {name} take {left} {op} {right}, {left} being {x} and {right} being {y}: {a} {op} {b} makes {integer}, reduced {name} = {z}"
 
 
 def _alternative_body(wp: WorldProblem, name: str, style: int) -> str:
@@ -226,30 +229,12 @@ def _alternative_body(wp: WorldProblem, name: str, style: int) -> str:
     return alternative_step(name, left, op, right, x, y, OPS[op](x, y), wp.values[name], style)
 
 
-def _random_topological_order(wp: WorldProblem, rng: random.Random) -> list[str]:
-    remaining = [d[0] for d in wp.defs]
-    known = set(wp.inputs)
-    order = []
-    while remaining:
-        ready = [n for n in remaining if {wp.definition(n)[1], wp.definition(n)[3]} <= known]
-        pick = rng.choice(ready)
-        order.append(pick)
-        known.add(pick)
-        remaining.remove(pick)
-    return order
-
-
 def alternative_solution(wp: WorldProblem, rng: random.Random) -> str:
-    """A reference derivation with the same answer, in another valid order where one exists and in
-    other words, so that it differs from the canonical trace at almost every token."""
-    canonical = [d[0] for d in wp.defs]
-    order = canonical
-    for _ in range(8):
-        order = _random_topological_order(wp, rng)
-        if order != canonical:
-            break
+    """A reference derivation with the same answer and steps, in the canonical order and one of the two
+    alternative wordings: what a reference written by someone else looks like to the student (the same
+    facts said in other words). World 4 also reordered the steps; its student learned invalid orders."""
     style = rng.randrange(2)
-    return format_trace([_alternative_body(wp, n, style) for n in order], wp.answer)
+    return format_trace([_alternative_body(wp, d[0], style) for d in wp.defs], wp.answer)
 
 
 @dataclass
@@ -271,29 +256,44 @@ class ParsedStep:
 
 
 ALTERNATIVE_STEP_RES = (  # the two wordings of reference derivations (see alternative_step)
-    re.compile(r"^(?P<x>-?\d+) (?P<op>[-+*]) (?P<y>-?\d+) gives (?P<zi>-?\d+), hence (?P<name>[a-z]) = (?P<z>-?\d+)$"),
-    re.compile(r"^from (?P<left>[a-z]) and (?P<right>[a-z]): (?P<x>-?\d+) (?P<op>[-+*]) (?P<y>-?\d+) makes "
-               r"(?P<zi>-?\d+), hence (?P<name>[a-z]) = (?P<z>-?\d+)$"),
+    re.compile(r"^(?P<name>[a-z]) = (?P<left>[a-z]) (?P<op>[-+*]) (?P<right>[a-z]) where (?P<left2>[a-z]) is "
+               r"(?P<lv>-?\d+) and (?P<right2>[a-z]) is (?P<rv>-?\d+); (?P<x>-?\d+) (?P<op2>[-+*]) (?P<y>-?\d+) "
+               r"gives (?P<zi>-?\d+), hence (?P<name2>[a-z]) = (?P<z>-?\d+)$"),
+    re.compile(r"^for (?P<name>[a-z]) take (?P<left>[a-z]) (?P<op>[-+*]) (?P<right>[a-z]), (?P<left2>[a-z]) being "
+               r"(?P<lv>-?\d+) and (?P<right2>[a-z]) being (?P<rv>-?\d+): (?P<x>-?\d+) (?P<op2>[-+*]) "
+               r"(?P<y>-?\d+) makes (?P<zi>-?\d+), reduced (?P<name2>[a-z]) = (?P<z>-?\d+)$"),
 )
+STEP_WORDINGS = ("canonical", "reference: where/gives", "reference: take/makes")
+STEP_RES = (CANONICAL_STEP_RE, *ALTERNATIVE_STEP_RES)
+
+
+def match_step(body: str) -> tuple[int, re.Match] | None:
+    """(wording index into ``STEP_WORDINGS``, match) of a step body in any of the world's wordings, its
+    values not yet checked against each other; None when the body is in none of them."""
+    for index, pattern in enumerate(STEP_RES):
+        match = pattern.match(body)
+        if match:
+            return index, match
+    return None
+
+
+def names_consistent(match: re.Match) -> bool:
+    """The step repeats the variables and operation it defines (``d is a - b with a = .. and b = ..``)."""
+    return (match["left2"], match["right2"], match["op2"], match["name2"]) == (
+        match["left"], match["right"], match["op"], match["name"])
 
 
 def _read_step(step: ParsedStep) -> None:
     """Fill ``step`` from its body when the body is a step in one of the world's wordings and is
-    consistent with itself (the values it names are the ones it uses, with the same operation and the
+    consistent with itself (the values it looks up are the ones it uses, with the same operation and the
     same variable); leave it unread otherwise. Whether the arithmetic is right is the critic's to say."""
-    match = CANONICAL_STEP_RE.match(step.body)
-    if match and (
-        (match["left2"], match["right2"], match["op2"], match["name2"], match["x"], match["y"])
-        == (match["left"], match["right"], match["op"], match["name"], match["lv"], match["rv"])
-    ):
-        step.name, step.left, step.op, step.right = match.group("name", "left", "op", "right")
-    else:
-        match = next((m for m in (p.match(step.body) for p in ALTERNATIVE_STEP_RES) if m), None)
-        if match is None:
-            return
-        groups = match.groupdict()
-        step.name, step.op = match["name"], match["op"]
-        step.left, step.right = groups.get("left"), groups.get("right")  # the first wording names none
+    found = match_step(step.body)
+    if found is None:
+        return
+    match = found[1]
+    if not names_consistent(match) or (match["x"], match["y"]) != (match["lv"], match["rv"]):
+        return
+    step.name, step.left, step.op, step.right = match.group("name", "left", "op", "right")
     step.x, step.y = int(match["x"]), int(match["y"])
     step.integer, step.result = int(match["zi"]), int(match["z"])
 

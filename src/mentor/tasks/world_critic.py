@@ -29,8 +29,7 @@ def _check(wp: WorldProblem, step: ParsedStep, known: set[str]) -> str:
     if definition is None:
         return "wrong"
     _, def_left, def_op, def_right = definition
-    # a step in the first reference wording names no operands: its values say which it used
-    if (step.left or def_left, step.op, step.right or def_right) != (def_left, def_op, def_right):
+    if (step.left, step.op, step.right) != (def_left, def_op, def_right):
         return "wrong"
     if not {def_left, def_right} <= known:
         return "missing"

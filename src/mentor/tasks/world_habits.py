@@ -8,7 +8,10 @@ The solver knows its facts (every sum and difference, every value on the page); 
 - ``slip``: a result off by one, with probability ``slip`` at each step;
 - ``skip``: with probability ``skip`` per trace one step (never the last) is left out, and a later step
   takes the skipped variable to equal its first operand;
-- ``truncate``: with probability ``truncate`` per trace the solver stops before a step, with no answer.
+- ``truncate``: with probability ``truncate`` per trace the solver stops before a step, with no answer;
+- ``reword``: not an error: with probability ``reword`` a step is written in one of the two wordings of
+  reference derivations (:func:`mentor.tasks.world.alternative_step`) instead of the canonical one, as a
+  model that has read other people's solutions sometimes words a step their way.
 
 After an error the solver goes on consistently with what is on its page (later steps use the wrong
 value), as a model does. With every step on the answer's path (``WorldConfig.sensitive``) one error
@@ -20,19 +23,20 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from mentor.tasks.world import OPS, WorldProblem, format_step, format_trace
+from mentor.tasks.world import OPS, WorldProblem, alternative_step, format_step, format_trace
 
-HABITS = ("swap", "slip", "skip", "truncate")
+HABITS = ("swap", "slip", "skip", "truncate", "reword")
 
 
 @dataclass
 class Habits:
     """Rates of the base solver's error habits (see the module docstring)."""
 
-    swap: float = 0.6  # P(y - x for x - y | x < y): the misconception
+    swap: float = 0.8  # P(y - x for x - y | x < y): the misconception
     slip: float = 0.02  # P(result off by one) per step
-    skip: float = 0.08  # P(one step left out) per trace
-    truncate: float = 0.06  # P(stops early, no answer) per trace
+    skip: float = 0.10  # P(one step left out) per trace
+    truncate: float = 0.08  # P(stops early, no answer) per trace
+    reword: float = 0.25  # P(a step in a reference wording) per step; not an error
 
     def __post_init__(self) -> None:
         for name in HABITS:
@@ -47,7 +51,8 @@ def habit_trace(wp: WorldProblem, habits: Habits, rng: random.Random,
     """A trace of ``wp`` as the solver with ``habits`` writes it.
 
     ``forced=(habit, step)`` instead makes exactly that one error at 0-based ``step`` (when the step
-    allows it: ``swap`` needs ``x - y`` with ``x < y``) and no other; ``skipped_value="correct"`` makes
+    allows it: ``swap`` needs ``x - y`` with ``x < y``; ``reword`` is not an error and still applies at
+    its rate) and no other; ``skipped_value="correct"`` makes
     later steps use the skipped variable's right value (how a reader who knows it would go on).
     """
     n = len(wp.defs)
@@ -57,7 +62,7 @@ def habit_trace(wp: WorldProblem, habits: Habits, rng: random.Random,
         stop_at = rng.randrange(1, n + 1) if rng.random() < habits.truncate else None
     else:
         kind, step = forced
-        if kind not in HABITS or not 0 <= step < n:
+        if kind not in HABITS or kind == "reword" or not 0 <= step < n:
             raise ValueError(f"cannot force habit {kind!r} at step {step} of {n}")
         skip_at = step if kind == "skip" and step < n - 1 else None
         stop_at = step if kind == "truncate" else None
@@ -81,7 +86,10 @@ def habit_trace(wp: WorldProblem, habits: Habits, rng: random.Random,
         if slip:
             integer += rng.choice((-1, 1))
         values[name] = integer % m
-        bodies.append(format_step(name, left, op, right, x, y, integer, m, written))
+        if rng.random() < habits.reword:
+            bodies.append(alternative_step(name, left, op, right, x, y, integer, integer % m, rng.randrange(2), written))
+        else:
+            bodies.append(format_step(name, left, op, right, x, y, integer, m, written))
     return format_trace(bodies, None if stop_at == n else values[wp.target])
 
 
