@@ -71,7 +71,7 @@ def demo(args) -> int:
     return 0
 
 
-DEMO_RUNS = {  # the short run of `mentor demo` (docs/world.md, "First runs on the second world")
+DEMO_RUNS = {  # the short run of `mentor demo` (docs/world.md, "mentor demo")
     "grpo": {"method": "grpo", "prompts_per_step": 2, "rollouts_per_prompt": 8, "lr": 1e-4},
     "sd-critique": {"method": "sd-critique", "prompts_per_step": 16, "lr": 3e-4},
 }
