@@ -16,8 +16,8 @@ operands' values before it uses them, then the result as an integer, then reduce
 (Writing ``x = value`` for every value that is used and never ``x = expression`` means a value is always
 found the same way, and writing the integer before its reduction lets a tiny transformer learn the
 arithmetic in minutes: integer sums are learned fast, a modular table from scratch is not.) Reference
-derivations reach the same answer by the same steps in one of two other wordings (:func:`alternative_step`). Because the whole problem is
-known, an exact step critic (``world_critic``) can check every step.
+derivations reach the same answer by the same steps in one of two other wordings (:func:`alternative_step`).
+Because the whole problem is known, an exact step critic (``world_critic``) can check every step.
 """
 
 from __future__ import annotations

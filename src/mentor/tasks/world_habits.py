@@ -87,7 +87,7 @@ def habit_trace(wp: WorldProblem, habits: Habits, rng: random.Random,
             integer += rng.choice((-1, 1))
         values[name] = integer % m
         if rng.random() < habits.reword:
-            bodies.append(alternative_step(name, left, op, right, x, y, integer, integer % m, rng.randrange(2), written))
+            bodies.append(alternative_step(name, left, op, right, x, y, integer, values[name], rng.randrange(2), written))
         else:
             bodies.append(format_step(name, left, op, right, x, y, integer, m, written))
     return format_trace(bodies, None if stop_at == n else values[wp.target])
