@@ -308,6 +308,8 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("distill-temperature", ["distill", "--out", "{t}/d", "data=x", "temperature=-1"], "temperature must be >= 0", None),
     ("distill-max-new-tokens", ["distill", "--out", "{t}/d", "mode=oracle", "max_new_tokens=0"],
      "max_new_tokens must be >= 1", None),
+    ("distill-eval-backend", ["distill", "--out", "{t}/d", "mode=oracle", "eval_backend=hf"],
+     "eval_backend must be one of local, vllm", None),
     ("distill-oracle-problems", ["distill", "--out", "{t}/d", "mode=oracle", "oracle_problems=-1"],
      "oracle_problems must be >= 0", None),
     ("distill-sft-steps-text", ["distill", "--out", "{t}/d", "data=x", "sft.steps=many"], "'sft.steps': expected int",

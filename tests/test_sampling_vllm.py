@@ -213,13 +213,15 @@ def test_the_engine_leaves_torch_threads_alone_and_refuses_a_foreign_model(engin
 
 
 class Recording:
-    """The module's engine, counting the weight pushes."""
+    """The module's engine, counting the weight pushes and keeping every generate call's prompts and samples."""
 
     def __init__(self, engine) -> None:
-        self.engine, self.pushes = engine, 0
+        self.engine, self.pushes, self.calls = engine, 0, []
 
-    def generate(self, *args, **kwargs):
-        return self.engine.generate(*args, **kwargs)
+    def generate(self, prompts, params, *args, **kwargs):
+        samples = self.engine.generate(prompts, params, *args, **kwargs)
+        self.calls.append((prompts, params, samples))
+        return samples
 
     def load_weights(self, model) -> int:
         self.pushes += 1
@@ -234,8 +236,15 @@ def test_onpolicy_training_samples_from_the_engine_and_pushes_every_step(engine,
     recording = Recording(engine)
     try:
         result = train_onpolicy(model, tokenizer, WorldTask(), config, sampler=recording)
-        assert recording.pushes == 1 + config.steps and len(result.history) == config.steps
+        # pushed at the start, after every step and before each of the two evaluations (steps 0 and 2)
+        assert recording.pushes == 1 + config.steps + 2 and len(result.history) == config.steps
         assert all(m["generated_tokens"] > 0 for m in result.history)
+        # the evaluations sampled from the engine too, each with the weights of its step
+        assert len(recording.calls) == config.steps + 2 and len(result.evals) == 2
+        (first, _, at_start), (last, _, at_end) = recording.calls[0], recording.calls[-1]
+        assert logp_delta(base, tokenizer, first, at_start, 1.0).max() < LOGP_TOL
+        assert logp_delta(model, tokenizer, last, at_end, 1.0).max() < LOGP_TOL
+        assert logp_delta(base, tokenizer, last, at_end, 1.0).max() > 100 * LOGP_TOL
         # the engine now holds the trained weights, which differ from the base's
         params = SamplingParams(n=2, temperature=1.0, max_new_tokens=160, seed=8)
         sampled = engine.generate(prompts, params)
@@ -267,7 +276,56 @@ def test_the_vllm_backend_builds_its_engine_from_the_model_folder_and_closes_it(
     config = OnPolicyConfig(method="grpo", steps=1, prompts_per_step=2, rollouts_per_prompt=2, max_new_tokens=32,
                             eval_problems=2, eval_k=1, generation_backend="vllm")
     train_onpolicy(copy.deepcopy(base), tokenizer, WorldTask(), config)
-    assert calls == ["load_weights", "generate", "load_weights", "close"]
+    evaluation = ["load_weights", "generate"]  # each evaluation loads the weights it scores, then samples
+    assert calls == ["load_weights", *evaluation, "generate", "load_weights", *evaluation, "close"]
+
+
+def test_test_scores_through_the_engine_score_the_best_and_the_final_weights(engine, policy, prompts):
+    from mentor.evaluate import EvalConfig
+    from mentor.train.checkpoint import trainable_state
+    from mentor.train.common import test_scores
+
+    base, tokenizer = policy
+    trained = copy.deepcopy(base)
+    _sgd_step(trained, tokenizer, prompts, engine.generate(prompts, SamplingParams(temperature=2.0,
+                                                                                   max_new_tokens=30, seed=9)))
+    recording = Recording(engine)
+    config = EvalConfig(n_problems=4, k=2, split="test", temperature=1.0, max_new_tokens=64)
+    try:
+        scores = test_scores(trained, tokenizer, WorldTask(), config, 7, {"step": 3}, trainable_state(base),
+                             engine=recording)
+        assert (scores["final"]["step"], scores["best"]["step"]) == (7, 3)
+        (final_prompts, _, final), (best_prompts, _, best) = recording.calls
+        assert logp_delta(trained, tokenizer, final_prompts, final, 1.0).max() < LOGP_TOL
+        assert logp_delta(base, tokenizer, best_prompts, best, 1.0).max() < LOGP_TOL
+        assert logp_delta(trained, tokenizer, best_prompts, best, 1.0).max() > 100 * LOGP_TOL
+        # the model and the engine are left with the final weights
+        assert recording.pushes == 3
+        after = engine.generate(prompts, SamplingParams(n=1, temperature=1.0, max_new_tokens=64, seed=4))
+        assert logp_delta(trained, tokenizer, prompts, after, 1.0).max() < LOGP_TOL
+    finally:
+        engine.load_weights(base)
+
+
+def test_distill_evaluates_through_an_engine_of_its_own(policy, tmp_path, monkeypatch):
+    import dataclasses
+
+    from mentor.offline.train import DistillConfig, run_distill
+
+    base, tokenizer = policy
+    calls = []
+    original = VLLMSampler.generate
+    monkeypatch.setattr(VLLMSampler, "generate", lambda self, prompts, params, *a, **k: (
+        calls.append((prompts, params, out := original(self, prompts, params, *a, **k))), out)[1])
+    config = DistillConfig(mode="oracle", eval_problems=3, eval_k=2, max_new_tokens=64, eval_backend="vllm",
+                           sft=dataclasses.replace(DistillConfig().sft, steps=2, batch_size=4, lr=1e-2))
+    model = copy.deepcopy(base)
+    summary = run_distill(config, tmp_path / "run", loaded=(model, tokenizer))  # trains model in place
+    assert summary["evaluation"]["backend"] == "vllm" and len(summary["evals"]) == len(calls) == 2
+    (first, _, at_start), (last, _, at_end) = calls
+    assert logp_delta(base, tokenizer, first, at_start, 1.0).max() < LOGP_TOL
+    assert logp_delta(model, tokenizer, last, at_end, 1.0).max() < LOGP_TOL
+    assert logp_delta(base, tokenizer, last, at_end, 1.0).max() > 100 * LOGP_TOL
 
 
 def test_the_vllm_backend_needs_a_model_folder(policy):

@@ -97,13 +97,19 @@ def evaluate(
     config: EvalConfig,
     progress: Callable[[str, int, int], None] | None = None,  # (context kind or "greedy", done, total)
     saved: Mapping[str, RowFile] | None = None,
+    *,
+    sampler=None,
 ) -> tuple[dict[str, dict], dict[str, list[Rollout]]]:
     """Summaries and rollouts per context kind. ``none`` always runs first (critique needs its attempts).
 
     ``saved`` (:func:`open_rollouts`): per context kind, the file each problem's rollouts are appended to as
     soon as they are drawn; the problems it holds already (an interrupted evaluation) are not drawn again.
+    ``sampler``: an open sampler that already holds ``model``'s weights (a training run's vLLM engine),
+    used instead of opening the one ``config.backend`` names.
     """
     check_contexts(task, problems, config.contexts)
+    if sampler is not None:
+        return _evaluate(sampler, tokenizer, task, problems, config, progress, saved)
     with open_sampler(config.backend, model, tokenizer, seed=config.seed, batch_size=config.batch_size) as sampler:
         return _evaluate(sampler, tokenizer, task, problems, config, progress, saved)
 

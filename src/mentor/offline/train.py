@@ -13,6 +13,7 @@ curve and the scores.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from mentor.evaluate import EvalConfig
 from mentor.offline.distill import DISTILL_MODES, distillation_examples
 from mentor.records import append_jsonl, read_json
 from mentor.sampling import check_sampling
+from mentor.sampling.backends import check_backend, open_sampler
 from mentor.train.checkpoint import trainable_state
 from mentor.train.common import EvalProgress, held_out_score, save_model, test_scores
 from mentor.train.distributed import Ranks
@@ -58,6 +60,9 @@ class DistillConfig:
     temperature: float = 1.0
     max_new_tokens: int = 160
     seed: int = 0
+    # local: mentor's decode loop; vllm: the held-out and test evaluations sample from one vLLM engine built
+    # from the model's folder, the trained weights loaded into it before each evaluation
+    eval_backend: str = "local"
 
     def __post_init__(self) -> None:
         if self.mode not in (*DISTILL_MODES, "mapd", "oracle"):
@@ -73,6 +78,7 @@ class DistillConfig:
         if self.eval_split not in ("train", "validation", "test"):
             raise ValueError(f"eval_split must be train, validation or test, got {self.eval_split!r}")
         check_sampling(temperature=self.temperature, max_new_tokens=self.max_new_tokens)
+        check_backend(self.eval_backend, "eval_backend")
 
 
 def training_rows(config: DistillConfig) -> list | None:
@@ -152,6 +158,8 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     start = time.time()
     out = Path(out)
     resolved = json.loads(json.dumps(asdict(config)))
+    if config.eval_backend == "local":
+        resolved.pop("eval_backend")  # folders made before the field existed stay finished
     if (out / "summary.json").is_file() and (out / "config.json").is_file() and read_json(
             out / "config.json", "a distill run's config") == resolved:
         return read_json(out / "summary.json", "a distill run's summary")  # finished with this configuration
@@ -163,6 +171,8 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     if not examples:
         raise ValueError(f"{config.data}: no training examples for mode {config.mode} ({counts})")
     ranks = Ranks()  # under accelerate launch: the main process evaluates and writes, every one trains
+    if ranks.world > 1 and config.eval_backend != "local":
+        raise ValueError("several training processes evaluate with mentor's own loop only (eval_backend=local)")
     writer = out if ranks.is_main else None
     if writer is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -171,40 +181,47 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
         for name in ("evals.jsonl", "loss.jsonl"):  # an unfinished run starts again: offline runs are short
             (out / name).unlink(missing_ok=True)
     scoring = EvalConfig(n_problems=len(problems), k=config.eval_k, split=config.eval_split,
-                         temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=0)
+                         temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=0,
+                         backend=config.eval_backend)
     testing = (dataclasses.replace(scoring, n_problems=config.test_problems, split="test", greedy=True)
                if config.test_problems else None)
     evals: list[dict] = []
     best: dict | None = None
     best_weights: dict | None = None
 
-    def record(step: int) -> None:
-        nonlocal best, best_weights
-        score = ranks.from_main(lambda: held_out_score(model, tokenizer, task, problems, scoring, step, eval_progress))
-        evals.append(score)
-        key = f"avg@{config.eval_k}"
-        if best is None or score[key] > best[key]:
-            best = score
-            best_weights = trainable_state(model) if config.test_problems and writer else None
+    engine = None  # with eval_backend=vllm: one engine for every evaluation of the run
+    with contextlib.ExitStack() as stack:
+        if config.eval_backend == "vllm" and writer is not None:
+            engine = stack.enter_context(open_sampler("vllm", model, tokenizer))
+
+        def record(step: int) -> None:
+            nonlocal best, best_weights
+            score = ranks.from_main(lambda: held_out_score(model, tokenizer, task, problems, scoring, step, eval_progress,
+                                                           engine=engine))
+            evals.append(score)
+            key = f"avg@{config.eval_k}"
+            if best is None or score[key] > best[key]:
+                best = score
+                best_weights = trainable_state(model) if config.test_problems and writer else None
+                if writer is not None:
+                    save_model(model, tokenizer, writer / "best")
             if writer is not None:
-                save_model(model, tokenizer, writer / "best")
-        if writer is not None:
-            append_jsonl(writer / "evals.jsonl", score)
+                append_jsonl(writer / "evals.jsonl", score)
 
-    record(0)
+        record(0)
 
-    def on_step(step: int, metrics: dict) -> None:
-        if progress is not None and writer is not None:
-            progress(step, metrics)
-        if config.eval_every and step % config.eval_every == 0 and step < sft.steps:
-            record(step)
+        def on_step(step: int, metrics: dict) -> None:
+            if progress is not None and writer is not None:
+                progress(step, metrics)
+            if config.eval_every and step % config.eval_every == 0 and step < sft.steps:
+                record(step)
 
-    sft = dataclasses.replace(config.sft, seed=config.seed)
-    history = train_sft(model, tokenizer, examples, sft, progress=on_step,
-                        log_path=writer / "loss.jsonl" if writer else None, ranks=ranks)
-    record(sft.steps)
-    test = (test_scores(model, tokenizer, task, testing, sft.steps, best, best_weights, eval_progress)
-            if config.test_problems and writer else None)
+        sft = dataclasses.replace(config.sft, seed=config.seed)
+        history = train_sft(model, tokenizer, examples, sft, progress=on_step,
+                            log_path=writer / "loss.jsonl" if writer else None, ranks=ranks)
+        record(sft.steps)
+        test = (test_scores(model, tokenizer, task, testing, sft.steps, best, best_weights, eval_progress, engine)
+                if config.test_problems and writer else None)
     if writer is not None:
         save_model(model, tokenizer, writer / "final")
     summary = {"method": config.mode, "normalisation": config.normalisation, "seed": config.seed,

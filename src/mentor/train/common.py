@@ -43,10 +43,12 @@ EvalProgress = Callable[[str, int, int], None]
 
 
 def held_out_score(model, tokenizer, task, problems, config, step: int, progress: EvalProgress | None = None,
-                   label: str | None = None) -> dict:
+                   label: str | None = None, engine=None) -> dict:
     """``{"step": step, **metrics}`` of the model's context-free samples on held-out ``problems`` under an
     :class:`~mentor.evaluate.EvalConfig`; the model is sampled in eval mode and left as it was. ``progress``
-    is called with ``label`` (default: the step and the split), ``[greedy]`` added for the greedy answers."""
+    is called with ``label`` (default: the step and the split), ``[greedy]`` added for the greedy answers.
+    ``engine``: a sampler with its own copy of the weights (a vLLM engine, ``load_weights``) that samples
+    instead of ``config.backend``; ``model``'s current weights are loaded into it first."""
     from mentor.evaluate import evaluate
 
     label = label or f"evaluation at step {step} ({config.split})"
@@ -55,25 +57,28 @@ def held_out_score(model, tokenizer, task, problems, config, step: int, progress
         def report(kind: str, done: int, total: int) -> None:
             progress(label if kind == "none" else f"{label} [{kind}]", done, total)
 
+    if engine is not None:
+        engine.load_weights(model)
     was_training = model.training
     model.eval()
     try:
-        summary, _ = evaluate(model, tokenizer, task, problems, config, report)
+        summary, _ = evaluate(model, tokenizer, task, problems, config, report, sampler=engine)
     finally:
         model.train(was_training)
     return {"step": step, **summary["none"]}
 
 
 def test_scores(model, tokenizer, task, config, final_step: int, best: dict | None,
-                best_weights: dict | None, progress: EvalProgress | None = None) -> dict:
+                best_weights: dict | None, progress: EvalProgress | None = None, engine=None) -> dict:
     """``{"final": ..., "best": ...}``: the final weights and the best ones (chosen on another split, kept
     as ``best_weights``, the trainable parameters) scored on ``config.n_problems`` problems of
-    ``config.split``; the model is left with its final weights."""
+    ``config.split``; the model, and ``engine`` (as for :func:`held_out_score`), are left with its final
+    weights."""
     from mentor.train.checkpoint import restore_weights, trainable_state
 
     problems = task.problems(config.split, n=config.n_problems)
     scores = {"final": held_out_score(model, tokenizer, task, problems, config, final_step, progress,
-                                      f"{config.split}: final weights (step {final_step})")}
+                                      f"{config.split}: final weights (step {final_step})", engine)}
     best_step = best["step"] if best else final_step
     if best_weights is None or best_step == final_step:
         scores["best"] = {**scores["final"], "step": best_step}
@@ -82,9 +87,11 @@ def test_scores(model, tokenizer, task, config, final_step: int, best: dict | No
     restore_weights(model, best_weights)
     try:
         scores["best"] = held_out_score(model, tokenizer, task, problems, config, best_step, progress,
-                                        f"{config.split}: best weights (step {best_step})")
+                                        f"{config.split}: best weights (step {best_step})", engine)
     finally:
         restore_weights(model, final_weights)
+        if engine is not None:
+            engine.load_weights(model)
     return scores
 
 

@@ -446,7 +446,8 @@ def eval_config(config: OnPolicyConfig, test: bool = False) -> EvalConfig:
     ``test``: the final report on the test split, with a greedy answer per problem too."""
     return EvalConfig(n_problems=config.test_problems if test else config.eval_problems, k=config.eval_k,
                       split="test" if test else config.eval_split, temperature=config.temperature,
-                      top_p=config.top_p, max_new_tokens=config.max_new_tokens, seed=0, greedy=test)
+                      top_p=config.top_p, max_new_tokens=config.max_new_tokens, seed=0, greedy=test,
+                      backend=config.generation_backend)
 
 
 def _trackers(config: OnPolicyConfig, run_dir: Path | None, extra: Sequence = ()):
@@ -477,7 +478,8 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     (``GeneralTracker``) beside the ``report_to`` names. ``progress(step, metrics)`` after each step,
     ``eval_progress(label, done, total)`` during each evaluation. ``sampler`` draws the rollouts instead of
     the one ``generation_backend`` names (with ``load_weights``, it gets the weights at the start and after
-    every step); evaluation always uses mentor's own loop.
+    every step, and the held-out and test evaluations sample from it too: a vLLM run is evaluated by its
+    engine; otherwise evaluation uses mentor's own loop).
     """
     ranks = Ranks()
     if ranks.world > 1 and (sampler is not None or config.generation_backend != "local"):
@@ -523,6 +525,7 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
     writer = run_dir if ranks.is_main else None  # the main process alone writes the run folder
     trackers = _trackers(config, run_dir, trackers) if ranks.is_main else None
     push_weights = getattr(sampler, "load_weights", None)  # an engine with its own copy of the weights
+    engine = sampler if push_weights is not None else None  # evaluations sample from it too
     if push_weights is not None:
         push_weights(model)
 
@@ -530,7 +533,8 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
         """Evaluate; keep the best; True when early stopping says stop."""
         nonlocal bad_evals
         score = ranks.from_main(
-            lambda: held_out_score(model, tokenizer, task, eval_set, eval_config(config), step, eval_progress))
+            lambda: held_out_score(model, tokenizer, task, eval_set, eval_config(config), step, eval_progress,
+                                   engine=engine))
         result.evals.append(score)
         key = f"avg@{config.eval_k}"
         if writer is not None:
@@ -590,7 +594,7 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
         finished = run_dir is not None and start >= config.steps and (run_dir / "summary.json").is_file()
         result.test = (json.loads((run_dir / "summary.json").read_text()).get("test") if finished else None) or \
             test_scores(model, tokenizer, task, eval_config(config, test=True), len(result.history), result.best,
-                        result.best_weights, eval_progress)
+                        result.best_weights, eval_progress, engine)
         if trackers is not None:
             trackers.log({f"test/{which}/{k}": v for which, score in result.test.items() for k, v in score.items()
                           if isinstance(v, (int, float))}, step=len(result.history))
