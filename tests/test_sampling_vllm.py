@@ -266,20 +266,6 @@ def test_grpo_through_the_engine_logs_the_logprob_mismatch_and_takes_the_trainer
     assert step["pg_ratio_mean"] == pytest.approx(1.0, abs=1e-6)  # old log-probs are the trainer's own
 
 
-def test_the_vllm_backend_builds_its_engine_from_the_model_folder_and_closes_it(policy, monkeypatch):
-    base, tokenizer = policy
-    calls = []
-    for name in ("load_weights", "generate", "close"):
-        original = getattr(VLLMSampler, name)
-        monkeypatch.setattr(VLLMSampler, name, lambda self, *a, _f=original, _n=name, **k: (calls.append(_n),
-                                                                                          _f(self, *a, **k))[1])
-    config = OnPolicyConfig(method="grpo", steps=1, prompts_per_step=2, rollouts_per_prompt=2, max_new_tokens=32,
-                            eval_problems=2, eval_k=1, generation_backend="vllm")
-    train_onpolicy(copy.deepcopy(base), tokenizer, WorldTask(), config)
-    evaluation = ["load_weights", "generate"]  # each evaluation loads the weights it scores, then samples
-    assert calls == ["load_weights", *evaluation, "generate", "load_weights", *evaluation, "close"]
-
-
 def test_test_scores_through_the_engine_score_the_best_and_the_final_weights(engine, policy, prompts):
     from mentor.evaluate import EvalConfig
     from mentor.train.checkpoint import trainable_state
@@ -307,6 +293,22 @@ def test_test_scores_through_the_engine_score_the_best_and_the_final_weights(eng
         engine.load_weights(base)
 
 
+def test_the_vllm_backend_builds_its_engine_from_the_model_folder_and_closes_it(policy, monkeypatch):
+    # closing an engine tears down vLLM's process-wide parallel state, which the module's engine needs too:
+    # the tests that use the module's engine come before this one
+    base, tokenizer = policy
+    calls = []
+    for name in ("load_weights", "generate", "close"):
+        original = getattr(VLLMSampler, name)
+        monkeypatch.setattr(VLLMSampler, name, lambda self, *a, _f=original, _n=name, **k: (calls.append(_n),
+                                                                                          _f(self, *a, **k))[1])
+    config = OnPolicyConfig(method="grpo", steps=1, prompts_per_step=2, rollouts_per_prompt=2, max_new_tokens=32,
+                            eval_problems=2, eval_k=1, generation_backend="vllm")
+    train_onpolicy(copy.deepcopy(base), tokenizer, WorldTask(), config)
+    evaluation = ["load_weights", "generate"]  # each evaluation loads the weights it scores, then samples
+    assert calls == ["load_weights", *evaluation, "generate", "load_weights", *evaluation, "close"]
+
+
 def test_distill_evaluates_through_an_engine_of_its_own(policy, tmp_path, monkeypatch):
     import dataclasses
 
@@ -318,7 +320,7 @@ def test_distill_evaluates_through_an_engine_of_its_own(policy, tmp_path, monkey
     monkeypatch.setattr(VLLMSampler, "generate", lambda self, prompts, params, *a, **k: (
         calls.append((prompts, params, out := original(self, prompts, params, *a, **k))), out)[1])
     config = DistillConfig(mode="oracle", eval_problems=3, eval_k=2, max_new_tokens=64, eval_backend="vllm",
-                           sft=dataclasses.replace(DistillConfig().sft, steps=2, batch_size=4, lr=1e-2))
+                           sft=dataclasses.replace(DistillConfig(mode="oracle").sft, steps=2, batch_size=4, lr=1e-2))
     model = copy.deepcopy(base)
     summary = run_distill(config, tmp_path / "run", loaded=(model, tokenizer))  # trains model in place
     assert summary["evaluation"]["backend"] == "vllm" and len(summary["evals"]) == len(calls) == 2
