@@ -26,6 +26,12 @@ How it matches ``LocalSampler``:
   (a partly prefilled request rewinds its generator, which a CPU ``torch.Generator`` refuses: "CPU
   Generator does not use offset"), so chunked prefill is turned off and a prompt is prefilled in one
   step; the engine's global ``seed`` seeds anything else vLLM draws.
+- **Several training processes** (``accelerate launch``): each process builds its own engine, in vLLM's
+  ``external_launcher`` mode on the process group the trainer already started (as TRL's colocate mode
+  does), so the engines are independent copies (tensor-parallel size 1) that draw each process's share of
+  the rows; with the per-row seeds above, the rows are those one process would draw. Closing an engine
+  tears down vLLM's process-wide state, the default process group included: close it after the last
+  collective call.
 - **Colocated**: the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` while it is built),
   so ``load_weights`` hands the live tensors to the worker without a copy between processes (the
   engine keeps its own copy of the weights: twice the model's memory). vLLM's CPU worker replaces
@@ -101,7 +107,8 @@ class VLLMSampler:
         # max_model_len (the model's max_position_embeddings when not given)
         model_len = max_model_len or getattr(AutoConfig.from_pretrained(self.model_dir), "max_position_embeddings", 0)
         started = time.perf_counter()
-        self.llm = _build_engine(self.model_dir, dict(
+        launcher = {"distributed_executor_backend": "external_launcher"} if _several_processes() else {}
+        self.llm = _build_engine(self.model_dir, launcher | dict(
             seed=seed,
             max_num_batched_tokens=max(4096, model_len or 0),
             dtype=dtype,
@@ -263,6 +270,13 @@ def engine_for(model: Any, tokenizer: Any, *, seed: int = 0, push: bool = True) 
     if push:
         engine.load_weights(model)
     return engine
+
+
+def _several_processes() -> bool:
+    """True inside a torch.distributed group of more than one process (``accelerate launch``, torchrun)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _build_engine(model_dir: str, kwargs: dict[str, Any]) -> Any:

@@ -482,9 +482,9 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     engine; otherwise evaluation uses mentor's own loop).
     """
     ranks = Ranks()
-    if ranks.world > 1 and (sampler is not None or config.generation_backend != "local"):
-        raise ValueError("several training processes draw their rollouts with mentor's own loop only "
-                         "(generation_backend=local)")
+    if ranks.world > 1 and sampler is not None:
+        raise ValueError("several training processes draw their rollouts from the engine generation_backend names "
+                         "(one per process), not from a sampler passed in")
     own = None
     if sampler is None and config.generation_backend == "vllm":
         sampler = own = engine_for(model, tokenizer, seed=config.seed, push=False)
