@@ -13,10 +13,11 @@ random, which changes nothing in the FLOPs or the time.
 
 Model FLOPs, as PaLM (Chowdhury et al. 2022, appendix B) counts them, per token of a sequence of length S:
 the student ``6 N + 12 L d S`` (forward and backward), the teacher ``2 N + 4 L d S`` (forward), with N the
-matmul parameters (every linear layer, and the output head even when it is tied to the embedding), L the
-layers and d the attention width (heads x head_dim); recomputation is not counted. MFU = model FLOPs per
-second / the device's peak dense bf16 FLOPs (``--peak-tflops``; found from the device name for H100, H200
-and A100). On the CPU (``--shape tiny --device cpu``) it checks that the script runs and prints TFLOP/s.
+matmul parameters of the layers, L the layers and d the attention width (heads x head_dim); plus the output
+head (``V x hidden``, counted even when tied to the embedding) at the completion tokens only, where the
+loss applies it (6 and 2 FLOPs per parameter); recomputation is not counted. MFU = model FLOPs per
+second / the device's peak dense bf16 FLOPs (``--peak-tflops``; found from the device name for the SXM
+H100, H200 and A100). On the CPU (``--shape tiny --device cpu``) it checks that the script runs and prints TFLOP/s.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ SHAPES = {
     "tiny": dict(vocab_size=4096, hidden_size=128, intermediate_size=384, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True),
 }
-PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0}  # dense, SXM
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0}  # dense, SXM boards only
 
 
 class IdsTokenizer:
@@ -83,13 +84,16 @@ def model_flops(config, rows: list[Row]) -> float:
     attention = config.num_attention_heads * config.head_dim
     kv = config.num_key_value_heads * config.head_dim
     per_layer = hidden * (attention + 2 * kv) + attention * hidden + 3 * hidden * config.intermediate_size
-    matmul_params = layers * per_layer + config.vocab_size * hidden
+    body, head = layers * per_layer, config.vocab_size * hidden
     flops = 0.0
     for row in rows:
-        student = len(row.prompt.split()) + len(row.sample.token_ids)
-        teacher = len(row.teacher_prompt.split()) + len(row.sample.token_ids)
-        flops += student * (6 * matmul_params + 12 * layers * attention * student)
-        flops += teacher * (2 * matmul_params + 4 * layers * attention * teacher)
+        completion = len(row.sample.token_ids)
+        # the inputs are the prompt and the completion but its last token; the head runs at the completion's
+        # positions only (the loss applies it to their hidden states)
+        student = len(row.prompt.split()) + completion - 1
+        teacher = len(row.teacher_prompt.split()) + completion - 1
+        flops += student * (6 * body + 12 * layers * attention * student) + 6 * head * completion
+        flops += teacher * (2 * body + 4 * layers * attention * teacher) + 2 * head * completion
     return flops
 
 
@@ -108,7 +112,8 @@ def main() -> None:
     peak = args.peak_tflops
     if peak is None and args.device.startswith("cuda"):
         name = torch.cuda.get_device_name()
-        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+        if not any(board in name for board in ("PCIe", "NVL")):  # other boards, other peaks: --peak-tflops
+            peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
         print(f"device: {name}")
     model, config = build_model(args.shape, args.device, dtype)
     params = sum(p.numel() for p in model.parameters())

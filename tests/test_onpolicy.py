@@ -382,3 +382,17 @@ def test_a_context_the_task_cannot_give_fails_before_training():
     model, tokenizer = load_world_folder(SHIPPED_DIR)
     with pytest.raises(ValueError, match="has no critic"):
         train_onpolicy(model, tokenizer, load_task("gym:basic_arithmetic"), OnPolicyConfig(steps=1, **FAST))
+
+
+class _TwoProcesses:
+    """``Ranks`` as the second of two ``accelerate launch`` processes sees it, without starting any."""
+
+    world, rank, is_main = 2, 1, False
+
+
+def test_several_processes_refuse_a_sampler_passed_in(monkeypatch):
+    import mentor.train.onpolicy as onpolicy
+
+    monkeypatch.setattr(onpolicy, "Ranks", _TwoProcesses)
+    with pytest.raises(ValueError, match="not from a sampler passed in"):
+        onpolicy.train_onpolicy(None, None, None, OnPolicyConfig(), sampler=object())

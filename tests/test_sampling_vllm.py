@@ -331,6 +331,17 @@ def test_distill_evaluates_through_an_engine_of_its_own(policy, tmp_path, monkey
     assert logp_delta(base, tokenizer, last, at_end, 1.0).max() > 100 * LOGP_TOL
 
 
+def test_distill_refuses_an_engine_with_several_processes_before_touching_the_folder(policy, tmp_path, monkeypatch):
+    import mentor.offline.train as offline_train
+    from test_onpolicy import _TwoProcesses
+
+    monkeypatch.setattr(offline_train, "Ranks", _TwoProcesses)
+    config = offline_train.DistillConfig(mode="oracle", eval_backend="vllm")
+    with pytest.raises(ValueError, match="eval_backend=local"):
+        offline_train.run_distill(config, tmp_path / "run", loaded=policy)
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_vllm_backend_needs_a_model_folder(policy):
     _, tokenizer = policy
     with pytest.raises(ValueError, match="model's folder"):

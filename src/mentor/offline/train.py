@@ -174,12 +174,6 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     if ranks.world > 1 and config.eval_backend != "local":
         raise ValueError("several training processes evaluate with mentor's own loop only (eval_backend=local)")
     writer = out if ranks.is_main else None
-    if writer is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-        (out / "summary.json").unlink(missing_ok=True)
-        for name in ("evals.jsonl", "loss.jsonl"):  # an unfinished run starts again: offline runs are short
-            (out / name).unlink(missing_ok=True)
     scoring = EvalConfig(n_problems=len(problems), k=config.eval_k, split=config.eval_split,
                          temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=0,
                          backend=config.eval_backend)
@@ -191,8 +185,14 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
 
     engine = None  # with eval_backend=vllm: one engine for every evaluation of the run
     with contextlib.ExitStack() as stack:
-        if config.eval_backend == "vllm" and writer is not None:
+        if config.eval_backend == "vllm" and writer is not None:  # before the folder is touched
             engine = stack.enter_context(open_sampler("vllm", model, tokenizer))
+        if writer is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+            (out / "summary.json").unlink(missing_ok=True)
+            for name in ("evals.jsonl", "loss.jsonl"):  # an unfinished run starts again: offline runs are short
+                (out / name).unlink(missing_ok=True)
 
         def record(step: int) -> None:
             nonlocal best, best_weights

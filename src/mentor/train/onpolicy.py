@@ -478,8 +478,8 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     (``GeneralTracker``) beside the ``report_to`` names. ``progress(step, metrics)`` after each step,
     ``eval_progress(label, done, total)`` during each evaluation. ``sampler`` draws the rollouts instead of
     the one ``generation_backend`` names (with ``load_weights``, it gets the weights at the start and after
-    every step, and the held-out and test evaluations sample from it too: a vLLM run is evaluated by its
-    engine; otherwise evaluation uses mentor's own loop).
+    every step, and the held-out and test evaluations sample from it too, the weights they score loaded
+    first); without ``load_weights``, evaluation samples from the backend ``generation_backend`` names.
     """
     ranks = Ranks()
     if ranks.world > 1 and sampler is not None:
