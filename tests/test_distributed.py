@@ -146,3 +146,23 @@ def test_combine_metrics_sums_counts_and_weights_means_by_tokens():
                    "sd_adv_t_min": -2.0, "reward": 0.25, "time_generate": 2.0, "warnings": ["x"]}
     assert combine_metrics(per_rank[:1], weights[:1]) == per_rank[0]
     assert torch.equal(torch.tensor(Ranks().total([1.0, 2.0])), torch.tensor([1.0, 2.0]))
+
+
+def test_an_error_on_the_main_process_reaches_every_process(tmp_path):
+    # the others would otherwise wait in the broadcast for a result that never comes (hours, at the timeout)
+    script = tmp_path / "fail.py"
+    script.write_text(
+        "from mentor.train.distributed import Ranks\n"
+        "ranks = Ranks()\n"
+        "def fail():\n"
+        "    raise ValueError('boom')\n"
+        "try:\n"
+        "    ranks.from_main(fail)\n"
+        "except Exception as err:\n"
+        "    print(f'rank {ranks.rank}: {type(err).__name__}: {err}', flush=True)\n"
+        "print(f'rank {ranks.rank}: got', ranks.from_main(lambda: 41) + 1, flush=True)\n")
+    done = subprocess.run([*LAUNCH, _port(), str(script)], env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
+    assert lines == ["rank 0: ValueError: boom", "rank 0: got 42",
+                     "rank 1: RuntimeError: the main process failed: ValueError: boom", "rank 1: got 42"]

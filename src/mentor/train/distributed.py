@@ -116,13 +116,26 @@ class Ranks:
         return gather_object([value])
 
     def from_main(self, compute: Callable[[], Any]) -> Any:
-        """``compute()`` run on the main process alone, its result given to every process (the others wait)."""
+        """``compute()`` run on the main process alone, its result given to every process (the others wait).
+        When it raises, the main process raises the error and every other process a RuntimeError naming it,
+        instead of waiting for a result that never comes."""
         if self.accelerator is None:
             return compute()
         from accelerate.utils import broadcast_object_list
 
-        box = [compute() if self.is_main else None]
-        return broadcast_object_list(box, from_process=0)[0]
+        box: list = [None]
+        error = None
+        if self.is_main:
+            try:
+                box = [("result", compute())]
+            except Exception as err:  # noqa: BLE001  (re-raised below, once the others know)
+                error, box = err, [("error", f"{type(err).__name__}: {err}")]
+        kind, value = broadcast_object_list(box, from_process=0)[0]
+        if error is not None:
+            raise error
+        if kind == "error":
+            raise RuntimeError(f"the main process failed: {value}")
+        return value
 
     def wait(self) -> None:
         if self.accelerator is not None:
