@@ -7,6 +7,7 @@ critique of the model's own first attempt), which measures how much better the s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -108,9 +109,9 @@ def evaluate(
     used instead of opening the one ``config.backend`` names.
     """
     check_contexts(task, problems, config.contexts)
-    if sampler is not None:
-        return _evaluate(sampler, tokenizer, task, problems, config, progress, saved)
-    with open_sampler(config.backend, model, tokenizer, seed=config.seed, batch_size=config.batch_size) as sampler:
+    opened = (contextlib.nullcontext(sampler) if sampler is not None else
+              open_sampler(config.backend, model, tokenizer, seed=config.seed, batch_size=config.batch_size))
+    with opened as sampler:
         return _evaluate(sampler, tokenizer, task, problems, config, progress, saved)
 
 

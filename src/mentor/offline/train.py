@@ -183,10 +183,9 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     best: dict | None = None
     best_weights: dict | None = None
 
-    engine = None  # with eval_backend=vllm: one engine for every evaluation of the run
-    with contextlib.ExitStack() as stack:
-        if config.eval_backend == "vllm" and writer is not None:  # before the folder is touched
-            engine = stack.enter_context(open_sampler("vllm", model, tokenizer))
+    # with eval_backend=vllm: one engine for every evaluation of the run, built before the folder is touched
+    evaluating_engine = config.eval_backend == "vllm" and writer is not None
+    with open_sampler("vllm", model, tokenizer) if evaluating_engine else contextlib.nullcontext() as engine:
         if writer is not None:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")

@@ -524,10 +524,10 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
     forward = ranks.wrap(model)  # the student's loss forward (DDP-wrapped with several processes)
     writer = run_dir if ranks.is_main else None  # the main process alone writes the run folder
     trackers = _trackers(config, run_dir, trackers) if ranks.is_main else None
-    push_weights = getattr(sampler, "load_weights", None)  # an engine with its own copy of the weights
-    engine = sampler if push_weights is not None else None  # evaluations sample from it too
-    if push_weights is not None:
-        push_weights(model)
+    # an engine with its own copy of the weights: they are pushed into it, and the evaluations sample from it
+    engine = sampler if hasattr(sampler, "load_weights") else None
+    if engine is not None:
+        engine.load_weights(model)
 
     def record_eval(step: int) -> bool:
         """Evaluate; keep the best; True when early stopping says stop."""
@@ -559,8 +559,8 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
         batch = pool[step * config.prompts_per_step : (step + 1) * config.prompts_per_step]
         metrics = train_step(model, teacher, tokenizer, task, batch, optimizer, config, step, critic, sampler, ranks,
                              forward)
-        if push_weights is not None:
-            push_weights(model)
+        if engine is not None:
+            engine.load_weights(model)
         if teacher is not None:
             teacher.update(model)
         metrics["lr"] = scheduler.get_last_lr()[0]
