@@ -6,7 +6,7 @@ Qwen3-1.7B's shape in bf16, one update after another on a fixed batch, timed wit
 
 The update is the one ``train_step`` runs for ``method=sd-reference`` (``micro_losses``, backward, clip,
 AdamW step): the student's forward and backward, the frozen initial teacher's forward on its own prompt
-(the student's prompt plus a context of the same length), forward KL over the full vocabulary from the
+(the student's prompt after a context of the same length), forward KL over the full vocabulary from the
 hidden states (``--top-k``: over the teacher's top K ids plus the tail). Prompts and completions are random
 token ids (no tokenizer is needed: a prompt is written as its ids). No model download: the weights are
 random, which changes nothing in the FLOPs or the time.
@@ -27,6 +27,7 @@ import statistics
 import time
 
 import torch
+from vs_trl import random_completions  # ids above the special ones, never an end of sequence
 
 from mentor.records import Problem
 from mentor.sampling import Sample
@@ -64,15 +65,12 @@ def build_model(shape: str, device: str, dtype: torch.dtype):
 
 
 def fixed_rows(config, prompts: int, prompt_tokens: int, tokens: int) -> list[Row]:
-    generator = torch.Generator().manual_seed(0)
-
-    def ids(n: int) -> list[int]:
-        return torch.randint(0, config.vocab_size, (n,), generator=generator).tolist()
-
+    vocab = config.vocab_size
     rows = []
-    for i in range(prompts):
-        prompt, context = ids(prompt_tokens), ids(prompt_tokens)
-        sample = Sample(text="", token_ids=ids(tokens), logprobs=[0.0] * tokens, finish_reason="length")
+    for i, (prompt, context, completion) in enumerate(zip(random_completions(prompts, prompt_tokens, vocab, seed=1),
+                                                         random_completions(prompts, prompt_tokens, vocab, seed=2),
+                                                         random_completions(prompts, tokens, vocab), strict=True)):
+        sample = Sample(text="", token_ids=completion, logprobs=[0.0] * tokens, finish_reason="length")
         rows.append(Row(Problem(id=str(i), question="random ids", answer="0"), " ".join(map(str, prompt)), sample,
                         reward=0.0, teacher_prompt=" ".join(map(str, context + prompt))))
     return rows
