@@ -160,7 +160,7 @@ def test_an_error_on_the_main_process_reaches_every_process(tmp_path):
         "    ranks.from_main(fail)\n"
         "except Exception as err:\n"
         "    print(f'rank {ranks.rank}: {type(err).__name__}: {err}', flush=True)\n"
-        "print(f'rank {ranks.rank}: got', ranks.from_main(lambda: 41) + 1, flush=True)\n"
+        "print(f'rank {ranks.rank}: got {ranks.from_main(lambda: 41) + 1}', flush=True)\n"  # one write a line
         # as every mentor command ends: without it a process that leaves first can abort its peer's gloo
         # threads (exit code -6, 2 runs in 10)
         "ranks.wait()\n")
