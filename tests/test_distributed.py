@@ -1,11 +1,12 @@
-"""Two training processes through ``accelerate launch`` (DDP over gloo on the CPU) against one process on
-the same global batch: the same rollouts, the same losses, the same weights within float tolerance, and a
-killed two-process run resumed to the same end."""
+"""Two training processes through ``accelerate launch`` (DDP, and FSDP2's sharding, over gloo on the CPU)
+against one process on the same global batch: the same rollouts, the same losses, the same weights within
+float tolerance, and a two-process run killed mid-way resumed to the same end."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from safetensors.torch import load_file
 
 from mentor.train.distributed import Ranks, combine_metrics
 
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port"]
+PARALLEL = {"ddp": ["--multi_gpu"], "fsdp": ["--use_fsdp", "--fsdp_version", "2"]}
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port"]
 COMMON = ["onpolicy.steps=3", "onpolicy.eval_problems=4", "onpolicy.eval_k=1", "onpolicy.lr=1e-4",
           "onpolicy.save_every=1"]
 METHODS = {
@@ -44,15 +46,33 @@ def _port() -> str:
         return str(s.getsockname()[1])
 
 
-def _command(out: Path, args: list[str], processes: int, command: str = "train") -> list[str]:
+def _launch(parallel: str = "ddp") -> list[str]:
+    return [*LAUNCH[:3], *PARALLEL[parallel], *LAUNCH[3:], _port()]
+
+
+def _command(out: Path, args: list[str], processes: int, command: str = "train", parallel: str = "ddp") -> list[str]:
     mentor = ["-m", "mentor", "--threads", "1", command, "--out", str(out), *(COMMON if command == "train" else []),
               *args]
-    return [*LAUNCH, _port(), *mentor] if processes == 2 else [sys.executable, *mentor]
+    return [*_launch(parallel), *mentor] if processes == 2 else [sys.executable, *mentor]
 
 
-def _train(out: Path, args: list[str], processes: int) -> None:
-    done = subprocess.run(_command(out, args, processes), env=_env(), capture_output=True, text=True, timeout=600)
+def _train(out: Path, args: list[str], processes: int, parallel: str = "ddp") -> str:
+    done = subprocess.run(_command(out, args, processes, parallel=parallel), env=_env(), capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def _kill_launch(process: subprocess.Popen) -> None:
+    """SIGKILL a launch and its training processes: torch's launcher starts each in a session of its own, so
+    killing the launcher's group alone would leave them to finish the run."""
+    workers = []
+    for task in Path(f"/proc/{process.pid}/task").iterdir():
+        workers += [int(pid) for pid in (task / "children").read_text().split()]
+    for pid in workers:
+        os.killpg(pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _metrics(out: Path) -> list[dict]:
@@ -80,27 +100,41 @@ def _assert_same_run(one: Path, two: Path) -> None:
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_two_processes_train_as_one_on_the_same_global_batch(tmp_path, method):
     _train(tmp_path / "one", METHODS[method], 1)
-    _train(tmp_path / "two", METHODS[method], 2)
-    _assert_same_run(tmp_path / "one", tmp_path / "two")
-    assert (tmp_path / "two" / "summary.json").is_file() and (tmp_path / "two" / "best").is_dir()
-    evals = [json.loads(line) for line in (tmp_path / "two" / "evals.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in evals] == [0, 3]  # the main process alone writes the run folder
+    for parallel in PARALLEL:  # data parallel, then every weight and optimizer state sharded over the two
+        two = tmp_path / parallel
+        _train(two, METHODS[method], 2, parallel)
+        _assert_same_run(tmp_path / "one", two)
+        assert (two / "summary.json").is_file() and (two / "best").is_dir()
+        evals = [json.loads(line) for line in (two / "evals.jsonl").read_text().splitlines()]
+        assert [e["step"] for e in evals] == [0, 3]  # the main process alone writes the run folder
 
 
-def test_a_killed_two_process_run_resumes_to_the_same_end(tmp_path):
-    args = METHODS["sd-critique"]
+@pytest.mark.parametrize("parallel", sorted(PARALLEL))
+def test_a_two_process_run_killed_mid_way_resumes_to_the_same_end(tmp_path, parallel):
+    args = [*METHODS["sd-critique"], "onpolicy.steps=6"]
     _train(tmp_path / "one", args, 1)
     killed = tmp_path / "two"
-    process = subprocess.Popen(_command(killed, args, 2), env=_env(), stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(_command(killed, args, 2, parallel=parallel), env=_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and not (killed / "checkpoint").is_dir():
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert (killed / "checkpoint").is_dir() and not (killed / "summary.json").exists()
-    _train(killed, args, 2)
+    while time.time() < deadline and not (killed / "checkpoint" / "state.pt").is_file():
+        time.sleep(0.02)
+    _kill_launch(process)
+    assert (killed / "checkpoint" / "state.pt").is_file() and not (killed / "summary.json").exists()
+    time.sleep(1)  # nothing is left running to go on with the run
+    assert not (killed / "summary.json").exists()
+    log = _train(killed, args, 2, parallel)
+    resumed = {int(step) for step in re.findall(r"resuming \S+ at step (\d+)", log)}
+    assert len(resumed) == 1 and 0 < min(resumed) < 6, log[-2000:]  # every process, from one mid-way checkpoint
     _assert_same_run(tmp_path / "one", killed)
+
+
+def test_fsdp_is_refused_for_distill_with_a_message(tmp_path):
+    args = ["mode=oracle", "oracle_problems=4", "sft.steps=1", "sft.batch_size=2", "eval_problems=2", "eval_k=1"]
+    done = subprocess.run(_command(tmp_path / "out", args, 2, "distill", "fsdp"), env=_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode != 0
+    assert "FSDP shards mentor train's student only; launch mentor distill with data parallel" in done.stderr
 
 
 def test_two_process_distill_trains_as_one_even_when_a_batch_leaves_a_process_empty(tmp_path):
@@ -164,7 +198,7 @@ def test_an_error_on_the_main_process_reaches_every_process(tmp_path):
         # as every mentor command ends: without it a process that leaves first can abort its peer's gloo
         # threads (exit code -6, 2 runs in 10)
         "ranks.wait()\n")
-    done = subprocess.run([*LAUNCH, _port(), str(script)], env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*_launch(), str(script)], env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
     assert lines == ["rank 0: ValueError: boom", "rank 0: got 42",

@@ -48,13 +48,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(folder: str | Path, *, model, optimizer, scheduler, teacher_state: dict, step: int,
+def save_checkpoint(folder: str | Path, *, model, optimizer_state: dict, scheduler, teacher_state: dict, step: int,
                     loop_state: dict) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / STATE_FILE
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "model": trainable_state(model), "optimizer": optimizer.state_dict(),
+    torch.save({"step": step, "model": trainable_state(model), "optimizer": optimizer_state,
                 "scheduler": scheduler.state_dict(), "teacher": teacher_state, "rng": rng_state(),
                 "loop": loop_state}, tmp)
     with open(tmp, "rb+") as handle:

@@ -12,6 +12,8 @@ def clip_and_step(model, optimizer, max_grad_norm: float) -> float:
     """Clip the accumulated gradient's norm and step; returns the norm before clipping."""
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()
+    if hasattr(grad_norm, "full_tensor"):  # sharded (FSDP) gradients give a distributed norm
+        grad_norm = grad_norm.full_tensor()
     return float(grad_norm)
 
 

@@ -6,6 +6,14 @@ wrapper averages the gradients; the main process evaluates, writes metrics and c
 process reads a checkpoint back on resume. Each process scales its loss so that the averaged gradient is
 the single-process gradient of the same global batch (every token of the step weighted alike).
 
+Sharded, as FSDP2 does it (``accelerate launch --use_fsdp --fsdp_version 2 ...``, ``mentor train`` only): each
+process holds a shard of every trained weight and of the optimizer's state; mentor shards the student with
+torch's ``fully_shard`` itself, one unit per decoder layer and one for the rest, as accelerate's
+transformer-layer wrap does (accelerate shards on a GPU only; this way the same code runs on CPU processes
+too). Everything that only reads the weights (rollouts, the self-teacher, evaluation, the files written) reads
+a whole copy of them that every process keeps and refreshes after each optimizer step (the copy a colocated
+vLLM engine would hold anyway), so no collective call waits on a decode loop that ends at its own length.
+
 One process (no ``accelerate launch``) runs exactly the code path it always did: no wrapper, no
 collective calls.
 """
@@ -13,6 +21,7 @@ collective calls.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import os
 from collections.abc import Callable, Sequence
@@ -38,6 +47,23 @@ class CompletionForward(torch.nn.Module):
         return completion_logits(self.policy, prompts, completions)
 
 
+def policy_of(forward: torch.nn.Module) -> torch.nn.Module:
+    """The trained model inside a loss forward (plain, DDP-wrapped or sharded)."""
+    return getattr(forward, "module", forward).policy
+
+
+def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules transformers says must not be split (its ``_no_split_modules``: the decoder layers)."""
+    names = set()
+    for module in model.modules():
+        names.update(getattr(module, "_no_split_modules", None) or ())
+    return [module for module in model.modules() if type(module).__name__ in names]
+
+
+def _fsdp_requested() -> bool:
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
 def _launched_processes() -> int:
     """How many processes ``accelerate launch`` (or torchrun) started, without initialising anything."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -53,7 +79,7 @@ class Ranks:
 
     def __init__(self) -> None:
         self.world = _launched_processes()
-        self.rank, self.accelerator = 0, None
+        self.rank, self.accelerator, self.sharded = 0, None, False
         if self.world > 1:
             from accelerate import Accelerator
             from accelerate.utils import DistributedType, InitProcessGroupKwargs
@@ -63,10 +89,14 @@ class Ranks:
             self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[
                 InitProcessGroupKwargs(timeout=datetime.timedelta(hours=6))])
             kind = self.accelerator.distributed_type
-            if kind not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.MULTI_XPU,
-                            DistributedType.MULTI_NPU):
+            self.sharded = _fsdp_requested()
+            if not self.sharded and kind not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU,
+                                                 DistributedType.MULTI_XPU, DistributedType.MULTI_NPU):
                 raise ValueError(f"accelerate's {kind.value} is not supported by mentor's training loops yet; "
-                                 "launch with plain data parallel (the default accelerate config, or --multi_gpu)")
+                                 "launch with data parallel (the default accelerate config, or --multi_gpu) or "
+                                 "FSDP (--use_fsdp --fsdp_version 2)")
+            if self.sharded and os.environ.get("FSDP_OFFLOAD_PARAMS", "false").lower() == "true":
+                raise ValueError("mentor's FSDP keeps the shards on the device: set fsdp_offload_params to false")
             self.rank = self.accelerator.process_index
 
     @property
@@ -88,15 +118,69 @@ class Ranks:
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """``model`` DDP-wrapped for its forward in the loss when there are several processes."""
+        if self.sharded:
+            raise ValueError("FSDP shards mentor train's student only; launch mentor distill with data parallel "
+                             "(the default accelerate config, or --multi_gpu)")
         return model if self.accelerator is None else self.accelerator.prepare_model(model)
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The student's loss forward, wrapped for DDP when there are several processes."""
-        return self.prepare(CompletionForward(model))
+    def wrap(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The student's loss forward (DDP-wrapped or sharded when there are several processes), and the model
+        that rollouts, the self-teacher, evaluation and the files read: ``model`` itself, or under FSDP a whole
+        copy of it taken before sharding (:meth:`refresh` keeps it current). Build the optimizer after this:
+        sharding replaces the parameters."""
+        if not self.sharded:
+            return self.prepare(CompletionForward(model)), model
+        from torch.distributed.fsdp import fully_shard
+
+        whole = copy.deepcopy(model)
+        forward = CompletionForward(model)
+        reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() != "false"
+        for layer in _decoder_layers(model):
+            fully_shard(layer, reshard_after_forward=reshard)
+        fully_shard(forward)  # the embeddings, final norm and head: gathered by the loss forward, kept to backward
+        return forward, whole
+
+    @torch.no_grad()
+    def refresh(self, forward: torch.nn.Module, whole: torch.nn.Module, to_shards: bool = False) -> None:
+        """Under FSDP: the shards of the trained weights gathered into the whole copy (after an optimizer step),
+        or with ``to_shards`` the whole copy cut into the shards (after a checkpoint was restored into it). Collective: every process calls
+        it at the same point. Nothing to do otherwise (the copy is the model)."""
+        if not self.sharded:
+            return
+        from torch.distributed.tensor import distribute_tensor
+
+        wholes = dict(whole.named_parameters())
+        for name, param in policy_of(forward).named_parameters():
+            if not param.requires_grad:
+                continue
+            if to_shards:  # each process cuts its own shard from the same whole tensor: nothing is sent
+                local = distribute_tensor(wholes[name].detach(), param.device_mesh, param.placements,
+                                          src_data_rank=None)
+                param.to_local().copy_(local.to_local())
+            else:
+                wholes[name].copy_(param.full_tensor())
+
+    def optimizer_state(self, forward: torch.nn.Module, optimizer) -> dict:
+        """The optimizer's state for a checkpoint; under FSDP gathered whole (collective; complete on the main
+        process, which writes it)."""
+        if not self.sharded:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(forward, optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_optimizer_state(self, forward: torch.nn.Module, optimizer, state: dict) -> None:
+        if not self.sharded:
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(forward, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
     def no_sync(self, forward: torch.nn.Module, skip: bool):
         """Accumulate this backward's gradient without the all-reduce (every micro-batch but the last)."""
-        if self.accelerator is None or not skip:
+        if self.accelerator is None or not skip or self.sharded:  # FSDP reduces each micro-batch's gradient
             return contextlib.nullcontext()
         return self.accelerator.no_sync(forward)
 

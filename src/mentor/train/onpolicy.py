@@ -64,7 +64,7 @@ from mentor.train.common import (
     test_scores,
 )
 from mentor.train.completions import completion_logits, completion_states, plain_head
-from mentor.train.distributed import CompletionForward, Ranks, combine_metrics
+from mentor.train.distributed import CompletionForward, Ranks, combine_metrics, policy_of
 from mentor.train.guards import Guards, copy_overlap
 from mentor.train.teacher import TEACHER_KINDS, SelfTeacher
 
@@ -243,18 +243,19 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict]:
     """GRPO's and the self-distillation loss of one micro-batch (each a mean over its own tokens; None when
     the method does not use it), and their metrics. ``forward``: the student's loss forward
-    (:class:`~mentor.train.distributed.CompletionForward` of ``model``, DDP-wrapped with several processes)."""
+    (:class:`~mentor.train.distributed.CompletionForward` of ``model``, DDP-wrapped or sharded with several
+    processes); ``model``: the student's whole weights, which the self-teacher reads."""
     forward = forward or CompletionForward(model)
     completions = [r.sample.token_ids for r in rows]
     prompts = [encode_prompt(tokenizer, r.prompt) for r in rows]
     # pure self-distillation over the vocabulary (all of it, or the top k) never needs the student's logits: the
     # loss makes them a chunk at a time from the hidden states, with forward KL's closed-form gradient where it
     # applies (docs/methods.md, section 1)
-    head = plain_head(model)
-    fused = config.grpo_weight == 0 and config.divergence in ("full", "top-k") and head is not None
+    fused = config.grpo_weight == 0 and config.divergence in ("full", "top-k") and plain_head(model) is not None
     closed_form = config.divergence == "full" and config.beta == 0 and config.divergence_clip is None
     if fused:
         hidden_BTH, mask_BT = forward(prompts, completions, states=True)
+        head = plain_head(policy_of(forward))  # read after the forward: under FSDP it gathered the head's shards
     else:
         logits_BTV, mask_BT = forward(prompts, completions)
         if config.temperature != 1.0:  # at 1 the divide would only copy B x T x V
@@ -327,6 +328,7 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
     gradient is that of the whole batch; the metrics are the whole batch's, on every process."""
     ranks = ranks or Ranks()
     forward = forward or CompletionForward(model)
+    trained = policy_of(forward)  # ``model`` itself, or under FSDP the sharded model ``model`` is a whole copy of
     times = dict.fromkeys(("generate", "critic", "teacher", "update"), 0.0)
     start = time.time()
     offset, problems = ranks.share(problems)
@@ -349,7 +351,7 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
         counts = attach_contexts(rows, task, tokenizer, config, critic, config.rollouts_per_prompt)
         times["critic"] = time.time() - start
     start = time.time()
-    model.train()
+    forward.train()
     optimizer.zero_grad(set_to_none=True)
     size = config.micro_batch_size or len(rows)
     chunks = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
@@ -370,8 +372,8 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
                 loss = loss + config.grpo_weight * pg * n_pg / pg_total
             if sd is not None and n_sd > 0:
                 loss = loss + (1 - config.grpo_weight) * sd * n_sd / sd_total
-            if not torch.is_tensor(loss) and ranks.world > 1:  # every process's backward takes part in the all-reduce
-                loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+            if not torch.is_tensor(loss) and ranks.world > 1:  # every process's backward takes part in the reduction
+                loss = forward([[0]], [[0, 0]])[0].sum() * 0.0  # a zero gradient for every weight, as the others
             if torch.is_tensor(loss):
                 loss.backward()
         for key, value in chunk_metrics.items():
@@ -382,8 +384,9 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
             else:
                 share = n_pg / max(sum(pg_count), 1) if key.startswith("pg_") else n_sd / max(sum(sd_count), 1)
                 totals[key] = totals.get(key, 0.0) + value * share
-    grad_norm = clip_and_step(model, optimizer, config.max_grad_norm)
-    model.eval()
+    grad_norm = clip_and_step(trained, optimizer, config.max_grad_norm)
+    forward.eval()
+    ranks.refresh(forward, model)
     times["update"] = time.time() - start - times["teacher"]
     generated = sum(len(r.sample.token_ids) for r in rows)
     metrics.update(totals, step=step, reward=float(rewards_BG.mean()), rollouts=len(rows), grad_norm=grad_norm,
@@ -509,8 +512,11 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
     run_dir = Path(run_dir) if run_dir is not None else None
     torch.manual_seed(config.seed)
     random.seed(config.seed)
+    # the student's loss forward (DDP-wrapped or sharded with several processes), and the model every reader of
+    # the weights uses (itself, or under FSDP a whole copy)
+    forward, model = ranks.wrap(model)
     teacher = SelfTeacher(model, config.teacher, config.ema_decay) if config.grpo_weight < 1 else None
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+    optimizer = torch.optim.AdamW([p for p in policy_of(forward).parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.schedule, config.warmup_steps,
                                                                        config.steps))
@@ -520,8 +526,7 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
     bad_evals, start = 0, 0
     if run_dir is not None:
         start, bad_evals = _prepare_run_dir(run_dir, config, model, optimizer, scheduler, teacher, guards, result,
-                                            write=ranks.is_main)
-    forward = ranks.wrap(model)  # the student's loss forward (DDP-wrapped with several processes)
+                                            ranks, forward)
     writer = run_dir if ranks.is_main else None  # the main process alone writes the run folder
     trackers = _trackers(config, run_dir, trackers) if ranks.is_main else None
     # an engine with its own copy of the weights: they are pushed into it, and the evaluations sample from it
@@ -559,6 +564,7 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
         batch = pool[step * config.prompts_per_step : (step + 1) * config.prompts_per_step]
         metrics = train_step(model, teacher, tokenizer, task, batch, optimizer, config, step, critic, sampler, ranks,
                              forward)
+        optimizer_state = None
         if engine is not None:
             engine.load_weights(model)
         if teacher is not None:
@@ -578,8 +584,10 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
         done = step + 1 == config.steps
         if (config.eval_every and (step + 1) % config.eval_every == 0) or done:
             result.stopped_early = record_eval(step + 1) and not done
-        if writer is not None and ((step + 1) % config.save_every == 0 or done or result.stopped_early):
-            save_checkpoint(writer / "checkpoint", model=model, optimizer=optimizer, scheduler=scheduler,
+        if run_dir is not None and ((step + 1) % config.save_every == 0 or done or result.stopped_early):
+            optimizer_state = ranks.optimizer_state(forward, optimizer)  # every process: FSDP gathers it
+        if writer is not None and optimizer_state is not None:
+            save_checkpoint(writer / "checkpoint", model=model, optimizer_state=optimizer_state, scheduler=scheduler,
                             teacher_state=teacher.state_dict() if teacher else {}, step=step + 1,
                             loop_state={"history": result.history, "evals": result.evals, "best": result.best,
                                         "bad_evals": bad_evals, "guards": guards.state_dict(),
@@ -608,9 +616,10 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
 
 
 def _prepare_run_dir(run_dir: Path, config: OnPolicyConfig, model, optimizer, scheduler, teacher, guards,
-                     result: OnPolicyResult, write: bool = True) -> tuple[int, int]:
+                     result: OnPolicyResult, ranks: Ranks, forward) -> tuple[int, int]:
     """Start a run folder, or restore its checkpoint; returns the step to continue from and the count of
-    evaluations without improvement. ``write=False`` (every process but the main one) only reads."""
+    evaluations without improvement. Every process but the main one only reads."""
+    write = ranks.is_main
     if write:
         record_config(run_dir / "config.json", asdict(config))
     state = load_checkpoint(run_dir / "checkpoint")
@@ -619,7 +628,8 @@ def _prepare_run_dir(run_dir: Path, config: OnPolicyConfig, model, optimizer, sc
             (run_dir / name).unlink(missing_ok=True)
         return 0, 0
     restore_weights(model, state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    ranks.refresh(forward, model, to_shards=True)
+    ranks.load_optimizer_state(forward, optimizer, state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if teacher is not None:
         teacher.load_state_dict(state["teacher"])
