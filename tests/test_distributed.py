@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 
 from mentor.train.distributed import Ranks, combine_metrics
 
-PARALLEL = {"ddp": ["--multi_gpu"], "fsdp": ["--use_fsdp", "--fsdp_version", "2"]}
+CONFIGS = Path(__file__).parents[1] / "examples" / "accelerate"
+PARALLEL = {name: ["--config_file", str(CONFIGS / f"{name}.yaml")] for name in ("ddp", "fsdp")}  # the shipped ones
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port"]
 COMMON = ["onpolicy.steps=3", "onpolicy.eval_problems=4", "onpolicy.eval_k=1", "onpolicy.lr=1e-4",
@@ -129,12 +130,20 @@ def test_a_two_process_run_killed_mid_way_resumes_to_the_same_end(tmp_path, para
     _assert_same_run(tmp_path / "one", killed)
 
 
-def test_fsdp_is_refused_for_distill_with_a_message(tmp_path):
-    args = ["mode=oracle", "oracle_problems=4", "sft.steps=1", "sft.batch_size=2", "eval_problems=2", "eval_k=1"]
-    done = subprocess.run(_command(tmp_path / "out", args, 2, "distill", "fsdp"), env=_env(), capture_output=True,
+@pytest.mark.parametrize(("command", "flags", "message"), [
+    ("distill", PARALLEL["fsdp"], "FSDP shards mentor train's student only; launch mentor distill with data parallel"),
+    # what accelerate's DeepSpeed launcher tells its processes (it needs deepspeed installed to start them)
+    ("train", PARALLEL["ddp"], "DeepSpeed is not supported by mentor's training loops yet"),
+])
+def test_what_mentor_cannot_run_sharded_is_refused_with_a_message(tmp_path, command, flags, message):
+    args = (["mode=oracle", "oracle_problems=4", "sft.steps=1", "sft.batch_size=2", "eval_problems=2", "eval_k=1"]
+            if command == "distill" else [])
+    mentor = ["-m", "mentor", "--threads", "1", command, "--out", str(tmp_path / "out"), *args]
+    env = {**_env(), "ACCELERATE_USE_DEEPSPEED": str(command == "train").lower()}
+    done = subprocess.run([*LAUNCH[:3], *flags, *LAUNCH[3:], _port(), *mentor], env=env, capture_output=True,
                           text=True, timeout=600)
-    assert done.returncode != 0
-    assert "FSDP shards mentor train's student only; launch mentor distill with data parallel" in done.stderr
+    assert done.returncode != 0 and f"mentor: error: {message}" in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "out" / "checkpoint").exists()
 
 
 def test_two_process_distill_trains_as_one_even_when_a_batch_leaves_a_process_empty(tmp_path):

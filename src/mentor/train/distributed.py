@@ -80,6 +80,9 @@ class Ranks:
     def __init__(self) -> None:
         self.world = _launched_processes()
         self.rank, self.accelerator, self.sharded = 0, None, False
+        if self.world > 1 and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            raise ValueError("DeepSpeed is not supported by mentor's training loops yet; launch with data parallel "
+                             "(examples/accelerate/ddp.yaml) or FSDP (examples/accelerate/fsdp.yaml)")
         if self.world > 1:
             from accelerate import Accelerator
             from accelerate.utils import DistributedType, InitProcessGroupKwargs
@@ -93,8 +96,8 @@ class Ranks:
             if not self.sharded and kind not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU,
                                                  DistributedType.MULTI_XPU, DistributedType.MULTI_NPU):
                 raise ValueError(f"accelerate's {kind.value} is not supported by mentor's training loops yet; "
-                                 "launch with data parallel (the default accelerate config, or --multi_gpu) or "
-                                 "FSDP (--use_fsdp --fsdp_version 2)")
+                                 "launch with data parallel (examples/accelerate/ddp.yaml) or FSDP "
+                                 "(examples/accelerate/fsdp.yaml)")
             if self.sharded and os.environ.get("FSDP_OFFLOAD_PARAMS", "false").lower() == "true":
                 raise ValueError("mentor's FSDP keeps the shards on the device: set fsdp_offload_params to false")
             self.rank = self.accelerator.process_index
@@ -120,7 +123,7 @@ class Ranks:
         """``model`` DDP-wrapped for its forward in the loss when there are several processes."""
         if self.sharded:
             raise ValueError("FSDP shards mentor train's student only; launch mentor distill with data parallel "
-                             "(the default accelerate config, or --multi_gpu)")
+                             "(examples/accelerate/ddp.yaml)")
         return model if self.accelerator is None else self.accelerator.prepare_model(model)
 
     def wrap(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
