@@ -1,14 +1,15 @@
-"""Throughput of on-policy training in 2 processes (``accelerate launch``, DDP over gloo) against 1.
+"""Throughput of on-policy training in 2 processes (``accelerate launch``, DDP or FSDP over gloo) against 1.
 
     python benchmarks/ddp_scaling.py [--hidden 512] [--layers 8] [--method sd-critique] [--prompts 4]
-        [--steps 4] [--repeats 2] [--max-new-tokens 160]
+        [--steps 4] [--repeats 2] [--max-new-tokens 160] [--parallel ddp fsdp]
 
 A random-init Llama of the given size (big enough that compute, not the all-reduce, dominates; the world's
 tokenizer, so the world task and its critic run as they are) is saved to a temporary folder, then
 ``mentor train`` runs on it in 1 process and in 2, each process on one torch thread (one core each), one
 after the other ``--repeats`` times (interleaved, so a change of machine load hits both alike):
 - *weak scaling*: every process draws ``--prompts`` prompts a step, so 2 processes do twice the work a step;
-- *strong scaling*: the 2 processes share the 1-process run's global batch (``--prompts`` must be even).
+- *strong scaling*: the 2 processes share the 1-process run's global batch (``--prompts`` must be even);
+each for every ``--parallel`` config shipped in examples/accelerate (data parallel, FSDP2 sharding).
 Throughput is generated tokens per second of step time (sampling, critic, teacher and update, the slowest
 process's, from the run's metrics.jsonl), median over the steps after the first; the ratio is 2-process
 throughput over 1-process. Needs 2 free cores: on a busy machine the 2-process figure is the first to fall.
@@ -45,7 +46,10 @@ def build_model(folder: Path, hidden: int, layers: int) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def run(folder: Path, out: Path, processes: int, prompts: int, args) -> float:
+CONFIGS = Path(__file__).parents[1] / "examples" / "accelerate"
+
+
+def run(folder: Path, out: Path, processes: int, prompts: int, args, parallel: str = "ddp") -> float:
     """Median generated tokens per second of step time over the steps after the first."""
     mentor = ["-m", "mentor", "--threads", "1", "train", "--out", str(out), f"model={folder}",
               f"onpolicy.method={args.method}", f"onpolicy.steps={args.steps}", f"onpolicy.prompts_per_step={prompts}",
@@ -53,8 +57,8 @@ def run(folder: Path, out: Path, processes: int, prompts: int, args) -> float:
               f"onpolicy.save_every={args.steps}"]
     if args.method == "grpo":
         mentor.append("onpolicy.rollouts_per_prompt=4")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{parallel}.yaml"),
+              "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     command = [*launch, *mentor] if processes == 2 else [sys.executable, *mentor]
     done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
     if done.returncode:
@@ -76,6 +80,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--parallel", nargs="+", default=["ddp"], choices=["ddp", "fsdp"])
     args = parser.parse_args()
     if args.prompts % 2 or args.steps < 2:
         raise SystemExit("--prompts must be even and --steps at least 2")
@@ -84,13 +89,15 @@ def main() -> None:
         n = build_model(folder, args.hidden, args.layers)
         print(f"random-init Llama, hidden {args.hidden}, {args.layers} layers, {n / 1e6:.1f}M parameters; "
               f"{args.method}, {args.prompts} prompts a step a process, {args.steps} steps, one thread a process")
-        cases = {"1 process": (1, args.prompts), "2 processes, weak (2x batch)": (2, 2 * args.prompts),
-                 "2 processes, strong (same batch)": (2, args.prompts)}
+        cases = {"1 process": (1, args.prompts, "ddp")}
+        for parallel in args.parallel:
+            cases[f"2 processes, {parallel}, weak (2x batch)"] = (2, 2 * args.prompts, parallel)
+            cases[f"2 processes, {parallel}, strong (same batch)"] = (2, args.prompts, parallel)
         speeds: dict[str, list[float]] = {name: [] for name in cases}
         for repeat in range(args.repeats):
-            for name, (processes, prompts) in cases.items():
-                speeds[name].append(run(folder, Path(tmp) / f"run-{repeat}-{processes}-{prompts}", processes,
-                                        prompts, args))
+            for name, (processes, prompts, parallel) in cases.items():
+                speeds[name].append(run(folder, Path(tmp) / f"run-{repeat}-{processes}-{prompts}-{parallel}",
+                                        processes, prompts, args, parallel))
         base = statistics.median(speeds["1 process"])
         print("| run | tok/s per repeat | median | vs 1 process |\n|---|---|---|---|")
         for name, values in speeds.items():

@@ -397,16 +397,17 @@ def test_mapd_mining_on_the_vllm_backend_mines_what_the_local_loop_mines(policy,
 def test_two_training_processes_each_with_an_engine_train_as_one(tmp_path):
     # accelerate launch: one engine a process (vLLM's external_launcher mode on the trainer's process group),
     # each drawing its share of the groups with the per-row seeds: the rollouts, losses and evaluations of
-    # one process, and its weights within float tolerance
-    from test_distributed import METHODS, _assert_same_run, _train
+    # one process, and its weights within float tolerance; under FSDP the engine reads the whole copy
+    from test_distributed import METHODS, PARALLEL, _assert_same_run, _train
 
     args = [*METHODS["grpo"], "onpolicy.generation_backend=vllm"]
-    for processes in (1, 2):
-        _train(tmp_path / str(processes), args, processes)
-    _assert_same_run(tmp_path / "1", tmp_path / "2")
-    evals = [[json.loads(line) for line in (tmp_path / str(n) / "evals.jsonl").read_text().splitlines()]
-             for n in (1, 2)]
-    assert [e["avg@1"] for e in evals[0]] == [e["avg@1"] for e in evals[1]] and len(evals[0]) == 2
+    _train(tmp_path / "1", args, 1)
+    for parallel in PARALLEL:
+        _train(tmp_path / parallel, args, 2, parallel)
+        _assert_same_run(tmp_path / "1", tmp_path / parallel)
+        evals = [[json.loads(line) for line in (tmp_path / name / "evals.jsonl").read_text().splitlines()]
+                 for name in ("1", parallel)]
+        assert [e["avg@1"] for e in evals[0]] == [e["avg@1"] for e in evals[1]] and len(evals[0]) == 2
 
 
 # ----- vLLM as the server: `vllm serve` on loopback behind mentor's OpenAI-compatible client -------------------

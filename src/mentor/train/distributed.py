@@ -135,6 +135,7 @@ class Ranks:
             return self.prepare(CompletionForward(model)), model
         from torch.distributed.fsdp import fully_shard
 
+        model.to(self.accelerator.device)  # as accelerate's prepare would: each process on its own device
         whole = copy.deepcopy(model)
         forward = CompletionForward(model)
         reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() != "false"
