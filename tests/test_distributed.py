@@ -32,6 +32,10 @@ METHODS = {
     "sd-critique": ["onpolicy.method=sd-critique", "onpolicy.prompts_per_step=8", "onpolicy.micro_batch_size=2"],
     # a LoRA adapter (its initialisation seeded, so both runs start from the same one) and the adapter-free teacher
     "sd-critique-lora": ["lora=true", "onpolicy.method=sd-critique", "onpolicy.prompts_per_step=4"],
+    # a group without a correct rollout gives its rows no context: micro-batches (a group each) with nothing to
+    # learn from, on one process while the other learns
+    "sd-success": ["onpolicy.method=sd-success", "onpolicy.prompts_per_step=4", "onpolicy.rollouts_per_prompt=2",
+                   "onpolicy.micro_batch_size=2"],
 }
 
 
@@ -188,6 +192,10 @@ def test_combine_metrics_sums_counts_and_weights_means_by_tokens():
     assert out == {"step": 3, "rollouts": 8, "generated_tokens": 150, "sd_loss": pytest.approx(1.75),
                    "sd_adv_t_min": -2.0, "reward": 0.25, "time_generate": 2.0, "warnings": ["x"]}
     assert combine_metrics(per_rank[:1], weights[:1]) == per_rank[0]
+    # a process whose rows had no context at all has no sd_* keys: the other's still count
+    del per_rank[0]["sd_loss"], per_rank[0]["sd_adv_t_min"]
+    assert combine_metrics(per_rank, weights)["sd_loss"] == 4.0
+    assert combine_metrics(per_rank, weights)["sd_adv_t_min"] == -1.0
     assert torch.equal(torch.tensor(Ranks().total([1.0, 2.0])), torch.tensor([1.0, 2.0]))
 
 

@@ -238,7 +238,7 @@ def combine_metrics(per_rank: list[dict], weights: list[dict[str, float]]) -> di
         return per_rank[0]
     summed = ("rollouts", "generated_tokens", "critic_unusable", "no_success", "no_corrected_trace")
     out: dict = {}
-    for key in per_rank[0]:
+    for key in dict.fromkeys(key for m in per_rank for key in m):  # a process without a context has no sd_* keys
         values = [m[key] for m in per_rank if key in m]
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             out[key] = values[0]

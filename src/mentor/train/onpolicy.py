@@ -242,7 +242,8 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
                  config: OnPolicyConfig, times: dict, forward=None
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict]:
     """GRPO's and the self-distillation loss of one micro-batch (each a mean over its own tokens; None when
-    the method does not use it), and their metrics. ``forward``: the student's loss forward
+    the method does not use it; the self-distillation loss is zero for rows without a context), and their
+    metrics. ``forward``: the student's loss forward
     (:class:`~mentor.train.distributed.CompletionForward` of ``model``, DDP-wrapped or sharded with several
     processes); ``model``: the student's whole weights, which the self-teacher reads."""
     forward = forward or CompletionForward(model)
@@ -315,6 +316,10 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
                           adv_t_min=float(adv_T.min()) if adv_T.numel() else 0.0,
                           adv_t_neg_frac=float((adv_T < -0.1).float().mean()) if adv_T.numel() else 0.0)
         metrics.update({f"sd_{k}": v for k, v in sd_metrics.items()})
+    if pg is None and sd is None:
+        # nothing to learn from these rows: a zero through this forward's outputs and the head, so that with
+        # several processes this backward reduces the gradients of the same weights as the others' do
+        sd = (hidden_BTH.sum() + head.sum()) * 0.0 if fused else logits_BTV.sum() * 0.0
     return pg, sd, metrics
 
 
@@ -373,7 +378,7 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
             if sd is not None and n_sd > 0:
                 loss = loss + (1 - config.grpo_weight) * sd * n_sd / sd_total
             if not torch.is_tensor(loss) and ranks.world > 1:  # every process's backward takes part in the reduction
-                loss = forward([[0]], [[0, 0]])[0].sum() * 0.0  # a zero gradient for every weight, as the others
+                loss = sd * 0.0
             if torch.is_tensor(loss):
                 loss.backward()
         for key, value in chunk_metrics.items():
