@@ -4,6 +4,7 @@ float tolerance, and a two-process run killed mid-way resumed to the same end.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -75,7 +76,8 @@ def _kill_launch(process: subprocess.Popen) -> None:
     for task in Path(f"/proc/{process.pid}/task").iterdir():
         workers += [int(pid) for pid in (task / "children").read_text().split()]
     for pid in workers:
-        os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # one that has already ended
+            os.killpg(pid, signal.SIGKILL)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
@@ -134,16 +136,28 @@ def test_a_two_process_run_killed_mid_way_resumes_to_the_same_end(tmp_path, para
     _assert_same_run(tmp_path / "one", killed)
 
 
+def test_a_checkpoint_is_resumed_only_as_it_was_launched(tmp_path):
+    # the optimizer's state is numbered by parameter without FSDP and named with it: the other kind refuses it
+    args = [*METHODS["grpo"], "onpolicy.steps=1"]
+    _train(tmp_path / "run", args, 1)
+    done = subprocess.run(_command(tmp_path / "run", args, 2, parallel="fsdp"), env=_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode != 0
+    assert "mentor: error: the checkpoint was written by a run without FSDP; resume it as it was launched" in done.stderr
+
+
 @pytest.mark.parametrize(("command", "flags", "message"), [
     ("distill", PARALLEL["fsdp"], "FSDP shards mentor train's student only; launch mentor distill with data parallel"),
     # what accelerate's DeepSpeed launcher tells its processes (it needs deepspeed installed to start them)
     ("train", PARALLEL["ddp"], "DeepSpeed is not supported by mentor's training loops yet"),
+    ("train", ["--use_fsdp"], "mentor shards with FSDP2: set fsdp_version: 2"),  # accelerate's default is 1
+    ("train", [*PARALLEL["fsdp"], "--fsdp_activation_checkpointing", "true"], "mentor's FSDP does not checkpoint"),
 ])
 def test_what_mentor_cannot_run_sharded_is_refused_with_a_message(tmp_path, command, flags, message):
     args = (["mode=oracle", "oracle_problems=4", "sft.steps=1", "sft.batch_size=2", "eval_problems=2", "eval_k=1"]
             if command == "distill" else [])
     mentor = ["-m", "mentor", "--threads", "1", command, "--out", str(tmp_path / "out"), *args]
-    env = {**_env(), "ACCELERATE_USE_DEEPSPEED": str(command == "train").lower()}
+    env = {**_env(), "ACCELERATE_USE_DEEPSPEED": str("DeepSpeed" in message).lower()}
     done = subprocess.run([*LAUNCH[:3], *flags, *LAUNCH[3:], _port(), *mentor], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode != 0 and f"mentor: error: {message}" in done.stderr, done.stderr[-3000:]

@@ -64,6 +64,34 @@ def _fsdp_requested() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
+def _fsdp_reshard_after_forward() -> bool:
+    """accelerate's FSDP settings as its launcher hands them on: the one mentor reads, and a refusal for each
+    that it would otherwise ignore."""
+    env = os.environ.get
+    if env("FSDP_VERSION", "1") != "2":
+        raise ValueError("mentor shards with FSDP2: set fsdp_version: 2 (or --fsdp_version 2)")
+    if env("FSDP_OFFLOAD_PARAMS", "false").lower() == "true":
+        raise ValueError("mentor's FSDP keeps the shards on the device: set fsdp_offload_params to false")
+    if env("FSDP_ACTIVATION_CHECKPOINTING", "false").lower() == "true":
+        raise ValueError("mentor's FSDP does not checkpoint activations: set fsdp_activation_checkpointing to false")
+    if env("ACCELERATE_MIXED_PRECISION", "no") != "no":
+        raise ValueError("mentor's FSDP trains in the model's own dtype: set mixed_precision to no")
+    reshard = env("FSDP_RESHARD_AFTER_FORWARD", "true").lower()
+    if reshard not in ("true", "false"):
+        raise ValueError(f"fsdp_reshard_after_forward must be true or false under FSDP2, got {reshard!r}")
+    return reshard == "true"
+
+
+@contextlib.contextmanager
+def _gradient_sync_off(forward: torch.nn.Module):
+    """FSDP2 keeps accumulating the unsharded gradients, reduce-scattered by the first backward after this."""
+    forward.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        forward.set_requires_gradient_sync(True)
+
+
 def _launched_processes() -> int:
     """How many processes ``accelerate launch`` (or torchrun) started, without initialising anything."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -79,10 +107,12 @@ class Ranks:
 
     def __init__(self) -> None:
         self.world = _launched_processes()
-        self.rank, self.accelerator, self.sharded = 0, None, False
+        self.rank, self.accelerator, self.sharded, self.reshard = 0, None, False, True
         if self.world > 1 and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
             raise ValueError("DeepSpeed is not supported by mentor's training loops yet; launch with data parallel "
                              "(examples/accelerate/ddp.yaml) or FSDP (examples/accelerate/fsdp.yaml)")
+        if self.world > 1 and _fsdp_requested():
+            self.sharded, self.reshard = True, _fsdp_reshard_after_forward()
         if self.world > 1:
             from accelerate import Accelerator
             from accelerate.utils import DistributedType, InitProcessGroupKwargs
@@ -92,14 +122,11 @@ class Ranks:
             self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[
                 InitProcessGroupKwargs(timeout=datetime.timedelta(hours=6))])
             kind = self.accelerator.distributed_type
-            self.sharded = _fsdp_requested()
             if not self.sharded and kind not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU,
                                                  DistributedType.MULTI_XPU, DistributedType.MULTI_NPU):
                 raise ValueError(f"accelerate's {kind.value} is not supported by mentor's training loops yet; "
                                  "launch with data parallel (examples/accelerate/ddp.yaml) or FSDP "
                                  "(examples/accelerate/fsdp.yaml)")
-            if self.sharded and os.environ.get("FSDP_OFFLOAD_PARAMS", "false").lower() == "true":
-                raise ValueError("mentor's FSDP keeps the shards on the device: set fsdp_offload_params to false")
             self.rank = self.accelerator.process_index
 
     @property
@@ -138,17 +165,17 @@ class Ranks:
         model.to(self.accelerator.device)  # as accelerate's prepare would: each process on its own device
         whole = copy.deepcopy(model)
         forward = CompletionForward(model)
-        reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() != "false"
         for layer in _decoder_layers(model):
-            fully_shard(layer, reshard_after_forward=reshard)
+            fully_shard(layer, reshard_after_forward=self.reshard)
         fully_shard(forward)  # the embeddings, final norm and head: gathered by the loss forward, kept to backward
         return forward, whole
 
     @torch.no_grad()
     def refresh(self, forward: torch.nn.Module, whole: torch.nn.Module, to_shards: bool = False) -> None:
         """Under FSDP: the shards of the trained weights gathered into the whole copy (after an optimizer step),
-        or with ``to_shards`` the whole copy cut into the shards (after a checkpoint was restored into it). Collective: every process calls
-        it at the same point. Nothing to do otherwise (the copy is the model)."""
+        or with ``to_shards`` the whole copy cut into the shards (after a checkpoint was restored into it; each
+        process cuts its own). Every process calls it at the same point: the gather is collective. Nothing to do
+        without FSDP (the copy is the model)."""
         if not self.sharded:
             return
         from torch.distributed.tensor import distribute_tensor
@@ -157,7 +184,7 @@ class Ranks:
         for name, param in policy_of(forward).named_parameters():
             if not param.requires_grad:
                 continue
-            if to_shards:  # each process cuts its own shard from the same whole tensor: nothing is sent
+            if to_shards:  # nothing is sent: every process holds the same whole tensor
                 local = distribute_tensor(wholes[name].detach(), param.device_mesh, param.placements,
                                           src_data_rank=None)
                 param.to_local().copy_(local.to_local())
@@ -175,6 +202,12 @@ class Ranks:
                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def load_optimizer_state(self, forward: torch.nn.Module, optimizer, state: dict) -> None:
+        """Restore :meth:`optimizer_state`'s ``state``; one written with FSDP (parameters named) or without it
+        (parameters numbered) is refused by the other kind of run."""
+        params = [p for group in state.get("param_groups", []) for p in group.get("params", [])]
+        if params and isinstance(params[0], str) != self.sharded:
+            raise ValueError(f"the checkpoint was written by a run {'without' if self.sharded else 'with'} FSDP; "
+                             "resume it as it was launched")
         if not self.sharded:
             optimizer.load_state_dict(state)
             return
@@ -184,8 +217,10 @@ class Ranks:
 
     def no_sync(self, forward: torch.nn.Module, skip: bool):
         """Accumulate this backward's gradient without the all-reduce (every micro-batch but the last)."""
-        if self.accelerator is None or not skip or self.sharded:  # FSDP reduces each micro-batch's gradient
+        if self.accelerator is None or not skip:
             return contextlib.nullcontext()
+        if self.sharded:
+            return _gradient_sync_off(forward)
         return self.accelerator.no_sync(forward)
 
     def total(self, values: Sequence[float]) -> list[float]:

@@ -329,8 +329,9 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
     """One on-policy step on ``problems`` (sample, score, context, loss, update); returns its metrics.
     ``sampler`` draws the rollouts (default: mentor's decode loop on ``model``); one that holds its own copy
     of the weights must have ``model``'s current ones. With several processes (``ranks``, ``forward`` its
-    DDP-wrapped loss forward) each draws and scores its share of the prompts, whole groups, and the summed
-    gradient is that of the whole batch; the metrics are the whole batch's, on every process."""
+    DDP-wrapped or sharded loss forward, ``model`` then the whole copy :meth:`Ranks.wrap` gives) each draws and
+    scores its share of the prompts, whole groups, and the summed gradient is that of the whole batch; the
+    metrics are the whole batch's, on every process."""
     ranks = ranks or Ranks()
     forward = forward or CompletionForward(model)
     trained = policy_of(forward)  # ``model`` itself, or under FSDP the sharded model ``model`` is a whole copy of
@@ -475,7 +476,8 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
                    critic: Critic | None = None, eval_set: list[Problem] | None = None,
                    progress: Callable[[int, dict], None] | None = None, eval_progress: EvalProgress | None = None,
                    trackers: Sequence = (), stop_after: int | None = None, sampler=None) -> OnPolicyResult:
-    """Train ``model`` in place for ``config.steps`` steps and return the run's record.
+    """Train ``model`` in place for ``config.steps`` steps and return the run's record (under FSDP ``model`` is
+    left sharded; the run folder's ``final/`` holds the trained weights whole).
 
     With ``run_dir`` the run writes ``config.json``, ``metrics.jsonl``, ``evals.jsonl``, a checkpoint every
     ``save_every`` steps (``checkpoint/``), the best evaluated weights (``best/``) and the final ones
