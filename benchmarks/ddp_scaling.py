@@ -12,7 +12,8 @@ after the other ``--repeats`` times (interleaved, so a change of machine load hi
 each for every ``--parallel`` config shipped in examples/accelerate (data parallel, FSDP2 sharding).
 Throughput is generated tokens per second of step time (sampling, critic, teacher and update, the slowest
 process's, from the run's metrics.jsonl), median over the steps after the first; the ratio is 2-process
-throughput over 1-process. Needs 2 free cores: on a busy machine the 2-process figure is the first to fall.
+throughput over 1-process. Memory is the peak resident set of the largest process of a run (the kernel's
+maximum over the run's processes; the launcher is smaller than any training process). Needs 2 free cores: on a busy machine the 2-process figure is the first to fall.
 """
 
 from __future__ import annotations
@@ -47,10 +48,14 @@ def build_model(folder: Path, hidden: int, layers: int) -> int:
 
 
 CONFIGS = Path(__file__).parents[1] / "examples" / "accelerate"
+# runs a command and prints, last, the peak resident set (KiB) of the largest process under it
+PEAK_RSS = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)")
 
 
-def run(folder: Path, out: Path, processes: int, prompts: int, args, parallel: str = "ddp") -> float:
-    """Median generated tokens per second of step time over the steps after the first."""
+def run(folder: Path, out: Path, processes: int, prompts: int, args, parallel: str = "ddp") -> tuple[float, float]:
+    """Median generated tokens per second of step time over the steps after the first, and the peak resident
+    set of the run's largest process in MiB."""
     mentor = ["-m", "mentor", "--threads", "1", "train", "--out", str(out), f"model={folder}",
               f"onpolicy.method={args.method}", f"onpolicy.steps={args.steps}", f"onpolicy.prompts_per_step={prompts}",
               f"onpolicy.max_new_tokens={args.max_new_tokens}", "onpolicy.eval_problems=1", "onpolicy.eval_k=1",
@@ -60,7 +65,8 @@ def run(folder: Path, out: Path, processes: int, prompts: int, args, parallel: s
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{parallel}.yaml"),
               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     command = [*launch, *mentor] if processes == 2 else [sys.executable, *mentor]
-    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS, *command], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(done.stdout[-2000:] + done.stderr[-2000:])
     speeds = []
@@ -68,7 +74,7 @@ def run(folder: Path, out: Path, processes: int, prompts: int, args, parallel: s
         m = json.loads(line)
         seconds = sum(m[f"time_{k}"] for k in ("generate", "critic", "teacher", "update"))
         speeds.append(m["generated_tokens"] / seconds)
-    return statistics.median(speeds)
+    return statistics.median(speeds), int(done.stderr.strip().splitlines()[-1]) / 1024
 
 
 def main() -> None:
@@ -94,15 +100,19 @@ def main() -> None:
             cases[f"2 processes, {parallel}, weak (2x batch)"] = (2, 2 * args.prompts, parallel)
             cases[f"2 processes, {parallel}, strong (same batch)"] = (2, args.prompts, parallel)
         speeds: dict[str, list[float]] = {name: [] for name in cases}
+        peaks: dict[str, list[float]] = {name: [] for name in cases}
         for repeat in range(args.repeats):
             for name, (processes, prompts, parallel) in cases.items():
-                speeds[name].append(run(folder, Path(tmp) / f"run-{repeat}-{processes}-{prompts}-{parallel}",
-                                        processes, prompts, args, parallel))
+                speed, peak = run(folder, Path(tmp) / f"run-{repeat}-{processes}-{prompts}-{parallel}", processes,
+                                  prompts, args, parallel)
+                speeds[name].append(speed)
+                peaks[name].append(peak)
         base = statistics.median(speeds["1 process"])
-        print("| run | tok/s per repeat | median | vs 1 process |\n|---|---|---|---|")
+        print("| run | tok/s per repeat | median | vs 1 process | peak RSS of a process (MiB) |\n|---|---|---|---|---|")
         for name, values in speeds.items():
             middle = statistics.median(values)
-            print(f"| {name} | {', '.join(f'{v:.1f}' for v in values)} | {middle:.1f} | {middle / base:.2f}x |")
+            print(f"| {name} | {', '.join(f'{v:.1f}' for v in values)} | {middle:.1f} | {middle / base:.2f}x | "
+                  f"{max(peaks[name]):,.0f} |")
 
 
 if __name__ == "__main__":
