@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from mentor.world_model import SHIPPED_DIR, load_world_folder
+from mentor.world.solver import SHIPPED_DIR, load_world_folder
 
 
 def build_model(folder: Path, hidden: int, layers: int) -> int:

@@ -24,8 +24,8 @@ import torch
 from mentor.models import encode_prompt, render_prompt
 from mentor.sampling import SamplingParams
 from mentor.sampling.local import LocalSampler
-from mentor.tasks.world import WorldTask
-from mentor.world_model import SHIPPED_DIR, load_world_folder
+from mentor.world.problems import WorldTask
+from mentor.world.solver import SHIPPED_DIR, load_world_folder
 
 
 def hf_generate(model, tokenizer, prompts: list[str], params: SamplingParams, stop_ids: set[int]) -> int:

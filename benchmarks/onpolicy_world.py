@@ -17,7 +17,7 @@ from mentor.config import load_config
 from mentor.evaluate import EvalConfig, evaluate
 from mentor.tasks import load_task
 from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy
-from mentor.world_model import SHIPPED_DIR, load_world_folder
+from mentor.world.solver import SHIPPED_DIR, load_world_folder
 
 
 def main() -> None:

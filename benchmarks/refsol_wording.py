@@ -21,7 +21,7 @@ import math
 from mentor.evaluate import EvalConfig, evaluate
 from mentor.loading import load_model
 from mentor.tasks import load_task
-from mentor.tasks.world import STEP_WORDINGS, WorldProblem, match_step, parse_trace
+from mentor.world.problems import STEP_WORDINGS, WorldProblem, match_step, parse_trace
 
 WORDINGS = (*STEP_WORDINGS, "unreadable")
 

@@ -16,7 +16,7 @@ import time
 from mentor.analysis.report import aggregate_table, analyze_rollouts
 from mentor.evaluate import EvalConfig, evaluate
 from mentor.tasks import load_task
-from mentor.world_model import load_world_model
+from mentor.world.solver import load_world_model
 
 
 def main() -> None:

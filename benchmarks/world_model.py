@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mentor.evaluate import EvalConfig, evaluate, write_results
 from mentor.tasks import load_task
-from mentor.world_model import WorldModelConfig, build_world_model, load_world_folder
+from mentor.world.solver import WorldModelConfig, build_world_model, load_world_folder
 
 
 def main() -> None:

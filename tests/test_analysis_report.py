@@ -28,8 +28,8 @@ from mentor.contexts import build_context_prompt
 from mentor.models import render_prompt
 from mentor.records import Feedback, Rollout
 from mentor.tasks import load_task
-from mentor.tasks.world import WorldProblem, canonical_solution, corrupt_trace
-from mentor.world_model import load_world_model
+from mentor.world.problems import WorldProblem, canonical_solution, corrupt_trace
+from mentor.world.solver import load_world_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TOKEN_SPAN = re.compile(r'<span class="t[ "][^>]*>(.*?)</span>', re.S)

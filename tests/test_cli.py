@@ -133,7 +133,7 @@ def test_help_for_every_command():
     (["generate"], ["group_size = 8", "teacher.error_rate"]),
     (["compare"], ["search = {}", "workers = 1    runs in parallel"]),
     (["eval"], ["k = 8"]),
-    (["world", "build"], ["sft.steps = 3500", "habits.swap = 0.8", "habits.reword = 0.25"]),
+    (["world", "build"], ["sft.steps = 5000", "habits.swap = 0.8", "habits.reword = 0.25"]),
     (["mapd", "review"], ["threshold = 3.0"]),
 ])
 def test_help_lists_every_config_key_with_its_default(capsys, argv, keys):
@@ -152,7 +152,7 @@ def test_world_show_prints_problems(capsys):
 
 
 def test_demo_runs_end_to_end_with_the_shipped_model(tmp_path, capsys):
-    from mentor.world_model import SHIPPED_DIR, WorldModelConfig, find_world_model
+    from mentor.world.solver import SHIPPED_DIR, WorldModelConfig, find_world_model
 
     assert find_world_model(WorldModelConfig()) == SHIPPED_DIR  # the demo needs no build on a fresh install
     assert main(["demo", "-n", "4", "-k", "2", "--train-steps", "2", "--out", str(tmp_path / "demo")]) == 0
@@ -184,7 +184,7 @@ def test_bad_sampling_arguments_are_refused_before_the_model_loads(argv, message
         raise AssertionError("a model was loaded before the sampling arguments were checked")
 
     monkeypatch.setattr("mentor.loading.load_model", no_model)
-    monkeypatch.setattr("mentor.world_model.load_world_model", no_model)
+    monkeypatch.setattr("mentor.world.solver.load_world_model", no_model)
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
@@ -198,7 +198,7 @@ def test_the_vllm_backend_without_vllm_is_one_line_before_the_model_loads(argv, 
         raise AssertionError("a model was loaded before the backend was checked")
 
     monkeypatch.setattr("mentor.loading.load_model", no_model)
-    monkeypatch.setattr("mentor.world_model.load_world_model", no_model)
+    monkeypatch.setattr("mentor.world.solver.load_world_model", no_model)
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs vLLM in this environment" in err, err

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from mentor.cli import main
-from mentor.world_model import load_world_folder
+from mentor.world.solver import load_world_folder
 
 TRAIN = ["onpolicy.steps=4", "onpolicy.prompts_per_step=3", "onpolicy.lr=1e-3", "onpolicy.save_every=1",
          "onpolicy.eval_problems=4", "onpolicy.eval_k=2", "onpolicy.max_new_tokens=120"]
@@ -324,3 +324,64 @@ def test_an_unreachable_critic_fails_at_once_in_one_line_writing_nothing(tmp_pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and ("cannot reach" in err or "base_url must be" in err), err
     assert time.monotonic() - start < 20 and not out.exists()
+
+
+MAP = {"model": "world", "seeds": [0, 1], "workers": 2, "analysis_problems": 0,
+       "levels": {"easy": "world:steps=2", "hard": "world:steps=3"}, "carry_over": {"long": "world:steps=5,inputs=2"},
+       "carry_over_problems": 3, "carry_over_k": 2, "carry_over_max_new_tokens": 200,
+       "methods": {"GRPO": {"method": "grpo", "prompts_per_step": 1, "rollouts_per_prompt": 4},
+                   "Hybrid": {"method": "sd-critique", "grpo_weight": 0.5, "blend": "by-group", "prompts_per_step": 1,
+                              "rollouts_per_prompt": 4}},
+       "shared": {"steps": 2, "eval_every": 2, "eval_problems": 4, "eval_k": 2, "max_new_tokens": 120,
+                  "test_problems": 6}}
+
+
+def test_the_map_runs_each_level_scores_carry_over_and_reuses_everything(tmp_path, monkeypatch):
+    import yaml
+
+    import mentor.feedback_map as feedback_map
+
+    out, config_file = tmp_path / "map", tmp_path / "map.yaml"
+    config_file.write_text(yaml.safe_dump(MAP))  # a config of its own: overrides would merge into the default's methods
+    assert main(["compare", "--out", str(out), str(config_file)]) == 0
+    data = json.loads((out / "map.json").read_text())
+    assert list(data["levels"]) == ["easy", "hard"] and set(data["base"]) == {"easy", "hard"}
+    for level, steps in (("easy", 2), ("hard", 3)):
+        report = (out / level / "report.md").read_text()
+        assert f"world:steps={steps}" in report and "## Carry-over" in report
+        results = json.loads((out / level / "results.json").read_text())
+        assert set(results) == {"GRPO", "Hybrid"} and all(len(runs) == 2 for runs in results.values())
+        config = json.loads((out / level / "Hybrid" / "seed1" / "config.json").read_text())
+        assert config["blend"] == "by-group" and config["seed"] == 1
+        # the base is scored on the level's own test problems, with the runs' test settings
+        base = json.loads((out / level / "base.json").read_text())
+        assert base["job"][1] == f"world:steps={steps}" and base["job"][2:4] == [6, 2]
+    # every seed's chosen checkpoint, and the base, on the carry-over task
+    assert [len(data["carry_over"][level][m]["long"]) for level in ("easy", "hard") for m in ("GRPO", "Hybrid")] \
+        == [2, 2, 2, 2]
+    assert (out / "hard" / "GRPO" / "seed1" / "carry_over-long.json").is_file()
+    top = (out / "report.md").read_text()
+    assert "| easy (`world:steps=2`) |" in top and "## Who leads where" in top and "| hard | GRPO - Hybrid |" in top
+    assert (out / "map.png").read_bytes()[:4] == b"\x89PNG" and "[hard](hard/report.md)" in top
+    # the rows' numbers are the closed forms of method_estimate and difference
+    runs = json.loads((out / "easy" / "results.json").read_text())["GRPO"]
+    values = [r["test"]["best"]["avg@2"] for r in runs]
+    mean, std, se = feedback_map.method_estimate(runs, "avg@2")
+    assert mean == pytest.approx(sum(values) / 2) and std == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    run_se = sum(r["test"]["best"]["se"]["avg@2"] for r in runs) / 2
+    assert se == pytest.approx((std**2 / 2 + run_se**2) ** 0.5)
+    # run again: every training run and every evaluation is reused, nothing is scored anew
+    monkeypatch.setattr(feedback_map, "_score", lambda *a: pytest.fail("scored again"))
+    assert main(["compare", "--out", str(out), str(config_file), "workers=1"]) == 0
+    assert json.loads((out / "map.json").read_text())["base"] == data["base"]
+
+
+def test_map_levels_are_names_and_tasks():
+    from mentor.experiments import CompareConfig
+
+    for levels in ({"../x": "world"}, {"GRPO": "world"}, {"easy": ""}, ["world"]):
+        with pytest.raises(ValueError, match="levels"):
+            CompareConfig(levels=levels)
+    with pytest.raises(ValueError, match="carry_over_k"):
+        CompareConfig(carry_over_k=0)
+    assert CompareConfig(levels={"a": "world:steps=2", "b": "world:steps=3"}).n_runs() == 2 * 3 * 3

@@ -10,9 +10,9 @@ import pytest
 
 from mentor.feedback.committee_critic import CommitteeCritic
 from mentor.tasks import load_task
-from mentor.tasks.world import WorldProblem, canonical_solution, corrupt_trace
-from mentor.teachers import SimulatedWorldTeacher
 from mentor.train.recipe import CriticConfig, TrainConfig, run_training
+from mentor.world.problems import WorldProblem, canonical_solution, corrupt_trace
+from mentor.world.teacher import SimulatedWorldTeacher
 
 
 def traces(task, n=4):

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mentor.config import ConfigError, load_config, save_config
-from mentor.tasks.world import WorldConfig
-from mentor.tasks.world_habits import Habits
 from mentor.train.sft import SFTConfig
-from mentor.world_model import WorldModelConfig
+from mentor.world.habits import Habits
+from mentor.world.problems import WorldConfig
+from mentor.world.solver import WorldModelConfig
 
 
 @dataclass

@@ -42,7 +42,7 @@ def test_completion_tokenisation_check_on_the_world_tokenizer():
 
     from mentor.contexts import completion_token_mismatch
     from mentor.models import render_prompt
-    from mentor.world_model import SHIPPED_DIR
+    from mentor.world.solver import SHIPPED_DIR
 
     tokenizer = AutoTokenizer.from_pretrained(SHIPPED_DIR)
     student = render_prompt(tokenizer, PROBLEM.question)

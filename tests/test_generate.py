@@ -24,8 +24,8 @@ from mentor.records import RecordError
 from mentor.rewards import NORMALISATIONS, RewardConfig, WeightingConfig, all_group_weights, group_stats
 from mentor.sampling import Sample
 from mentor.sampling.openai_compatible import SamplerError
-from mentor.tasks.world import canonical_solution, parse_question
 from mentor.teachers import TeacherConfig
+from mentor.world.problems import canonical_solution, parse_question
 from serving import loopback_server
 
 BASE = ["-n", "8", "-G", "4", "teacher.error_rate=0.4"]
@@ -49,7 +49,7 @@ def straight(tmp_path_factory):
 
 def test_rows_carry_group_statistics_and_every_weight(straight):
     rows = load_responses(straight)
-    ids = [f"world-4step-mod17-train-0-{i}" for i in range(8)]
+    ids = [f"world-4step-mod31-train-0-{i}" for i in range(8)]
     assert [(r.problem_id, r.sample_index) for r in rows] == [(i, j) for i in ids for j in range(4)]
     weighting = WeightingConfig()
     for i in range(0, 32, 4):

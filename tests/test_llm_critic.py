@@ -18,9 +18,9 @@ from mentor.feedback.llm_critic import (
     strip_thinking,
 )
 from mentor.sampling.openai_compatible import OpenAISampler
-from mentor.tasks.world import WorldProblem, WorldTask, canonical_solution, corrupt_trace
-from mentor.tasks.world_critic import corrected_solution
-from mentor.tasks.world_critic import critique as world_critique
+from mentor.world.critic import corrected_solution
+from mentor.world.critic import critique as world_critique
+from mentor.world.problems import WorldProblem, WorldTask, canonical_solution, corrupt_trace
 
 PROBLEMS = WorldTask().problems("test", n=10)
 KINDS = [None, "result", "substitution", "skip", "truncate"]

@@ -14,6 +14,7 @@ from mentor.losses import (
     clipped_policy_gradient,
     fused_forward_kl,
     generalized_jsd,
+    generalized_jsd_from_states,
     group_advantages,
     sampled_token_distill,
     token_logprobs,
@@ -194,6 +195,53 @@ def test_clip_caps_only_terms_above_it(beta):
     above, metrics = generalized_jsd(s, t, mask, beta=beta, clip=terms.max().item() + 1)
     torch.testing.assert_close(above, full, rtol=0, atol=0)
     assert metrics["clip_frac"] == 0.0
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_position_clip_caps_each_position_and_keeps_its_gradient_direction(beta):
+    """clip_mode=position: a position's divergence d above the cap counts as the cap, and its gradient is
+    d's own gradient times cap / d (never zero); positions below the cap are untouched."""
+    s, t, mask = random_case(seed=7, scale=3.0)
+    d = naive_jsd_terms(s, t, beta).sum(-1)[mask]
+    ordered = d.sort().values
+    clip = (ordered[len(d) // 2 - 1] + ordered[len(d) // 2]).item() / 2  # between two positions' values
+    leaf = s.clone().requires_grad_()
+    got, metrics = generalized_jsd(leaf, t, mask, beta=beta, clip=clip, clip_mode="position", chunk=2)
+    got.backward()
+    torch.testing.assert_close(got, d.clamp(max=clip).sum() / mask.sum(), rtol=1e-10, atol=1e-12)
+    assert metrics["clip_frac"] == pytest.approx((d > clip).double().mean().item())
+    # the gradient, position by position, against autograd of the unclipped divergence of that position alone
+    ref = torch.zeros_like(s)
+    for b, pos in mask.nonzero().tolist():
+        one = s.clone().requires_grad_()
+        d_one = naive_jsd_terms(one, t, beta)[b, pos].sum()
+        (grad,) = torch.autograd.grad(d_one, one)
+        ref += grad * min(1.0, clip / d_one.item()) / mask.sum()
+    torch.testing.assert_close(leaf.grad, ref, rtol=1e-9, atol=1e-12)
+    over = mask.clone()
+    over[mask] = d > clip
+    assert (leaf.grad[over].abs().sum(-1) > 0).all()  # a capped position still teaches (OPSD's term clip: less)
+    above, _ = generalized_jsd(s, t, mask, beta=beta, clip=d.max().item() + 1, clip_mode="position")
+    torch.testing.assert_close(above, generalized_jsd(s, t, mask, beta=beta)[0], rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="clip_mode"):
+        generalized_jsd(s, t, mask, clip=0.1, clip_mode="row")
+
+
+def test_position_clip_from_states_equals_it_on_logits():
+    g = torch.Generator().manual_seed(3)
+    h_s, h_t = torch.randn(2, 6, 5, generator=g, dtype=torch.float64), torch.randn(2, 6, 5, generator=g, dtype=torch.float64)
+    w_s, w_t = torch.randn(9, 5, generator=g, dtype=torch.float64), torch.randn(9, 5, generator=g, dtype=torch.float64)
+    tokens, mask = torch.randint(0, 9, (2, 6), generator=g), torch.rand(2, 6, generator=g) < 0.8
+    leaf = h_s.clone().requires_grad_()
+    got, metrics, _, _ = generalized_jsd_from_states(leaf, w_s, h_t, w_t, tokens, mask, clip=0.3,
+                                                     clip_mode="position", chunk=3)
+    got.backward()
+    ref_leaf = h_s.clone().requires_grad_()
+    ref, ref_metrics = generalized_jsd(ref_leaf @ w_s.T, h_t @ w_t.T, mask, clip=0.3, clip_mode="position")
+    ref.backward()
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad, rtol=1e-9, atol=1e-12)
+    assert metrics["clip_frac"] == pytest.approx(ref_metrics["clip_frac"])
 
 
 @pytest.mark.parametrize(

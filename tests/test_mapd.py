@@ -37,8 +37,8 @@ from mentor.offline.mapd import (
 from mentor.records import RecordError
 from mentor.sampling import SamplingParams
 from mentor.tasks import load_task
-from mentor.tasks.world import WorldProblem, canonical_solution, corrupt_trace, question_text
-from mentor.teachers import SimulatedWorldTeacher
+from mentor.world.problems import WorldProblem, canonical_solution, corrupt_trace, question_text
+from mentor.world.teacher import SimulatedWorldTeacher
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -122,7 +122,7 @@ def test_simulated_reviews_score_what_the_critic_finds_and_can_be_malformed(worl
         bad = corrupt_trace(wp, random.Random(1), "result", 1)
         assert parse_score(ask(exact, review_prompt(problem.question, bad, problem.answer))) == (1.0, "ok")
     # a correct rationale in the alternative wording is read too
-    from mentor.tasks.world import alternative_solution
+    from mentor.world.problems import alternative_solution
 
     wp = WorldProblem.from_meta(problems[0].meta)
     alternative = alternative_solution(wp, random.Random(3))
@@ -377,7 +377,7 @@ def test_build_without_accepted_rationales_counts_them(world, tmp_path):
 
 def test_distill_trains_the_student_on_a_build_folder(pipeline, tmp_path):
     from mentor.offline.train import DistillConfig, training_examples
-    from mentor.world_model import SHIPPED_DIR, load_world_folder
+    from mentor.world.solver import SHIPPED_DIR, load_world_folder
 
     build = pipeline / "build-committee"
     _, tokenizer = load_world_folder(SHIPPED_DIR)
@@ -412,7 +412,7 @@ def test_build_refuses_an_explanation_of_another_student_answer(pipeline, tmp_pa
 
 def test_a_text_cut_at_the_token_limit_gets_no_end_of_sequence(tmp_path):
     from mentor.offline.train import DistillConfig, training_examples
-    from mentor.world_model import SHIPPED_DIR, load_world_folder
+    from mentor.world.solver import SHIPPED_DIR, load_world_folder
 
     _, tokenizer = load_world_folder(SHIPPED_DIR)
     rows = [{"task": "explanation", "problem_id": "p", "teacher": "t", "prompt": "q", "completion": "cut he",

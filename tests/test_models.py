@@ -196,19 +196,24 @@ def test_a_folder_that_is_not_a_model_says_what_it_is(tmp_path):
 def test_world_spec_is_resolved_above_the_core(monkeypatch):
     from mentor.loading import load_model
 
-    fake = types.ModuleType("mentor.world_model")
+    fake = types.ModuleType("mentor.world.solver")
     fake.load_world_model = lambda: (tiny_llama(), word_tokenizer())
-    monkeypatch.setitem(sys.modules, "mentor.world_model", fake)
+    monkeypatch.setitem(sys.modules, "mentor.world.solver", fake)
     model, tokenizer = load_model("world", lora=LoraSpec(r=2))
     assert isinstance(model.get_base_model(), LlamaForCausalLM) and tokenizer.pad_token is not None
 
 
 def test_the_core_never_imports_the_world():
-    """models, sampling, evaluate, losses and the trainers import no world module (no import circle)."""
+    """No core module imports the world package (the organism plugs in where a user names it): not the
+    models, sampling, evaluation, losses, trainers, teachers, offline pipelines, comparisons or commands."""
     import subprocess
 
-    code = ("import sys, mentor.models, mentor.evaluate, mentor.train.onpolicy, mentor.train.sft, mentor.losses; "
-            "print(sorted(m for m in sys.modules if 'world' in m))")
+    core = ("mentor.models", "mentor.evaluate", "mentor.train.onpolicy", "mentor.train.sft", "mentor.losses",
+            "mentor.teachers", "mentor.offline.generate", "mentor.offline.mapd", "mentor.offline.distill",
+            "mentor.experiments", "mentor.analysis.report", "mentor.tasks", "mentor.feedback.committee_critic",
+            "mentor.train.recipe", "mentor.loading", "mentor.cli", "mentor.commands.world",
+            "mentor.commands.training", "mentor.commands.offline", "mentor.commands.evaluation")
+    code = f"import sys, {', '.join(core)}; print(sorted(m for m in sys.modules if m.startswith('mentor.world')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -249,3 +254,20 @@ def test_smollm2_gguf_loads_caches_and_answers(monkeypatch, tmp_path):
         [prompt], SamplingParams(temperature=0.0, max_new_tokens=16)
     )
     assert reply.text.strip() and "5" in reply.text, reply
+
+
+def test_weights_fingerprint_follows_the_weight_files(tmp_path):
+    from mentor.loading import weights_fingerprint
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert weights_fingerprint(str(folder)) == str(folder)  # no weights: the spec itself
+    (folder / "model.safetensors").write_bytes(b"a" * 3_000_000)
+    first = weights_fingerprint(str(folder))
+    assert first == weights_fingerprint(str(folder)) and len(first) == 16
+    (folder / "config.json").write_text('{"x": 1}')  # not a weight file
+    assert weights_fingerprint(str(folder)) == first
+    (folder / "model.safetensors").write_bytes(b"a" * 2_999_999 + b"b")  # the last byte changed
+    assert weights_fingerprint(str(folder)) != first
+    assert weights_fingerprint("org/some-hub-id") == "org/some-hub-id"

@@ -15,7 +15,6 @@ from accelerate.tracking import GeneralTracker
 from mentor.models import LoraSpec, apply_lora, render_prompt
 from mentor.sampling import Sample
 from mentor.tasks import load_task
-from mentor.tasks.world import WorldProblem, canonical_solution, corrupt_trace
 from mentor.train.onpolicy import (
     OnPolicyConfig,
     Row,
@@ -27,7 +26,8 @@ from mentor.train.onpolicy import (
     train_step,
 )
 from mentor.train.teacher import SelfTeacher
-from mentor.world_model import SHIPPED_DIR, load_world_folder
+from mentor.world.problems import WorldProblem, canonical_solution, corrupt_trace
+from mentor.world.solver import SHIPPED_DIR, load_world_folder
 
 FAST = {"eval_problems": 4, "eval_k": 2, "max_new_tokens": 120}
 
@@ -68,8 +68,11 @@ def test_config_defaults_and_errors():
      {"method": "sd-critique", "divergence": "sampled"}, {"method": "sd-critique", "divergence": "top-k", "top_k": 5},
      {"method": "sd-critique", "signal_span": "to-divergence", "teacher": "ema"},
      {"method": "sd-success", "rollouts_per_prompt": 4, "teacher": "live"},
-     {"method": "sd-critique", "grpo_weight": 0.5, "rollouts_per_prompt": 4}],
-    ids=["grpo", "sd-reference", "sd-critique", "sampled", "top-k", "to-divergence-ema", "sd-success-live", "blend"],
+     {"method": "sd-critique", "grpo_weight": 0.5, "rollouts_per_prompt": 4},
+     {"method": "sd-critique", "grpo_weight": 0.5, "rollouts_per_prompt": 4, "blend": "by-group"},
+     {"method": "sd-critique", "divergence_clip": 0.05, "divergence_clip_mode": "position"}],
+    ids=["grpo", "sd-reference", "sd-critique", "sampled", "top-k", "to-divergence-ema", "sd-success-live", "blend",
+         "hybrid-by-group", "position-clip"],
 )
 def test_every_method_takes_steps_on_the_world(overrides):
     model, tokenizer = load_world_folder(SHIPPED_DIR)
@@ -281,15 +284,18 @@ def _rows(task, tokenizer, completions):
     return rows
 
 
+def _right(p):
+    return canonical_solution(WorldProblem.from_meta(p.meta))
+
+
+def _wrong(p):
+    return corrupt_trace(WorldProblem.from_meta(p.meta), random.Random(0), "result", 1)
+
+
 def test_signal_span_ends_at_the_token_where_the_rollout_leaves_the_critique():
     task = load_task("world")
     _, tokenizer = load_world_folder(SHIPPED_DIR)
-
-    def right(p):
-        return canonical_solution(WorldProblem.from_meta(p.meta))
-
-    def wrong(p):
-        return corrupt_trace(WorldProblem.from_meta(p.meta), random.Random(0), "result", 1)
+    right, wrong = _right, _wrong
 
     rows = _rows(task, tokenizer, [right, wrong])
     config = OnPolicyConfig(method="sd-critique", signal_span="to-divergence")
@@ -300,6 +306,20 @@ def test_signal_span_ends_at_the_token_where_the_rollout_leaves_the_critique():
     wrong_prefix = tokenizer.decode(ids[:keep])
     assert right(rows[1].problem).startswith(tokenizer.decode(ids[: keep - 1]))
     assert not right(rows[1].problem).startswith(wrong_prefix)  # the last kept token is the wrong one
+
+
+def test_by_group_blend_sends_groups_with_a_success_to_grpo_and_the_rest_to_the_critique():
+    task = load_task("world")
+    _, tokenizer = load_world_folder(SHIPPED_DIR)
+    rows = _rows(task, tokenizer, [_right, _wrong, _wrong, _wrong])  # groups of two: (right, wrong), (wrong, wrong)
+    rows[1].problem, rows[3].problem = rows[0].problem, rows[2].problem
+    config = OnPolicyConfig(method="sd-critique", grpo_weight=0.5, rollouts_per_prompt=2, blend="by-group")
+    counts = attach_contexts(rows, task, tokenizer, config, task_critic(task), 2)
+    assert counts["routed_to_grpo"] == 2 and [r.teacher_prompt is None for r in rows] == [True, True, False, False]
+    assert "Step 1 is wrong" in rows[2].teacher_prompt
+    for bad in ({"method": "sd-critique"}, {"method": "grpo"}, {"method": "sd-success", "grpo_weight": 0.5}):
+        with pytest.raises(ValueError, match="by-group"):
+            OnPolicyConfig(blend="by-group", **bad)
 
 
 def test_sd_success_needs_a_successful_sibling():

@@ -27,10 +27,10 @@ from mentor.models import LoraSpec, apply_lora, encode_prompt, render_prompt
 from mentor.sampling import SamplingParams
 from mentor.sampling.local import LocalSampler
 from mentor.sampling.vllm_engine import VLLMSampler, engine_for
-from mentor.tasks.world import WorldTask
 from mentor.train.completions import completion_logits
 from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy
-from mentor.world_model import SHIPPED_DIR, load_world_folder
+from mentor.world.problems import WorldTask
+from mentor.world.solver import SHIPPED_DIR, load_world_folder
 from tiny import tiny_llama
 
 SET_NUM_THREADS = torch.set_num_threads  # before any engine starts

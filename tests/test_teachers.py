@@ -14,7 +14,8 @@ from transformers import PreTrainedTokenizerFast
 from mentor.sampling import SamplingParams
 from mentor.sampling.local import LocalSampler
 from mentor.tasks import load_task
-from mentor.tasks.world import (
+from mentor.teachers import SamplerTeacher, TeacherConfig, build_teacher, user_messages
+from mentor.world.problems import (
     ANSWER_RE,
     CANONICAL_STEP_RE,
     WorldProblem,
@@ -24,14 +25,7 @@ from mentor.tasks.world import (
     parse_trace,
     question_text,
 )
-from mentor.teachers import (
-    SamplerTeacher,
-    SimulatedWorldTeacher,
-    TeacherConfig,
-    build_teacher,
-    restyle,
-    user_messages,
-)
+from mentor.world.teacher import SimulatedWorldTeacher, restyle
 from tiny import tiny_llama
 
 TASK = load_task("world")

@@ -15,8 +15,8 @@ from mentor.analysis.token_advantage import (
     token_steps,
 )
 from mentor.models import render_prompt
-from mentor.tasks.world import WorldProblem, WorldTask, canonical_solution
-from mentor.world_model import SHIPPED_DIR, load_world_folder
+from mentor.world.problems import WorldProblem, WorldTask, canonical_solution
+from mentor.world.solver import SHIPPED_DIR, load_world_folder
 
 
 @pytest.fixture(scope="module")

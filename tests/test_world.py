@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from mentor.records import Problem
 from mentor.tasks import load_task
-from mentor.tasks.world import (
+from mentor.world.critic import corrected_solution, critique
+from mentor.world.problems import (
     ERROR_KINDS,
     OPS,
     WorldConfig,
@@ -23,7 +24,6 @@ from mentor.tasks.world import (
     match_step,
     parse_trace,
 )
-from mentor.tasks.world_critic import corrected_solution, critique
 
 
 def make_problem(seed: int, steps: int = 4, modulus: int = 10) -> Problem:

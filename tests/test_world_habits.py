@@ -10,7 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mentor.tasks.world import (
+from mentor.tasks import load_task
+from mentor.world.critic import critique
+from mentor.world.habits import HABITS, Habits, first_departure, habit_trace, swap_steps
+from mentor.world.problems import (
     WorldConfig,
     WorldProblem,
     WorldTask,
@@ -19,9 +22,7 @@ from mentor.tasks.world import (
     match_step,
     parse_trace,
 )
-from mentor.tasks.world_critic import critique
-from mentor.tasks.world_habits import HABITS, Habits, first_departure, habit_trace, swap_steps
-from mentor.world_model import WorldModelConfig, fact_drill, train_problems, training_texts
+from mentor.world.solver import WorldModelConfig, fact_drill, train_problems, training_texts
 
 TASK = WorldTask()
 
@@ -30,12 +31,20 @@ def problem(seed: int):
     return TASK.problems("validation", n=1, seed=seed)[0]
 
 
-def test_default_world_has_a_prime_modulus_and_no_dead_steps():
-    problems = TASK.problems("test", n=300)
-    assert TASK.config.modulus == 17 and TASK.config.ops == ("+", "-")
+@pytest.mark.parametrize("steps", [2, 3, 6, 8])
+def test_default_world_has_a_prime_modulus_and_no_dead_steps(steps):
+    task = WorldTask(WorldConfig(steps=steps))
+    problems = task.problems("test", n=600)
+    assert task.config.modulus == 31 and task.config.ops == ("+", "-")
     assert all(answer_depends_on_every_step(WorldProblem.from_meta(p.meta)) for p in problems)
     top = max(sum(p.answer == a for p in problems) for a in {p.answer for p in problems})
-    assert top / len(problems) < 0.12  # no constant answer is worth much (1/17 = 5.9% on average)
+    assert top / len(problems) < 0.07  # no constant answer is worth much (1/31 = 3.2% on average)
+
+
+def test_an_answer_that_is_a_constant_is_detected():
+    # f = (a + b) - a - b is 0 whatever the inputs: every step matters, yet a guess of 0 is always right
+    wp = WorldProblem(31, {"a": 1, "b": 2}, [("c", "a", "+", "b"), ("d", "c", "-", "a"), ("e", "d", "-", "b")])
+    assert wp.answer == 0 and not answer_depends_on_every_step(wp)
 
 
 def test_a_dead_step_is_detected():
@@ -184,11 +193,90 @@ def test_reference_examples_follow_the_reference():
 def test_fact_drill_states_true_facts():
     config = WorldModelConfig()
     wp = WorldProblem.from_meta(problem(0).meta)
-    for line in fact_drill(wp, config, random.Random(0)).splitlines():
+    user, answer = fact_drill(wp, config, random.Random(0))
+    asked = user.removeprefix(f"Facts modulo {wp.modulus}: ").removesuffix(".").split(", ")
+    lines = answer.splitlines()
+    assert len(lines) == len(asked) == config.facts_per_drill
+    for question, line in zip(asked, lines):
         x, op, y, _, integer, _, z = line.split()
         assert (int(integer) % wp.modulus, wp.apply(op, int(x), int(y))) == (int(z), int(z))
+        assert line.startswith(" ")  # the first number is the token a trace uses (see below)
+        assert question == f"{x} {op} {y}"  # the operands are asked: the answer's loss falls on the results
+
+
+def test_shipped_tokenizer_spells_step_tags_and_numbers_as_the_traces_do():
+    """A step tag is ``<step_``, the number's digit tokens, ``>``: a tag beyond the trained lengths is made of
+    trained tokens. A drill's first number is the same token as in a trace's arithmetic."""
+    from transformers import AutoTokenizer
+
+    from mentor.world.solver import SHIPPED_DIR, fact_drill
+
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED_DIR)
+    assert tokenizer.tokenize("<step_7> d") == ["<step_", "7", ">", "Ġd"]
+    assert tokenizer.tokenize("<step_3>") == ["<step_", "3", ">"]
+    assert tokenizer.tokenize("\n<answer> 5")[-2:] == ["<answer>", "Ġ5"]
+    _, drill = fact_drill(WorldProblem.from_meta(problem(0).meta), WorldModelConfig(), random.Random(1))
+    first = drill.split()[0]
+    assert tokenizer.tokenize(drill)[0] == f"Ġ{first}"
+    assert tokenizer.tokenize(f"with a = 1, {first} + 2 =")[-4] == f"Ġ{first}"  # the same token in a trace
 
 
 def test_world_config_other_moduli_still_generate():
     task = WorldTask(WorldConfig(modulus=2, steps=3))  # too small for every step to matter: keeps the last
     assert len(task.problems("test", n=5)) == 5
+
+
+def test_skips_and_stops_grow_along_the_chain():
+    """P(no skip) and P(no stop) of an n-step trace are the closed-form products over its steps."""
+    wp = WorldProblem.from_meta(WorldTask(WorldConfig(steps=6)).problems("test", n=1)[0].meta)
+    rng, draws = random.Random(0), 4000
+    skips = Habits(swap=0, slip=0, skip=0.05, truncate=0, reword=0)
+    stops = Habits(swap=0, slip=0, skip=0, truncate=0.05, reword=0)
+    canonical = canonical_solution(wp)
+    no_skip = sum(habit_trace(wp, skips, rng) == canonical for _ in range(draws)) / draws
+    no_stop = sum("<answer>" in habit_trace(wp, stops, rng) for _ in range(draws)) / draws
+    expected = 1.0
+    for k in range(1, 6):  # the k-th step of 6 may be left out (never the last); stops come before steps 2..6
+        expected *= 1 - 0.05 * k
+    se = (expected * (1 - expected) / draws) ** 0.5
+    assert abs(no_skip - expected) < 4 * se and abs(no_stop - expected) < 4 * se  # 0.4464 at these rates
+
+
+def test_lengths_and_inputs_are_a_range_drawn_per_problem():
+    task = load_task("world:steps=2-6,inputs=2-4")
+    assert task.name.startswith("world-2to6step-mod31")
+    shapes = {(len(p.meta["inputs"]), len(p.meta["defs"])) for p in task.problems("train", n=400)}
+    assert {s for _, s in shapes} == {2, 3, 4, 5, 6} and {i for i, _ in shapes} == {2, 3, 4}
+    assert WorldConfig(steps=[3, 3]).steps == 3 and WorldConfig(steps="2-6").steps_range == (2, 6)
+    for bad in ("6-2", "two", [1, 2, 3], 0, (1, 17)):
+        with pytest.raises(ValueError, match="world steps"):
+            WorldConfig(steps=bad)
+    with pytest.raises(ValueError, match="inputs"):
+        WorldConfig(steps=(2, 6), inputs=(2, 7))
+
+
+def test_padded_heads_compute_the_same_function_and_stay_zero_under_training():
+    """Heads of 16 dimensions (which vLLM's CPU attention refuses) widened to 32 by zero dimensions: the
+    same logits, and a training step leaves the new dimensions zero."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mentor.world.solver import pad_attention_heads
+
+    torch.manual_seed(0)
+    narrow = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64))
+    narrow.eval()
+    wide = pad_attention_heads(narrow)
+    assert wide.config.head_dim == 32 and narrow.config.hidden_size // narrow.config.num_attention_heads == 16
+    ids = torch.randint(0, 50, (2, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(wide(ids).logits, narrow(ids).logits, rtol=1e-4, atol=1e-5)
+    wide.train()
+    wide(ids, labels=ids).loss.backward()
+    attention = wide.model.layers[0].self_attn
+    zero_rows = attention.q_proj.weight.view(4, 32, -1).abs().sum(-1) == 0
+    assert zero_rows.sum() == 4 * 16  # half of every head's dimensions are the padding
+    assert (attention.q_proj.weight.grad.view(4, 32, -1)[zero_rows] == 0).all()
+    assert (attention.o_proj.weight.grad.view(-1, 4, 32)[:, zero_rows] == 0).all()
+    assert pad_attention_heads(wide) is wide  # nothing to do

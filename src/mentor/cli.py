@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. sft.steps=200 world.steps=5")
     p.set_defaults(func=world_build)
-    _keys(p, "mentor.world_model:WorldModelConfig")
+    _keys(p, "mentor.world.solver:WorldModelConfig")
     p = world_commands.add_parser("show", help="print world problems with canonical and reference solutions")
     p.add_argument("--task", default="world", help="world spec, e.g. world:steps=5,modulus=10")
     p.add_argument("-n", type=int, default=3)

@@ -30,7 +30,7 @@ from mentor.train.onpolicy import OnPolicyConfig
 DEFAULT_CONFIG = Path(__file__).parent / "assets" / "compare_world.yaml"
 METRICS = ("pass", "maj", "avg")
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-RESERVED = {"data", "mapd", "analysis"}  # folders of OUT that are not runs
+RESERVED = {"data", "mapd", "analysis", "carry_over"}  # folders of OUT that are not runs
 
 
 @dataclass
@@ -59,10 +59,30 @@ class CompareConfig:
     # search run). ``lr`` of an offline method is its ``sft.lr``. A method's own ``search`` entry replaces
     # this grid for that method; keep the number of candidates equal so every method gets the same budget.
     search: dict[str, list] = field(default_factory=dict)
+    # The map (mentor.feedback_map): the whole comparison at each of these levels (label -> task spec, in
+    # OUT/LABEL, ``task`` then unused), side by side in OUT/report.md with map.png
+    levels: dict[str, str] = field(default_factory=dict)
+    # tasks beyond the training distribution (label -> task spec) on which the base model and every run's
+    # chosen checkpoint are scored too: test split, this many problems and samples, this many new tokens
+    carry_over: dict[str, str] = field(default_factory=dict)
+    carry_over_problems: int = 150
+    carry_over_k: int = 4
+    carry_over_max_new_tokens: int = 320
 
     def __post_init__(self) -> None:
         if not self.seeds or not self.methods:
             raise ValueError("compare needs at least one seed and one method")
+        for where, specs in (("levels", self.levels), ("carry_over", self.carry_over)):
+            if not isinstance(specs, dict):
+                raise ValueError(f"{where} must map a label to a task spec, got {specs!r}")
+            for label, spec in specs.items():
+                if not isinstance(label, str) or not LABEL.fullmatch(label) or label in RESERVED | set(self.methods):
+                    raise ValueError(f"{where} label {label!r} must be a plain name (letters, digits, '.', '_', '+', "
+                                     "'-') and no method's: it names a folder")
+                if not isinstance(spec, str) or not spec:
+                    raise ValueError(f"{where}.{label} must be a task spec such as world:steps=6, got {spec!r}")
+        if min(self.carry_over_problems, self.carry_over_k, self.carry_over_max_new_tokens) < 1:
+            raise ValueError("carry_over_problems, carry_over_k and carry_over_max_new_tokens must be >= 1")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         for label in self.methods:
@@ -91,8 +111,10 @@ class CompareConfig:
         return len(self.candidates(label)) > 1
 
     def n_runs(self) -> int:
-        """Training runs in all: every candidate on the first seed, the chosen one on the others."""
-        return sum(len(self.seeds) + len(self.candidates(label)) - 1 for label in self.methods)
+        """Training runs in all: every candidate on the first seed, the chosen one on the others (at every
+        level of a map)."""
+        per_level = sum(len(self.seeds) + len(self.candidates(label)) - 1 for label in self.methods)
+        return per_level * max(len(self.levels), 1)
 
     def run_config(self, label: str, seed: int, out: str = "OUT", choice: dict | None = None):
         """The OnPolicyConfig of an on-policy method, or the DistillConfig of an offline one; ``choice``:
@@ -173,6 +195,14 @@ def _run_dir(config: CompareConfig, label: str, seed: int, out: Path, choice: di
     if config.searched(label) and seed == config.seeds[0]:
         return out / label / "search" / candidate_name(choice)
     return out / label / f"seed{seed}"
+
+
+def chosen_run_dirs(config: CompareConfig, out: Path) -> dict[str, list[Path]]:
+    """Each method's run folders, one a seed, with the search's chosen candidate (``search.json``)."""
+    path = out / "search.json"
+    search = json.loads(path.read_text()) if path.is_file() else {}
+    return {label: [_run_dir(config, label, seed, out, search.get(label, {}).get("chosen", config.candidates(label)[0]))
+                    for seed in config.seeds] for label in config.methods}
 
 
 def validation_score(summary: dict) -> float:

@@ -20,9 +20,38 @@ def load_model(spec: str, *, dtype: torch.dtype = torch.float32, device: str | t
     """``(model, tokenizer)`` for a model spec, in eval mode, on ``device``, optionally with LoRA."""
     if spec == WORLD:
         from mentor.progress import no_transformers_bars
-        from mentor.world_model import load_world_model
+        from mentor.world.solver import load_world_model
 
         with no_transformers_bars():  # a local folder of a few MB
             model, tokenizer = load_world_model()
         return prepare_policy(model, tokenizer, dtype=dtype, device=device, lora=lora)
     return load_policy(spec, dtype=dtype, device=device, lora=lora)
+
+
+def weights_fingerprint(spec: str) -> str:
+    """A short fingerprint of the weights a model spec names, for caches of its scores: the world's solver
+    as it would be loaded now, or a local folder's weight files (name, size, first and last MiB: cheap on
+    large files, and any retrained or rebuilt weights differ); a spec that names no local files (a Hub
+    id) is its own fingerprint."""
+    import hashlib
+    from pathlib import Path
+
+    if spec == WORLD:
+        from mentor.world.solver import WorldModelConfig, find_world_model, world_model_dir
+
+        folder = find_world_model() or world_model_dir(WorldModelConfig())
+    else:
+        folder = Path(spec)
+    files = sorted(p for p in folder.glob("*") if p.suffix in (".safetensors", ".bin", ".gguf")) if folder.is_dir() \
+        else [folder] if folder.is_file() else []
+    if not files:
+        return spec
+    digest = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}".encode())
+        with path.open("rb") as handle:
+            digest.update(handle.read(1 << 20))
+            handle.seek(max(size - (1 << 20), 0))
+            digest.update(handle.read(1 << 20))
+    return digest.hexdigest()[:16]

@@ -65,8 +65,12 @@ def _with_tail(logp_NV: torch.Tensor, ids_NK: torch.Tensor) -> torch.Tensor:
     return torch.cat([logp_NV.gather(-1, ids_NK), rest_N1], dim=-1)
 
 
-def _chunk_divergence(s_BCV, t_BCV, m_BC, *, beta, temperature, top_k, from_teacher, tail, clip):
-    """Summed divergence over the unmasked positions of one time chunk, and the number of clipped terms."""
+CLIP_MODES = ("term", "position")
+
+
+def _chunk_divergence(s_BCV, t_BCV, m_BC, *, beta, temperature, top_k, from_teacher, tail, clip, clip_mode="term"):
+    """Summed divergence over the unmasked positions of one time chunk, and the number of clipped terms (or,
+    with ``clip_mode="position"``, positions)."""
     # -inf logits (banned ids) become a huge finite negative number: probability 0 without 0 * inf = NaN
     dtype = torch.promote_types(s_BCV.dtype, torch.float32)  # bf16 / fp16 logits are upcast per chunk
     s_NV = (s_BCV[m_BC].to(dtype) / temperature).clamp(min=-1e30)
@@ -88,6 +92,13 @@ def _chunk_divergence(s_BCV, t_BCV, m_BC, *, beta, temperature, top_k, from_teac
         logm = torch.logaddexp(logs + math.log1p(-beta), logt + math.log(beta))
         terms = beta * _kl_terms(logt, logm) + (1.0 - beta) * _kl_terms(logs, logm)
     n_clipped = terms.new_zeros(())
+    if clip is not None and clip_mode == "position":
+        # mentor's: a position whose divergence d exceeds the cap is scaled by cap / sg(d): its value is the
+        # cap and its gradient keeps its direction, shrunk. A clamp would pass no gradient at all where the
+        # teacher disagrees most, which is where a confident teacher teaches (docs/world5.md)
+        d_N = terms.sum(-1)
+        n_clipped = (d_N > clip).sum().to(d_N.dtype)
+        return (d_N * (clip / d_N.detach().clamp(min=clip))).sum(), n_clipped
     if clip is not None:  # OPSD: clamp each (position, vocab entry) term before the vocabulary sum
         n_clipped = (terms > clip).sum().to(terms.dtype)
         terms = terms.clamp(max=clip)
@@ -243,7 +254,7 @@ def _scaled(logits: torch.Tensor, dtype: torch.dtype, temperature: float) -> tor
 
 
 def _check_divergence(beta: float, temperature: float, top_k: int | None, top_k_source: str, tail: bool,
-                      clip: float | None, chunk: int) -> None:
+                      clip: float | None, chunk: int, clip_mode: str = "term") -> None:
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     if not temperature > 0:
@@ -256,13 +267,16 @@ def _check_divergence(beta: float, temperature: float, top_k: int | None, top_k_
         raise ValueError("tail=True needs top_k")
     if clip is not None and not clip > 0:
         raise ValueError(f"clip must be > 0 or None, got {clip}")
+    if clip_mode not in CLIP_MODES:
+        raise ValueError(f"clip_mode must be one of {', '.join(CLIP_MODES)}, got {clip_mode!r}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
 
 
-def _clip_fraction(n_clipped: torch.Tensor, n_tokens: torch.Tensor, V: int, top_k: int | None, tail: bool) -> float:
-    """The share of (position, bucket) terms the clip capped."""
-    n_buckets = V if top_k is None or top_k >= V else top_k + int(tail)
+def _clip_fraction(n_clipped: torch.Tensor, n_tokens: torch.Tensor, V: int, top_k: int | None, tail: bool,
+                   clip_mode: str = "term") -> float:
+    """The share of (position, bucket) terms, or of positions, the clip capped."""
+    n_buckets = 1 if clip_mode == "position" else V if top_k is None or top_k >= V else top_k + int(tail)
     return float(n_clipped / (n_tokens * n_buckets))
 
 
@@ -280,18 +294,20 @@ def generalized_jsd_from_states(
     top_k_source: str = "teacher",
     tail: bool = False,
     clip: float | None = None,
+    clip_mode: str = "term",
     chunk: int = 128,
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor]:
     """:func:`generalized_jsd` of the logits ``hidden @ head.T`` (a head without bias), computed ``chunk``
     unmasked positions at a time under activation checkpointing: no B x T x V tensor of either model exists,
     forward or backward (the chunk's head product runs again in backward). For the divergences the
     closed-form :func:`fused_forward_kl` does not cover: top-k (with or without the tail), beta > 0, the
-    per-term clip. Also returns the student's and the teacher's log-probs of ``tokens`` (B x T, detached).
+    clip. Also returns the student's and the teacher's log-probs of ``tokens`` (B x T, detached).
     """
-    _check_divergence(beta, temperature, top_k, top_k_source, tail, clip, chunk)
+    _check_divergence(beta, temperature, top_k, top_k_source, tail, clip, chunk, clip_mode)
     _check_states(student_hidden_BTH, student_head_VH, teacher_hidden_BTH, teacher_head_VH, tokens_BT, mask_BT)
     divergence = functools.partial(_chunk_divergence, beta=float(beta), temperature=float(temperature), top_k=top_k,
-                                   from_teacher=top_k_source == "teacher", tail=tail, clip=clip)
+                                   from_teacher=top_k_source == "teacher", tail=tail, clip=clip,
+                                   clip_mode=clip_mode)
     teacher_head_VH = teacher_head_VH.detach()
 
     def piece(h_s_CH, h_t_CH, ids_C):
@@ -324,7 +340,7 @@ def generalized_jsd_from_states(
     loss = total / n_tokens
     metrics = {"loss": float(loss.detach()), "tokens": float(mask.sum())}
     if clip is not None:
-        metrics["clip_frac"] = _clip_fraction(n_clipped, n_tokens, student_head_VH.shape[0], top_k, tail)
+        metrics["clip_frac"] = _clip_fraction(n_clipped, n_tokens, student_head_VH.shape[0], top_k, tail, clip_mode)
     return loss, metrics, logp_s_BT, logp_t_BT
 
 
@@ -339,6 +355,7 @@ def generalized_jsd(
     top_k_source: str = "teacher",
     tail: bool = False,
     clip: float | None = None,
+    clip_mode: str = "term",
     chunk: int = 128,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Generalised JSD to a detached teacher, summed over the vocabulary, averaged over unmasked tokens.
@@ -346,11 +363,13 @@ def generalized_jsd(
     M = (1-beta) S + beta T and JSD_beta = beta KL(T||M) + (1-beta) KL(S||M); beta=0 is forward KL(T||S),
     beta=1 reverse KL(S||T) (the same convention as TRL's GKD). ``top_k`` keeps the teacher's (or the
     student's) k most likely ids per position, renormalised over them, or with ``tail`` plus one bucket
-    for the rest of each distribution's mass. ``clip`` caps each (position, vocab entry) term.
+    for the rest of each distribution's mass. ``clip`` caps each (position, vocab entry) term (OPSD's
+    ``clip_mode="term"``), or scales each position whose divergence exceeds it down to it, gradient
+    direction kept (``clip_mode="position"``).
     Positions are processed ``chunk`` at a time under activation checkpointing, so neither the forward
     nor the saved graph holds float32 B x T x V copies of both distributions.
     """
-    _check_divergence(beta, temperature, top_k, top_k_source, tail, clip, chunk)
+    _check_divergence(beta, temperature, top_k, top_k_source, tail, clip, chunk, clip_mode)
     if student_logits_BTV.shape != teacher_logits_BTV.shape or mask_BT.shape != student_logits_BTV.shape[:2]:
         raise ValueError(
             f"shape mismatch: student {tuple(student_logits_BTV.shape)}, "
@@ -358,7 +377,7 @@ def generalized_jsd(
         )
     fn = functools.partial(
         _chunk_divergence, beta=float(beta), temperature=float(temperature), top_k=top_k,
-        from_teacher=top_k_source == "teacher", tail=tail, clip=clip,
+        from_teacher=top_k_source == "teacher", tail=tail, clip=clip, clip_mode=clip_mode,
     )
     if beta == 0.0 and clip is None and (top_k is None or top_k >= student_logits_BTV.shape[-1]):
         # forward KL over the whole vocabulary, the study's divergence: the closed-form path
@@ -381,7 +400,8 @@ def generalized_jsd(
     loss = total / n_tokens
     metrics = {"loss": float(loss.detach()), "tokens": float(mask_BT.sum())}
     if clip is not None:
-        metrics["clip_frac"] = _clip_fraction(n_clipped, n_tokens, student_logits_BTV.shape[-1], top_k, tail)
+        metrics["clip_frac"] = _clip_fraction(n_clipped, n_tokens, student_logits_BTV.shape[-1], top_k, tail,
+                                              clip_mode)
     return loss, metrics
 
 

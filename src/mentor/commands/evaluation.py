@@ -36,7 +36,7 @@ def demo(args) -> int:
     from mentor.sampling import SamplingParams
     from mentor.sampling.local import LocalSampler
     from mentor.tasks import load_task
-    from mentor.world_model import WorldModelConfig, find_world_model, load_world_model
+    from mentor.world.solver import WorldModelConfig, find_world_model, load_world_model
 
     eval_config = EvalConfig(model="world", task="world", n_problems=args.n, k=args.k, seed=args.seed,
                              contexts=["none", "reference", "critique"])  # checks -n and -k before any work

@@ -100,10 +100,28 @@ def compare_command(args) -> int:
             bar.update(task_id, len(done), info=f"{label} seed {seed}: final Avg@{k} "
                                                 f"{100 * summary['final'][f'avg@{k}']:.2f}")
 
-        results = run_compare(config, out, on_done)
+        if config.levels or config.carry_over:
+            from mentor.feedback_map import run_map
+
+            scored: dict[str, int] = {}
+
+            def on_score(what: str, done: int, total: int) -> None:
+                if what not in scored:
+                    scored[what] = bar.add(what, total=total)
+                bar.update(scored[what], done)
+
+            data = run_map(config, out, on_done, on_score)
+        else:
+            results = run_compare(config, out, on_done)
     with console().status("token-advantage figures on the base model"):
-        analysis = token_advantage_section(config, out)
-    path = write_report(config, results, out, analysis)
-    print(path.read_text().split("## Budget")[0])
+        if config.levels or config.carry_over:
+            import itertools
+
+            from mentor.feedback_map import write_reports
+
+            path = write_reports(config, data, out, list(itertools.combinations(config.methods, 2)))
+        else:
+            path = write_report(config, results, out, token_advantage_section(config, out))
+    print(path.read_text().split("## Budget")[0].split("## The levels")[0])
     console().print(f"report -> {path}")
     return 0

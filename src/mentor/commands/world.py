@@ -11,7 +11,7 @@ def world_build(args) -> int:
     from mentor.config import load_config, save_config
     from mentor.records import read_json
     from mentor.runlock import check_out
-    from mentor.world_model import WorldModelConfig, build_world_model, world_model_dir
+    from mentor.world.solver import WorldModelConfig, build_world_model, world_model_dir
 
     config = load_config(WorldModelConfig, args.config, args.overrides)
     out = check_out(args.out) if args.out else world_model_dir(config)
@@ -38,7 +38,7 @@ def world_build(args) -> int:
 
 def world_show(args) -> int:
     from mentor.tasks import load_task
-    from mentor.tasks.world import WorldProblem, WorldTask, canonical_solution
+    from mentor.world.problems import WorldProblem, WorldTask, canonical_solution
 
     if args.n < 1:
         raise ValueError(f"-n must be >= 1, got {args.n}")

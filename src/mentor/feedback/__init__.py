@@ -1,6 +1,6 @@
 """Critics that write step-aligned feedback on a solver's trace (docs/methods.md, section 1).
 
-The world has an exact programmatic critic (``mentor.tasks.world_critic``); :mod:`.llm_critic` asks a
+The world has an exact programmatic critic (``mentor.world.critic``); :mod:`.llm_critic` asks a
 language model for the same "faithful scribe" critique and parses it robustly.
 """
 

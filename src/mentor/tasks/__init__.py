@@ -39,7 +39,7 @@ def load_task(spec: str) -> Task:
     """A Task from a short spec string (see the module docstring); unknown specs are a clear error."""
     kind, _, rest = spec.partition(":")
     if kind == "world":
-        from mentor.tasks.world import WorldConfig, WorldTask
+        from mentor.world.problems import WorldConfig, WorldTask
 
         overrides = _world_overrides(rest)
         try:

@@ -33,6 +33,7 @@ from mentor.config import record_config
 from mentor.contexts import build_context_prompt, completion_token_mismatch
 from mentor.evaluate import EvalConfig, check_contexts
 from mentor.losses import (
+    CLIP_MODES,
     clipped_policy_gradient,
     fused_forward_kl,
     generalized_jsd,
@@ -73,6 +74,7 @@ log = logging.getLogger("mentor")
 METHODS = {"grpo": None, "sd-reference": "reference", "sd-critique": "critique", "sd-success": "success"}
 DIVERGENCES = ("full", "top-k", "sampled")
 SIGNAL_SPANS = ("all", "to-divergence")
+BLENDS = ("mix", "by-group")
 SCHEDULES = ("constant", "cosine", "linear")
 Critic = Callable[[list[Problem], list[str]], list[Feedback]]
 
@@ -83,6 +85,10 @@ class OnPolicyConfig:
 
     method: str = "sd-critique"  # grpo | sd-reference | sd-critique | sd-success
     grpo_weight: float | None = None  # lambda of the blend; default 1 for grpo, 0 for sd-*
+    # how a blend (0 < grpo_weight < 1) uses its two signals: mix, both on every rollout; by-group, a group
+    # with a verified success learns from GRPO's advantage alone and a group without one (where GRPO's
+    # advantage is 0) from the self-teacher alone
+    blend: str = "mix"
     steps: int = 100
     prompts_per_step: int = 8
     rollouts_per_prompt: int | None = None  # default: 8 for grpo or a blend, 1 for self-distillation
@@ -106,6 +112,9 @@ class OnPolicyConfig:
     top_k_source: str = "teacher"
     tail: bool = True  # top-k: one bucket for the remaining mass
     divergence_clip: float | None = None  # OPSD's per-term clip tau (0.05 in OPSD)
+    # term: OPSD's clamp of each (position, vocabulary entry) term; position: mentor's, each position's
+    # divergence scaled down to the cap, its gradient's direction kept (learns with a confident teacher)
+    divergence_clip_mode: str = "term"
     teacher: str = "initial"  # initial (LoRA: adapter disabled) | ema | live
     ema_decay: float = 0.999
     signal_span: str = "all"  # all tokens, or up to the first token where the rollout leaves the critique
@@ -129,7 +138,8 @@ class OnPolicyConfig:
 
     def __post_init__(self) -> None:
         choices = {"method": METHODS, "divergence": DIVERGENCES, "teacher": TEACHER_KINDS,
-                   "signal_span": SIGNAL_SPANS, "schedule": SCHEDULES,
+                   "signal_span": SIGNAL_SPANS, "schedule": SCHEDULES, "blend": BLENDS,
+                   "divergence_clip_mode": CLIP_MODES,
                    "top_k_source": ("teacher", "student"), "aggregation": ("token-mean", "sequence-mean"),
                    "generation_backend": BACKENDS}
         for name, allowed in choices.items():
@@ -159,6 +169,10 @@ class OnPolicyConfig:
             raise ValueError(f"{self.method} with grpo_weight={self.grpo_weight} needs rollouts_per_prompt >= 2")
         if not 0 <= self.beta <= 1:
             raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        if self.blend == "by-group" and not (0 < self.grpo_weight < 1 and self.context in ("reference", "critique")):
+            raise ValueError("blend=by-group routes each group to GRPO or to the self-teacher: it needs sd-reference "
+                             f"or sd-critique with 0 < grpo_weight < 1, got {self.method} with grpo_weight="
+                             f"{self.grpo_weight}")
 
     @property
     def context(self) -> str | None:
@@ -199,8 +213,12 @@ def attach_contexts(rows: list[Row], task: Task, tokenizer, config: OnPolicyConf
                     rollouts_per_prompt: int) -> dict[str, float]:
     """Give each row its teacher prompt (or none), its signal span and its copy overlap; returns counts."""
     counts = {"critic_unusable": 0, "no_success": 0, "no_corrected_trace": 0}
+    if config.blend == "by-group":  # a group with a success is GRPO's: only the others get a context
+        groups = [rows[i : i + rollouts_per_prompt] for i in range(0, len(rows), rollouts_per_prompt)]
+        rows = [r for group in groups if not any(r.reward > 0 for r in group) for r in group]
+        counts["routed_to_grpo"] = sum(len(g) for g in groups) - len(rows)
     feedback: list[Feedback | None] = [None] * len(rows)
-    if config.context == "critique":
+    if config.context == "critique" and rows:
         feedback = critic([r.problem for r in rows], [r.sample.text for r in rows])
     for i, row in enumerate(rows):
         context = {}
@@ -300,7 +318,7 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
                 hidden_BTH, head, teacher_hidden_BTH, teacher_head, tokens_BT, sd_mask_BT, beta=config.beta,
                 temperature=config.temperature, top_k=config.top_k if config.divergence == "top-k" else None,
                 top_k_source=config.top_k_source, tail=config.tail and config.divergence == "top-k",
-                clip=config.divergence_clip)
+                clip=config.divergence_clip, clip_mode=config.divergence_clip_mode)
         else:
             teacher_logp_BT = token_logprobs(teacher_BTV, tokens_BT)
             if config.divergence == "sampled":
@@ -310,7 +328,8 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
                                                  top_k=config.top_k if config.divergence == "top-k" else None,
                                                  top_k_source=config.top_k_source,
                                                  tail=config.tail and config.divergence == "top-k",
-                                                 clip=config.divergence_clip)
+                                                 clip=config.divergence_clip,
+                                                 clip_mode=config.divergence_clip_mode)
         adv_T = (teacher_logp_BT - logp_BT.detach())[sd_mask_BT.bool()]
         sd_metrics.update(adv_t_mean=float(adv_T.mean()) if adv_T.numel() else 0.0,
                           adv_t_min=float(adv_T.min()) if adv_T.numel() else 0.0,
@@ -399,7 +418,9 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
                    generated_tokens=generated, tokens_per_s=generated / max(times["generate"], 1e-9),
                    **counts, **{f"time_{k}": round(v, 4) for k, v in times.items()})
     if config.grpo_weight < 1:
-        metrics["signal_fraction"] = sum(r.teacher_prompt is not None for r in rows) / len(rows)
+        # of the rollouts the self-teacher was asked about (by-group routes the others to GRPO on purpose)
+        asked = len(rows) - counts.get("routed_to_grpo", 0)
+        metrics["signal_fraction"] = sum(r.teacher_prompt is not None for r in rows) / asked if asked else 1.0
         overlaps = [r.overlap for r in rows if r.overlap is not None]
         metrics["copy_overlap"] = sum(overlaps) / len(overlaps) if overlaps else 0.0
     metrics["loss"] = totals.get("pg_loss", 0.0) * config.grpo_weight + totals.get("sd_loss", 0.0) * (

@@ -16,7 +16,7 @@ The wrong span itself is never quoted: the critique names the step by number and
 from __future__ import annotations
 
 from mentor.records import Feedback, Problem
-from mentor.tasks.world import OPS, ParsedStep, WorldProblem, format_trace, parse_trace, step_body
+from mentor.world.problems import OPS, ParsedStep, WorldProblem, format_trace, parse_trace, step_body
 
 AUTHOR = "world-exact-critic"
 

@@ -3,7 +3,7 @@ scratch with mentor's SFT loop, and cached so the next run loads it in seconds.
 
 It is trained so that it behaves like a small instruction-tuned model that knows its facts:
 - the bare question -> a step-tagged trace written with the solver's error habits
-  (:mod:`mentor.tasks.world_habits`: a misconception about ``-``, slips, skipped steps, stopping early,
+  (:mod:`mentor.world.habits`: a misconception about ``-``, slips, skipped steps, stopping early,
   and a quarter of its steps in the references' wordings);
 - question + the exact critic's critique of such a trace -> the corrected trace; and, for a share
   ``continue_rate`` of them, the trace as the solver wrote it up to its first departure from the
@@ -17,6 +17,7 @@ The context examples train no habits: the self-teacher is the same model, better
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -31,7 +32,11 @@ import torch
 from mentor.contexts import build_context_prompt
 from mentor.models import cache_dir, render_prompt
 from mentor.records import Problem
-from mentor.tasks.world import (
+from mentor.train.common import save_model
+from mentor.train.sft import SFTConfig, SFTExample, train_sft
+from mentor.world.critic import corrected_solution, critique
+from mentor.world.habits import Habits, first_departure, habit_trace, swap_steps
+from mentor.world.problems import (
     OPS,
     WorldConfig,
     WorldProblem,
@@ -39,10 +44,6 @@ from mentor.tasks.world import (
     format_trace,
     parse_trace,
 )
-from mentor.tasks.world_critic import corrected_solution, critique
-from mentor.tasks.world_habits import Habits, first_departure, habit_trace, swap_steps
-from mentor.train.common import save_model
-from mentor.train.sft import SFTConfig, SFTExample, train_sft
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n{% endfor %}"
@@ -50,27 +51,27 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 EOS = "<|end|>"
-BUILD_VERSION = 5  # bump when the recipe changes so cached builds are not reused
+BUILD_VERSION = 6  # bump when the recipe changes so cached builds are not reused
 EXAMPLE_KINDS = ("none", "reference", "critique", "facts")
-FACTS_PROMPT = "Facts modulo {modulus}."
+FACTS_PROMPT = "Facts modulo {modulus}: {questions}."
 
 
 @dataclass
 class WorldModelConfig:
     """Everything that determines the built model (its hash names the cache folder)."""
 
-    world: WorldConfig = field(default_factory=WorldConfig)
-    train_problems: int = 8000
+    world: WorldConfig = field(default_factory=lambda: WorldConfig(steps=(2, 6), inputs=(2, 4)))
+    train_problems: int = 12000
     habits: Habits = field(default_factory=Habits)  # how the solver errs on the bare question
     mix: dict[str, float] = field(
-        default_factory=lambda: {"none": 0.55, "reference": 0.175, "critique": 0.175, "facts": 0.1})
-    facts_per_drill: int = 16  # arithmetic facts in one ``facts`` example (the solver's "pre-training")
+        default_factory=lambda: {"none": 0.5, "reference": 0.15, "critique": 0.15, "facts": 0.2})
+    facts_per_drill: int = 24  # arithmetic facts in one ``facts`` example (the solver's "pre-training")
     continue_rate: float = 0.5  # share of context examples that continue a page departing from the context
-    vocab_size: int = 400
+    vocab_size: int = 512
     hidden_size: int = 128
-    layers: int = 3
-    heads: int = 4
-    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=3500, batch_size=32, lr=3e-3, warmup_steps=30))
+    layers: int = 4
+    heads: int = 8
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=5000, batch_size=32, lr=3e-3, warmup_steps=30))
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -130,15 +131,21 @@ def _reference_continuation(problem: Problem, wp: WorldProblem, habits: Habits,
     return page, "\n".join([finish, *renumbered, rest[-1]])
 
 
-def fact_drill(wp: WorldProblem, config: WorldModelConfig, rng: random.Random) -> str:
-    """Random arithmetic facts of the world, one a line (``7 - 9 = -2 so 11``: the integer result and its
-    reduction): what the solver knows."""
+def fact_drill(wp: WorldProblem, config: WorldModelConfig, rng: random.Random) -> tuple[str, str]:
+    """(user message, answer): random arithmetic facts of the world, what the solver knows. The message asks
+    ``Facts modulo 31: 7 - 9, 12 + 30, ...``; the answer states each, one a line (`` 7 - 9 = -2 so 29``:
+    the integer result and its reduction).
+
+    The operands are in the question so that the loss falls on the results, not on random numbers: with the
+    operands drawn in the answer itself, a third of a drill's tokens were unpredictable, their loss dwarfed
+    every other example's, and a build with more drills learned its facts but lost its copying of the
+    definitions (world 6's second build). Each line starts with a space so that its first number is the
+    token a trace uses (`` 7``, as in ``, 7 - 9 =``)."""
     m, ops = wp.modulus, config.world.ops
-    lines = []
-    for _ in range(config.facts_per_drill):
-        x, y, op = rng.randrange(m), rng.randrange(m), rng.choice(ops)
-        lines.append(f"{x} {op} {y} = {OPS[op](x, y)} so {wp.apply(op, x, y)}")
-    return "\n".join(lines)
+    facts = [(rng.randrange(m), rng.choice(ops), rng.randrange(m)) for _ in range(config.facts_per_drill)]
+    questions = ", ".join(f"{x} {op} {y}" for x, op, y in facts)
+    lines = [f" {x} {op} {y} = {OPS[op](x, y)} so {wp.apply(op, x, y)}" for x, op, y in facts]
+    return FACTS_PROMPT.format(modulus=m, questions=questions), "\n".join(lines)
 
 
 def training_texts(config: WorldModelConfig, problems: list[Problem]) -> list[tuple[str, str, str]]:
@@ -152,7 +159,8 @@ def training_texts(config: WorldModelConfig, problems: list[Problem]) -> list[tu
         wp = WorldProblem.from_meta(problem.meta)
         kind = rng.choices(kinds, weights)[0]
         if kind == "facts":
-            out.append((FACTS_PROMPT.format(modulus=wp.modulus), "", fact_drill(wp, config, rng)))
+            user, answer = fact_drill(wp, config, rng)
+            out.append((user, "", answer))
             continue
         if kind == "none":
             out.append((problem.question, "", habit_trace(wp, config.habits, rng)))
@@ -175,15 +183,30 @@ def training_texts(config: WorldModelConfig, problems: list[Problem]) -> list[tu
     return out
 
 
+HELD_OUT_STEPS = range(1, 11)  # the lengths whose validation and test questions the solver never trains on
+
+
+def held_out_questions(config: WorldModelConfig, n: int = 1000) -> set[str]:
+    """The first ``n`` validation and test questions of the build's own world and of the world at every
+    single length (the difficulty levels and carry-over lengths evaluate on these), any number of inputs."""
+    worlds = [config.world] + [dataclasses.replace(config.world, steps=k, inputs=inputs)
+                               for k in HELD_OUT_STEPS for inputs in (config.world.inputs, 2)]
+    return {p.question for world in worlds for split in ("validation", "test")
+            for p in WorldTask(world).problems(split, n=n)}
+
+
 def train_problems(config: WorldModelConfig) -> list[Problem]:
-    """Training problems, with any question that also appears in the held-out test split removed."""
+    """Training problems, with any question that also appears in a held-out split removed."""
     task = WorldTask(config.world)
-    held_out = {p.question for p in task.problems("test", n=1000)}
+    held_out = held_out_questions(config)
     return [p for p in task.problems("train", n=config.train_problems, seed=config.seed)
             if p.question not in held_out]
 
 
-def build_tokenizer(texts: list[str], vocab_size: int, max_steps: int):
+def build_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer with the chat tokens. A step tag is ``<step_`` (one token), the step's
+    number (the digit tokens numbers use) and ``>``, so a solver that has counted to 6 can write
+    ``<step_7>``: an atomic tag for a length it never saw would be an untrained row it cannot write."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AddedToken, PreTrainedTokenizerFast
 
@@ -200,7 +223,7 @@ def build_tokenizer(texts: list[str], vocab_size: int, max_steps: int):
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core, eos_token=EOS, pad_token="<|pad|>", model_max_length=1024
     )
-    tags = [f"<step_{i}>" for i in range(1, max_steps + 2)] + ["<answer>"]
+    tags = ["<step_", "<answer>"]
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in tags])
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
@@ -226,6 +249,50 @@ def build_model(tokenizer, config: WorldModelConfig):
     return LlamaForCausalLM(model_config)
 
 
+MIN_HEAD_DIM = 32  # the smallest head vLLM's CPU attention runs ("Unsupported CPU attention configuration: head_dim=16")
+
+
+@torch.no_grad()
+def pad_attention_heads(model, head_dim: int = MIN_HEAD_DIM):
+    """The same function with each attention head widened to ``head_dim`` by dimensions that stay zero.
+
+    Queries and keys get zeros in the new dimensions (their dot product is unchanged; the query is scaled
+    by sqrt(head_dim / old) for the 1 / sqrt(head_dim) in the softmax), values get zeros that the output
+    projection never reads. The old dimensions are placed at even offsets so that rotary embeddings give
+    them the same frequencies: with rotate-half RoPE over d dimensions, offset i pairs with i + d/2 at
+    frequency base^(-2i/d), so old offset i (and i + old/2) goes to 2i (and 2i + d/2). Gradients in the new
+    dimensions are zero (every one of them multiplies a zero), so training keeps them zero. Returns a new
+    model; ``model`` is left as it is."""
+    from transformers import LlamaForCausalLM
+
+    old = model.config.head_dim if getattr(model.config, "head_dim", None) else (
+        model.config.hidden_size // model.config.num_attention_heads)
+    if old >= head_dim:
+        return model
+    if head_dim % old or (head_dim // old) % 2 or model.config.num_key_value_heads != model.config.num_attention_heads:
+        raise ValueError(f"cannot pad heads of {old} to {head_dim} dimensions")
+    config = model.config.__class__.from_dict({**model.config.to_dict(), "head_dim": head_dim})
+    wide = LlamaForCausalLM(config)
+    projections = ("q_proj", "k_proj", "v_proj", "o_proj")
+    rest = {k: v for k, v in model.state_dict().items() if k.split(".")[-2] not in projections}
+    wide.load_state_dict(rest, strict=False)  # everything but the attention projections, set below
+    half, ratio = old // 2, head_dim // old
+    place = torch.tensor([ratio * i for i in range(half)] + [head_dim // 2 + ratio * i for i in range(half)])
+    heads = model.config.num_attention_heads
+    for narrow_layer, wide_layer in zip(model.model.layers, wide.model.layers):
+        n, w = narrow_layer.self_attn, wide_layer.self_attn
+        for name, scale in (("q_proj", (head_dim / old) ** 0.5), ("k_proj", 1.0), ("v_proj", 1.0)):
+            weight = getattr(n, name).weight.view(heads, old, -1)
+            padded = weight.new_zeros(heads, head_dim, weight.shape[-1])
+            padded[:, place] = weight * scale
+            getattr(w, name).weight.copy_(padded.view(heads * head_dim, -1))
+        out = n.o_proj.weight.view(-1, heads, old)
+        padded = out.new_zeros(out.shape[0], heads, head_dim)
+        padded[:, :, place] = out
+        w.o_proj.weight.copy_(padded.view(out.shape[0], -1))
+    return wide.eval() if not model.training else wide
+
+
 def build_world_model(
     config: WorldModelConfig,
     out_dir: str | os.PathLike,
@@ -236,7 +303,7 @@ def build_world_model(
     torch.manual_seed(config.seed)
     problems = train_problems(config)
     triples = training_texts(config, problems)
-    tokenizer = build_tokenizer([u + "\n" + p + c for u, p, c in triples], config.vocab_size, config.world.steps)
+    tokenizer = build_tokenizer([u + "\n" + p + c for u, p, c in triples], config.vocab_size)
     model = build_model(tokenizer, config)
     examples = [SFTExample(render_prompt(tokenizer, u) + p, c + EOS) for u, p, c in triples]
     out_dir = Path(out_dir)
@@ -246,6 +313,7 @@ def build_world_model(
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "train_log.jsonl").unlink(missing_ok=True)
     history = train_sft(model, tokenizer, examples, config.sft, progress, tmp / "train_log.jsonl")
+    model = pad_attention_heads(model)  # the same function, in heads vLLM's CPU attention runs
     save_model(model, tokenizer, tmp)
     record = {
         "config": asdict(config),
@@ -264,7 +332,7 @@ def build_world_model(
     return out_dir
 
 
-SHIPPED_DIR = Path(__file__).parent / "assets" / "world_model"
+SHIPPED_DIR = Path(__file__).parent.parent / "assets" / "world_model"
 
 
 def world_model_dir(config: WorldModelConfig | None = None) -> Path:

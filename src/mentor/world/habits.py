@@ -6,13 +6,17 @@ The solver knows its facts (every sum and difference, every value on the page); 
   writes ``y - x`` (``d is a - b with a = 4 and b = 7, 7 - 4 = 3 so d = 3``, not ``4 - 7 = -3 so d = 10``),
   with probability ``swap``;
 - ``slip``: a result off by one, with probability ``slip`` at each step;
-- ``skip``: with probability ``skip`` per trace one step (never the last) is left out, and a later step
-  takes the skipped variable to equal its first operand;
-- ``truncate``: with probability ``truncate`` per trace the solver stops before a step, with no answer;
+- ``skip``: the k-th step (never the last) is left out with probability ``skip * k`` (at most one a
+  trace), and a later step takes the skipped variable to equal its first operand;
+- ``truncate``: the solver stops before its k-th step (k >= 2), with no answer, with probability
+  ``truncate * (k - 1)``;
 - ``reword``: not an error: with probability ``reword`` a step is written in one of the two wordings of
-  reference derivations (:func:`mentor.tasks.world.alternative_step`) instead of the canonical one, as a
+  reference derivations (:func:`mentor.world.problems.alternative_step`) instead of the canonical one, as a
   model that has read other people's solutions sometimes words a step their way.
 
+Skips and stops grow with the step's place in the chain: the further in, the likelier the solver loses its
+thread, so a longer problem is harder at every step and the share of fully correct traces falls faster than
+a constant rate per step would make it (the world's difficulty dial: about 58% at 2 steps, 7% at 6).
 After an error the solver goes on consistently with what is on its page (later steps use the wrong
 value), as a model does. With every step on the answer's path (``WorldConfig.sensitive``) one error
 always changes the answer, except a skip whose other operand is 0.
@@ -23,7 +27,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from mentor.tasks.world import OPS, WorldProblem, alternative_step, format_step, format_trace
+from mentor.world.problems import OPS, WorldProblem, alternative_step, format_step, format_trace
 
 HABITS = ("swap", "slip", "skip", "truncate", "reword")
 
@@ -34,14 +38,14 @@ class Habits:
 
     swap: float = 0.8  # P(y - x for x - y | x < y): the misconception
     slip: float = 0.02  # P(result off by one) per step
-    skip: float = 0.10  # P(one step left out) per trace
-    truncate: float = 0.08  # P(stops early, no answer) per trace
+    skip: float = 0.03  # P(the k-th step left out) = skip * k, for every step but the last
+    truncate: float = 0.05  # P(stops before the k-th step, no answer) = truncate * (k - 1)
     reword: float = 0.25  # P(a step in a reference wording) per step; not an error
 
     def __post_init__(self) -> None:
         for name in HABITS:
             value = float(getattr(self, name))
-            if not 0.0 <= value <= 1.0:
+            if not 0.0 <= value <= 1.0:  # skip and truncate grow with the step's place (capped at 1)
                 raise ValueError(f"habit {name} must be in [0, 1], got {value}")
             setattr(self, name, value)
 
@@ -58,8 +62,8 @@ def habit_trace(wp: WorldProblem, habits: Habits, rng: random.Random,
     n = len(wp.defs)
     m = wp.modulus
     if forced is None:
-        skip_at = rng.randrange(n - 1) if n > 1 and rng.random() < habits.skip else None
-        stop_at = rng.randrange(1, n + 1) if rng.random() < habits.truncate else None
+        skip_at = next((i for i in range(n - 1) if rng.random() < habits.skip * (i + 1)), None)
+        stop_at = next((i for i in range(1, n) if rng.random() < habits.truncate * i), None)
     else:
         kind, step = forced
         if kind not in HABITS or kind == "reword" or not 0 <= step < n:

@@ -43,22 +43,47 @@ CANONICAL_STEP_RE = re.compile(
 SPLITS = ("train", "validation", "test")
 
 
+Count = int | tuple[int, int]  # one number, or an inclusive range [lo, hi] drawn uniformly per problem
+
+
+def count_range(value: Count, what: str) -> tuple[int, int]:
+    """``(lo, hi)`` of a count given as one number or as a pair (a list from YAML, ``2-6`` from a spec)."""
+    if isinstance(value, str) and re.fullmatch(r"\d+-\d+", value.strip()):
+        value = tuple(int(v) for v in value.split("-"))
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        lo, hi = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        lo = hi = value
+    else:
+        raise ValueError(f"world {what} must be a number or a range [lo, hi] (e.g. 2-6), got {value!r}")
+    if lo > hi:
+        raise ValueError(f"world {what} range {lo}-{hi} is empty")
+    return lo, hi
+
+
+def _compact(lo: int, hi: int) -> Count:
+    return lo if lo == hi else (lo, hi)
+
+
 @dataclass
 class WorldConfig:
-    """Difficulty of the world: how many derived steps, how many inputs, the modulus and the operations."""
+    """Difficulty of the world: how many derived steps and inputs (each a number or a range drawn per
+    problem), the modulus and the operations."""
 
-    steps: int = 4
-    inputs: int = 3
-    modulus: int = 17  # prime, and no `*`: every answer is about equally likely (a guess is right 1 in 17)
+    steps: Count = 4
+    inputs: Count = (2, 4)
+    modulus: int = 31  # prime, and no `*`: every answer is about equally likely (a guess is right 1 in 31)
     ops: tuple[str, ...] = ("+", "-")
     chain_prob: float = 0.6  # how often a step builds on the previous step's variable
     sensitive: bool = True  # every derived step changes the answer when its value changes (no dead steps)
 
     def __post_init__(self) -> None:
         self.ops = tuple(self.ops)
-        if not 1 <= self.steps <= 16:
+        steps, inputs = count_range(self.steps, "steps"), count_range(self.inputs, "inputs")
+        self.steps, self.inputs = _compact(*steps), _compact(*inputs)
+        if not 1 <= steps[0] <= steps[1] <= 16:
             raise ValueError(f"world steps must be in 1..16, got {self.steps}")
-        if not 1 <= self.inputs <= 6 or self.inputs + self.steps > 26:
+        if not 1 <= inputs[0] <= inputs[1] <= 6 or inputs[1] + steps[1] > 26:
             raise ValueError(f"world inputs must be in 1..6 with inputs + steps <= 26, got {self.inputs}")
         if not 2 <= self.modulus <= 100:
             raise ValueError(f"world modulus must be in 2..100, got {self.modulus}")
@@ -67,6 +92,14 @@ class WorldConfig:
             raise ValueError(f"world ops must be a non-empty subset of {list(OPS)}, got {list(self.ops)}")
         if not 0.0 <= self.chain_prob <= 1.0:
             raise ValueError(f"world chain_prob must be in [0, 1], got {self.chain_prob}")
+
+    @property
+    def steps_range(self) -> tuple[int, int]:
+        return count_range(self.steps, "steps")
+
+    @property
+    def inputs_range(self) -> tuple[int, int]:
+        return count_range(self.inputs, "inputs")
 
 
 @dataclass
@@ -110,17 +143,23 @@ class WorldProblem:
             raise ValueError(f"not a world problem (meta lacks modulus/inputs/defs): {err}") from None
 
 
+def _answer_with(wp: WorldProblem, name: str) -> int:
+    """The answer when ``name``'s value is one more than it is, everything after it recomputed."""
+    values = dict(wp.values)
+    values[name] = (values[name] + 1) % wp.modulus
+    start = 0 if name in wp.inputs else next(i for i, d in enumerate(wp.defs) if d[0] == name) + 1
+    for later, left, op, right in wp.defs[start:]:
+        values[later] = wp.apply(op, values[left], values[right])
+    return values[wp.target]
+
+
 def answer_depends_on_every_step(wp: WorldProblem) -> bool:
-    """Whether a wrong value (off by one) at any derived step changes the answer: no step is dead or
-    cancels out, so a trace with one wrong step never reaches the right answer by luck."""
-    for i, (name, *_) in enumerate(wp.defs[:-1]):
-        values = dict(wp.values)
-        values[name] = (values[name] + 1) % wp.modulus
-        for later, left, op, right in wp.defs[i + 1 :]:
-            values[later] = wp.apply(op, values[left], values[right])
-        if values[wp.target] == wp.answer:
-            return False
-    return True
+    """Whether a wrong value (off by one) at any derived step, or at any input a step uses, changes the
+    answer: no step is dead or cancels out, so a trace with one wrong step never reaches the right answer
+    by luck, and the answer is no constant (``d = a + b, e = d - a, f = e - b`` is always 0)."""
+    used = {operand for _, left, _, right in wp.defs for operand in (left, right) if operand in wp.inputs}
+    names = [name for name in wp.inputs if name in used] + [d[0] for d in wp.defs[:-1]]
+    return all(_answer_with(wp, name) != wp.answer for name in names)
 
 
 def generate(config: WorldConfig, rng: random.Random, max_tries: int = 200) -> WorldProblem:
@@ -135,11 +174,12 @@ def generate(config: WorldConfig, rng: random.Random, max_tries: int = 200) -> W
 
 def _draw(config: WorldConfig, rng: random.Random) -> WorldProblem:
     names = string.ascii_lowercase
-    inputs = {names[i]: rng.randrange(config.modulus) for i in range(config.inputs)}
+    n_inputs, n_steps = rng.randint(*config.inputs_range), rng.randint(*config.steps_range)
+    inputs = {names[i]: rng.randrange(config.modulus) for i in range(n_inputs)}
     defined = list(inputs)
     defs = []
-    for i in range(config.steps):
-        name = names[config.inputs + i]
+    for i in range(n_steps):
+        name = names[n_inputs + i]
         if i > 0 and rng.random() < config.chain_prob:
             pair = [defined[-1], rng.choice(defined[:-1])]
             rng.shuffle(pair)
@@ -319,7 +359,8 @@ class WorldTask(Task):
 
     def __init__(self, config: WorldConfig | None = None, **overrides) -> None:
         self.config = config or WorldConfig(**overrides)
-        self.name = f"world-{self.config.steps}step-mod{self.config.modulus}"
+        lo, hi = self.config.steps_range
+        self.name = f"world-{lo if lo == hi else f'{lo}to{hi}'}step-mod{self.config.modulus}"
         rest = {k: v for k, v in asdict(self.config).items() if k not in ("steps", "modulus")}
         if rest != {k: v for k, v in asdict(WorldConfig()).items() if k not in ("steps", "modulus")}:
             digest = hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:6]
@@ -359,7 +400,7 @@ class WorldTask(Task):
                        {"correctness": float(correct), "format": 1.0})
 
     def critique(self, problem: Problem, completion: str):
-        from mentor.tasks.world_critic import critique
+        from mentor.world.critic import critique
 
         return critique(problem, completion)
 
