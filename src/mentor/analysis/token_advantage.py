@@ -49,16 +49,22 @@ def prefix_texts(tokenizer, completion_ids: Sequence[int]) -> list[str]:
 
 def token_steps(tokenizer, completion_ids: Sequence[int], texts: Sequence[str] | None = None) -> list[int]:
     """The step each token belongs to in a step-tagged trace: k for ``<step_k>`` text, 0 before the first
-    tag, and one more than the last step for the ``<answer>`` line. ``texts``: :func:`prefix_texts`, when
-    already decoded."""
-    steps, current, last_step = [], 0, 0
+    tag, and one more than the last step for the ``<answer>`` line. A tag spread over several tokens
+    (``<step_``, ``7``, ``>``) belongs to its step from its first token on. ``texts``: :func:`prefix_texts`,
+    when already decoded."""
+    steps, ends, current, last_step = [], [], 0, 0
     text_before = ""
     for text in texts if texts is not None else prefix_texts(tokenizer, completion_ids):
+        steps.append(current)
+        ends.append(len(text))
         for match in STEP_TAG.finditer(text, max(0, len(text_before) - 12)):
             if match.end() > len(text_before):  # a tag completed by this token
                 last_step = int(match.group(1)) if match.group(1) else last_step + 1
                 current = last_step
-        steps.append(current)
+                for i in range(len(steps) - 1, -1, -1):  # this token and the earlier ones the tag began in
+                    if i < len(steps) - 1 and ends[i] <= match.start():
+                        break
+                    steps[i] = current
         text_before = text
     return steps
 
