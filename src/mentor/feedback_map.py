@@ -245,15 +245,17 @@ def write_reports(config: CompareConfig, data: dict, out: str | Path, pairs: lis
         path = write_report(level, results, out / label, extra)
     if not config.levels:
         return path
-    return write_map_report(config, data, out, pairs)
+    return write_map_report(config, data, out, pairs, rows)
 
 
-def write_map_report(config: CompareConfig, data: dict, out: str | Path, pairs: list[tuple[str, str]]) -> Path:
-    """OUT/report.md: the levels side by side, who leads where, the carry-over, and map.png."""
+def write_map_report(config: CompareConfig, data: dict, out: str | Path, pairs: list[tuple[str, str]],
+                     rows: list[dict] | None = None) -> Path:
+    """OUT/report.md: the levels side by side, who leads where, the carry-over, and map.png (``rows``:
+    :func:`level_rows` when the caller has them)."""
     out = Path(out)
     first = next(iter(next(iter(data["levels"].values())).values()))[0]
     k, test = first["test_evaluation"]["k"], first["test_evaluation"]
-    rows = level_rows(data, k)
+    rows = rows or level_rows(data, k)
     methods = list(rows[0]["methods"])
     head = ["level (task)", "base: fully correct traces (validation)", f"base: test Avg@{k}"] + methods
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
