@@ -88,12 +88,12 @@ def test_eval_writes_results_with_every_sampling_parameter(tiny_world_model, tmp
     [
         (["eval", "--task", "no-such-task"], "unknown task"),
         (["eval", "--data", "/no/such/file.jsonl"], "unknown task"),
-        (["eval", "colour=red"], "unknown config key 'colour'"),
+        (["eval", "colour=red"], "unknown config key colour"),
         (["eval", "--model", "/no/such/model", "-n", "1"], "cannot load model"),
         (["eval", "--context", "gossip"], "unknown context"),
         (["eval", "--data", "1000"], "unknown task"),  # a number-like path stays a path
         (["eval", "--task", "gym:basic_arithmetic", "--context", "critique"], "has no critic"),
-        (["world", "build", "sft.nope=1"], "unknown config key 'nope'"),
+        (["world", "build", "sft.nope=1"], "unknown config key sft.nope"),
         (["world", "build", "--config", "/no/such.yaml"], "does not exist"),
     ],
 )

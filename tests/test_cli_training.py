@@ -326,6 +326,32 @@ def test_an_unreachable_critic_fails_at_once_in_one_line_writing_nothing(tmp_pat
     assert time.monotonic() - start < 20 and not out.exists()
 
 
+def test_a_critic_that_refuses_every_request_stops_train_in_one_line(tmp_path, capsys):
+    """A served critic that answers (here: HTTP 400 to every request) but never usefully is a user error."""
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.serving import loopback_server
+
+    class Refuses(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(400)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"no")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    with loopback_server(Refuses) as base_url:
+        code = main(["train", "--out", str(tmp_path / "out"), f"critic.base_url={base_url}", "critic.model=critic",
+                     "onpolicy.steps=1", "onpolicy.eval_problems=2", "onpolicy.eval_k=1", "onpolicy.prompts_per_step=2",
+                     "onpolicy.max_new_tokens=40", "onpolicy.test_problems=0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("mentor: error: HTTP 400 from POST"), err
+
+
 MAP = {"model": "world", "seeds": [0, 1], "workers": 2, "analysis_problems": 0,
        "levels": {"easy": "world:steps=2", "hard": "world:steps=3"}, "carry_over": {"long": "world:steps=5,inputs=2"},
        "carry_over_problems": 3, "carry_over_k": 2, "carry_over_max_new_tokens": 200,

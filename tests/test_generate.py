@@ -335,7 +335,7 @@ def test_a_killed_openai_run_resends_only_what_was_not_cached(world_server, tmp_
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["colour=red"], "unknown config key 'colour'"),
+    (["colour=red"], "unknown config key colour"),
     (["weighting.normalisation=rank"], "unknown normalisation 'rank'"),
     (["rewards.weights.speed=1"], "unknown reward component 'speed'"),
     (["teacher.kind=openai"], "needs teacher.base_url"),

@@ -332,6 +332,21 @@ def test_masked_positions_contribute_nothing():
     torch.testing.assert_close(loss, rows)
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_nan_logits_at_masked_positions_give_a_finite_gradient(beta):
+    """beta=0 takes the closed-form forward-KL backward, beta=0.5 autograd: both must zero a masked NaN."""
+    s, t, mask = random_case(B=2, T=6, V=5, seed=21)
+    bad_s, bad_t = s.clone(), t.clone()
+    bad_s[~mask], bad_t[~mask] = float("nan"), float("nan")
+    leaf = bad_s.clone().requires_grad_()
+    loss, _ = generalized_jsd(leaf, bad_t, mask, beta=beta, chunk=4)
+    loss.backward()
+    clean = s.clone().requires_grad_()
+    generalized_jsd(clean, t, mask, beta=beta, chunk=4)[0].backward()
+    assert torch.isfinite(loss) and torch.isfinite(leaf.grad).all()
+    torch.testing.assert_close(leaf.grad, clean.grad)
+
+
 def test_fully_masked_batch_gives_zero_with_a_gradient_path():
     s, t, _ = random_case(seed=13)
     leaf = s.clone().requires_grad_()

@@ -33,9 +33,11 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryErro
 def _user_errors() -> tuple[type[BaseException], ...]:
     from mentor.models import ModelLoadError
     from mentor.runlock import FolderInUse
-    from mentor.sampling.openai_compatible import ServerUnreachable
+    from mentor.sampling.openai_compatible import SamplerError
 
-    return (*USER_ERRORS, ModelLoadError, FolderInUse, ServerUnreachable)
+    # SamplerError: a server that cannot be reached, refuses the request or answers garbage (a served critic
+    # or teacher in any command); what the run wrote so far is kept and the same command resumes
+    return (*USER_ERRORS, ModelLoadError, FolderInUse, SamplerError)
 
 
 # ----- parser -----------------------------------------------------------------------------------------

@@ -106,6 +106,15 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     return value
 
 
+def unknown_key_error(key: str, valid: list[str], where: str = "") -> ConfigError:
+    """The error for a key that is not a config field: its full path, the closest valid key, the valid keys."""
+    import difflib
+
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"; did you mean {where}{close[0]}?" if close else ""
+    return ConfigError(f"unknown config key {where}{key}{hint} (valid keys here: {', '.join(valid)})")
+
+
 def _merge(cls: type, values: dict[str, Any], where: str, base: Any = None) -> dict[str, Any]:
     """Check keys against ``cls`` recursively; nested dataclass fields become their dataclass.
 
@@ -116,7 +125,7 @@ def _merge(cls: type, values: dict[str, Any], where: str, base: Any = None) -> d
     out = {}
     for key, value in values.items():
         if key not in types:
-            raise ConfigError(f"{where}unknown config key {key!r}; valid keys: {', '.join(types)}")
+            raise unknown_key_error(key, list(types), where)
         hint = types[key]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             inner = _default(cls, key, base)

@@ -142,7 +142,9 @@ class _ForwardKL(torch.autograd.Function):
             rows = slice(start, start + ctx.chunk)
             p_s = (_scaled(s_NV[rows], lse_s.dtype, ctx.temperature) - lse_s[rows, None]).exp_()
             p_t = (_scaled(t_NV[rows], lse_t.dtype, ctx.temperature) - lse_t[rows, None]).exp_()
-            out_NV[rows] = p_s.sub_(p_t).mul_(scale_N[rows, None])
+            # torch.where, not a product with the mask: a NaN logit at a masked position must give a zero
+            # gradient there, as autograd through the masked sum does (NaN * 0 is NaN)
+            out_NV[rows] = torch.where(m_N[rows, None] != 0, p_s.sub_(p_t).mul_(scale_N[rows, None]), 0.0)
         return out_NV.view_as(s_BTV), None, None, None, None
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from mentor.config import checked_values
+from mentor.config import checked_values, unknown_key_error
 from mentor.sampling import Sample, SamplingParams
 from mentor.sampling.backends import build_sampler, check_backend
 
@@ -192,7 +192,7 @@ def teacher_configs(teachers: dict[str, Any], where: str = "teachers") -> list[T
             raise ValueError(f"{where}.{name}: expected a mapping of TeacherConfig keys, got {values!r}")
         unknown = sorted(set(values) - set(TeacherConfig.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"{where}.{name}: unknown config key {unknown[0]!r}")
+            raise unknown_key_error(unknown[0], list(TeacherConfig.__dataclass_fields__), f"{where}.{name}.")
         out.append(TeacherConfig(**{**checked_values(TeacherConfig, values, f"{where}.{name}."), "name": name}))
     return out
 
