@@ -68,6 +68,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mentor: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
 
 
+#: the most problems, samples or tokens a command-line count may ask for: past it a run would take years and
+#: the problem list alone would not fit in memory (``-n 10**12`` used to hang building it)
+MAX_COUNT = 10_000_000
+
+
+def _bounded_int(low: int, high: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be between {low:,} and {high:,}, got {value:,}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its own messages
+    return parse
+
+
+COUNT = _bounded_int(1, MAX_COUNT, "a count")
+STEPS = _bounded_int(0, MAX_COUNT, "a number of steps")
+SEED = _bounded_int(0, 2**63 - 1, "a seed")
+
+
 def _keys(parser: argparse.ArgumentParser, config_class: str) -> argparse.ArgumentParser:
     parser.config_keys = config_class
     return parser
@@ -77,18 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mentor", description=__doc__.splitlines()[0] + " Teach small "
                                      "language models to reason from feedback.")
     parser.add_argument("--version", action="version", version=f"mentor {__version__}")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--threads", type=COUNT, default=None, metavar="N",
                         help="torch CPU threads (default: torch's, or OMP_NUM_THREADS); on a machine shared with "
                         "other jobs, 1 per job is often several times faster than the default")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = commands.add_parser("demo", help="build or load the world's base solver, show examples and the "
                             "evaluation table with and without context")
-    p.add_argument("-n", type=int, default=50, help="held-out problems to evaluate (default 50)")
-    p.add_argument("-k", type=int, default=8, help="samples per problem (default 8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=COUNT, default=50, help="held-out problems to evaluate (default 50)")
+    p.add_argument("-k", type=COUNT, default=8, help="samples per problem (default 8)")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", default="runs/demo", help="where to write results (default runs/demo)")
-    p.add_argument("--train-steps", dest="train_steps", type=int, default=60,
+    p.add_argument("--train-steps", dest="train_steps", type=STEPS, default=60,
                    help="steps of the short training run (default 60; 0 skips it)")
     p.add_argument("--method", choices=("grpo", "sd-critique"), default="grpo",
                    help="the short run's method (default grpo: 2 prompts x 8 rollouts a step at lr 1e-4; "
@@ -107,9 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     _keys(p, "mentor.world.solver:WorldModelConfig")
     p = world_commands.add_parser("show", help="print world problems with canonical and reference solutions")
     p.add_argument("--task", default="world", help="world spec, e.g. world:steps=5,modulus=10")
-    p.add_argument("-n", type=int, default=3)
+    p.add_argument("-n", type=COUNT, default=3)
     p.add_argument("--split", default="test")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(func=world_show)
 
     p = commands.add_parser("eval", help="Avg@k, Pass@k, Maj@k of a model on a task or data file")
@@ -117,16 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--task", help="world[:opts], gym:NAME, hf:NAME (default world)")
     source.add_argument("--data", help="a local file or folder (GSM8K, MATH, prompt/completion, messages)")
     p.add_argument("--model", help="world, smollm2, a local folder, a .gguf file or a Hugging Face id")
-    p.add_argument("-k", type=int, help="samples per problem (default 8)")
-    p.add_argument("-n", type=int, help="number of problems (default 50)")
+    p.add_argument("-k", type=COUNT, help="samples per problem (default 8)")
+    p.add_argument("-n", type=COUNT, help="number of problems (default 50)")
     p.add_argument("--split", help="split to evaluate (default test)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default 1.0; 0 = greedy)")
     p.add_argument("--top-p", dest="top_p", type=float, help="nucleus sampling (default 1.0)")
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="default 160")
-    p.add_argument("--seed", type=int, help="sampling seed (default 0)")
-    p.add_argument("--problem-seed", dest="problem_seed", type=int,
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=COUNT, help="default 160")
+    p.add_argument("--seed", type=SEED, help="sampling seed (default 0)")
+    p.add_argument("--problem-seed", dest="problem_seed", type=SEED,
                    help="which problems of the split (generated tasks; default 0)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="prompts per generation batch")
+    p.add_argument("--batch-size", dest="batch_size", type=COUNT, help="prompts per generation batch")
     p.add_argument("--backend", help="local (default) or vllm: sample with a vLLM engine built from the model's folder")
     p.add_argument("--context", help="comma list of none,reference,critique (default none)")
     p.add_argument("--config", help="YAML file with EvalConfig fields")
@@ -140,10 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--task", help="world[:opts], gym:NAME, hf:NAME (default world)")
     source.add_argument("--data", help="a local file or folder (GSM8K, MATH, prompt/completion, messages)")
-    p.add_argument("-n", type=int, help="number of problems (default 100)")
-    p.add_argument("-G", "--group-size", dest="group_size", type=int, help="responses per prompt (default 8)")
+    p.add_argument("-n", type=COUNT, help="number of problems (default 100)")
+    p.add_argument("-G", "--group-size", dest="group_size", type=COUNT, help="responses per prompt (default 8)")
     p.add_argument("--split", help="split to generate for (default train)")
-    p.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    p.add_argument("--seed", type=SEED, help="sampling seed (default 0)")
     p.add_argument("--config", help="YAML file with GenerateConfig fields (teacher, rewards, weighting, ...)")
     p.add_argument("--out", default="runs/generate", help="output folder; an existing one is resumed "
                    "(default runs/generate)")
@@ -198,14 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="world", help="checkpoint: world, a run's best/ or final/ folder, ...")
     p.add_argument("--task", default="world")
     p.add_argument("--rollouts", help="rollouts JSONL (e.g. mentor eval's rollouts_none.jsonl); default: sample")
-    p.add_argument("-n", type=int, default=50, help="problems to sample one rollout each (default 50)")
-    p.add_argument("--problems-pool", dest="problems_pool", type=int, default=1000,
+    p.add_argument("-n", type=COUNT, default=50, help="problems to sample one rollout each (default 50)")
+    p.add_argument("--problems-pool", dest="problems_pool", type=COUNT, default=1000,
                    help="with --rollouts: how many problems of the split to search for their ids")
     p.add_argument("--split", default="test")
     p.add_argument("--contexts", default="reference,critique")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=160)
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=COUNT, default=160)
     p.add_argument("--critic-base-url", dest="critic_base_url", help="an OpenAI-compatible LLM critic")
     p.add_argument("--critic-model", dest="critic_model")
     p.add_argument("--critic-api-key-env", dest="critic_api_key_env", default="OPENAI_API_KEY")
@@ -253,8 +277,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)

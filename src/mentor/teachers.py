@@ -164,6 +164,15 @@ class TeacherConfig:
         if self.kind == "local" and not self.model:
             raise ValueError("a local teacher needs teacher.model (world, smollm2, a folder, a .gguf file...)")
         check_backend(self.backend, "teacher backend")
+        for name, value, ok, rule in (("timeout_s", self.timeout_s, self.timeout_s > 0, "> 0"),
+                                      ("concurrency", self.concurrency, self.concurrency >= 1, ">= 1"),
+                                      ("max_retries", self.max_retries, self.max_retries >= 0, ">= 0"),
+                                      ("backoff_s", self.backoff_s, self.backoff_s >= 0, ">= 0"),
+                                      ("delay_s", self.delay_s, self.delay_s >= 0, ">= 0"),
+                                      ("rate_limit_per_s", self.rate_limit_per_s,
+                                       self.rate_limit_per_s is None or self.rate_limit_per_s > 0, "> 0 or unset")):
+            if not ok:  # a request-time failure after every retry otherwise
+                raise ValueError(f"teacher.{name} must be {rule}, got {value}")
         if self.kind == "simulated":  # check the options now, not after the problems are loaded
             _world_teacher().SimulatedWorldTeacher("check", self.error_rate, self.style, self.seed, error_kinds=self.error_kinds,
                                   delay_s=self.delay_s, review_noise=self.review_noise,
