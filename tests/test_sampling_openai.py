@@ -119,6 +119,13 @@ def make_handler(script: Script) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(bytes([byte]))
                     self.wfile.flush()
                     time.sleep(0.02)
+            elif action == "trickle-head":  # the status line and headers one byte every 20 ms (about 3 s)
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: " + b"x" * 100 + b"\r\n"
+                for byte in head:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.02)
+                self.close_connection = True
             elif action == "nochoices":
                 self.reply(200, b'{"object": "error", "message": "overloaded"}')
             else:
@@ -192,6 +199,18 @@ def test_timeout_bounds_the_whole_request_not_each_read(server):
     out = sampler(url, timeout_s=0.3).complete(PROMPTS[:1], SamplingParams())
     assert out[0][0].text == echo(script.answered[0]) and len(script.requests) == 2
     assert time.monotonic() - start < 1.0  # the trickled answer (about 1.5 s) was given up at its deadline
+
+
+def test_timeout_bounds_the_status_line_and_headers_too(server):
+    script, url = server
+    script.actions = ["trickle-head"]
+    start = time.monotonic()
+    out = sampler(url, timeout_s=0.3).complete(PROMPTS[:1], SamplingParams())
+    assert out[0][0].text == echo(script.answered[0]) and len(script.requests) == 2
+    assert time.monotonic() - start < 1.0  # the trickled head (about 3 s) was given up at its deadline
+    with pytest.raises(SamplerError, match="deadline"):
+        script.actions = ["trickle-head"]
+        sampler(url, timeout_s=0.3, max_retries=0).complete(["another prompt"], SamplingParams())
 
 
 def test_a_redirect_is_refused_and_the_key_never_leaves_base_url(server):

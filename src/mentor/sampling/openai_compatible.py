@@ -22,6 +22,7 @@ Design choices:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -264,9 +265,11 @@ class OpenAISampler:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+        deadline = time.monotonic() + self.timeout_s
+        watchdog = _Watchdog(deadline)
         try:
-            with _OPENER.open(request, timeout=self.timeout_s) as response:
-                raw = _read_by(response, time.monotonic() + self.timeout_s, url)
+            with _opener(watchdog).open(request, timeout=self.timeout_s) as response:
+                raw = response.read()
         except urllib.error.HTTPError as error:
             if 300 <= error.code < 400:
                 raise SamplerError(f"HTTP {error.code} from POST {url}: redirected to "
@@ -283,8 +286,14 @@ class OpenAISampler:
                 raise _Retryable(message, _retry_after(error.headers.get("Retry-After")), cause) from None
             raise SamplerError(message) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as error:  # timeouts included
+            if watchdog.fired:
+                raise _Retryable(_past_deadline(url, self.timeout_s), cause="connection") from None
             cause = "bad_body" if isinstance(error, http.client.IncompleteRead) else "connection"
             raise _Retryable(_redact(f"{type(error).__name__}: {error}", key), cause=cause) from None
+        finally:
+            watchdog.cancel()
+        if watchdog.fired:  # the shut socket may read as a response that simply ended
+            raise _Retryable(_past_deadline(url, self.timeout_s), cause="connection")
         try:
             choice = json.loads(raw)["choices"][0]
             text = choice["message"]["content"] if "message" in choice else choice["text"]
@@ -303,18 +312,67 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+def _past_deadline(url: str, timeout_s: float) -> str:
+    return f"POST {url}: no complete answer within the request's deadline ({timeout_s:g} s)"
 
 
-def _read_by(response: Any, deadline: float, url: str) -> bytes:
-    """The body, read before ``deadline`` (``timeout_s`` bounds the whole request, not each socket read: a
-    server that trickles a byte a second cannot hold an attempt open)."""
-    chunks = []
-    while chunk := response.read1(65536):
-        chunks.append(chunk)
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"POST {url}: no complete answer within the request's deadline")
-    return b"".join(chunks)
+class _Watchdog:
+    """Shuts a request's socket down at its deadline. The socket timeout bounds each read, and a server
+    that trickles its status line or headers a byte at a time resets it with every byte; shutting the
+    socket down wakes the read that blocks, wherever in the response it is."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline, self.fired = deadline, False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(deadline - time.monotonic(), 0.0), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.fired:
+                self._shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._sockets:
+                self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _watched(connection_class: type, watchdog: _Watchdog) -> type:
+    class Watched(connection_class):
+        def connect(self) -> None:
+            super().connect()
+            watchdog.watch(self.sock)
+
+    return Watched
+
+
+def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
+    """urllib's opener for one request: no redirects, and every connection it opens watched to the deadline."""
+    http_class = _watched(http.client.HTTPConnection, watchdog)
+    https_class = _watched(http.client.HTTPSConnection, watchdog)
+
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(http_class, req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(https_class, req, context=self._context)
+
+    return urllib.request.build_opener(_NoRedirect, HTTP, HTTPS)
 
 
 def _parse_base_url(base_url: str):
