@@ -94,6 +94,8 @@ def _assert_same_run(one: Path, two: Path) -> None:
             b["step"], b["rollouts"], b["generated_tokens"], b["reward"])  # the same rollouts, drawn apart
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-7)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        for guarded in ("signal_fraction", "copy_overlap"):  # what the run's guards read
+            assert (guarded in a) == (guarded in b) and b.get(guarded) == pytest.approx(a.get(guarded), rel=1e-9)
     name = "model.safetensors" if (one / "final" / "model.safetensors").is_file() else "adapter_model.safetensors"
     weights_one, weights_two = load_file(one / "final" / name), load_file(two / "final" / name)
     if name == "model.safetensors":
@@ -213,6 +215,19 @@ def test_combine_metrics_sums_counts_and_weights_means_by_tokens():
     assert combine_metrics(per_rank, weights)["sd_loss"] == 4.0
     assert combine_metrics(per_rank, weights)["sd_adv_t_min"] == -1.0
     assert torch.equal(torch.tensor(Ranks().total([1.0, 2.0])), torch.tensor([1.0, 2.0]))
+
+
+def test_a_mean_is_combined_by_the_rows_it_describes():
+    """8 rows with a context at copy overlap 0.5 on one process and 1 of 8 at 0.1 on the other: 0.456, the
+    number one process over all 16 rows reports (weighting by all rows gave 0.300)."""
+    per_rank = [{"copy_overlap": 0.5, "signal_fraction": 1.0, "reward": 0.5},
+                {"copy_overlap": 0.1, "signal_fraction": 0.25, "reward": 0.0}]
+    weights = [{"pg": 0, "sd": 100, "rows": 8, "copy_overlap": 8, "signal_fraction": 8},
+               {"pg": 0, "sd": 10, "rows": 8, "copy_overlap": 1, "signal_fraction": 4}]
+    out = combine_metrics(per_rank, weights)
+    assert out["copy_overlap"] == pytest.approx((8 * 0.5 + 0.1) / 9)
+    assert out["signal_fraction"] == pytest.approx((8 + 1) / 12)
+    assert out["reward"] == pytest.approx(0.25)
 
 
 def test_an_error_on_the_main_process_reaches_every_process(tmp_path):

@@ -267,8 +267,9 @@ class Ranks:
 
 def combine_metrics(per_rank: list[dict], weights: list[dict[str, float]]) -> dict:
     """One step's metrics from every process's: counts and ``*tokens`` summed, ``*_min`` the least, times
-    the slowest process, the rest averaged with ``weights[rank][prefix]`` (the process's share of the
-    tokens its loss term divides by: ``pg`` / ``sd``; else its rollouts)."""
+    the slowest process, the rest averaged with the number of things each process's value is a mean over:
+    ``weights[rank][key]`` where the key declares its own (``copy_overlap``: the rows with a context), else
+    ``weights[rank][prefix]`` (the tokens its loss term divides by: ``pg`` / ``sd``), else its rollouts."""
     if len(per_rank) == 1:
         return per_rank[0]
     summed = ("rollouts", "generated_tokens", "critic_unusable", "no_success", "no_corrected_trace")
@@ -287,6 +288,7 @@ def combine_metrics(per_rank: list[dict], weights: list[dict[str, float]]) -> di
             out[key] = max(values)
         else:
             prefix = key.split("_", 1)[0]
-            w = [weights[r].get(prefix, weights[r]["rows"]) for r, m in enumerate(per_rank) if key in m]
+            w = [weights[r].get(key, weights[r].get(prefix, weights[r]["rows"])) for r, m in enumerate(per_rank)
+                 if key in m]
             out[key] = sum(v * x for v, x in zip(values, w)) / sum(w) if sum(w) else sum(values) / len(values)
     return out

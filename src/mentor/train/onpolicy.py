@@ -417,17 +417,19 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
     metrics.update(totals, step=step, reward=float(rewards_BG.mean()), rollouts=len(rows), grad_norm=grad_norm,
                    generated_tokens=generated, tokens_per_s=generated / max(times["generate"], 1e-9),
                    **counts, **{f"time_{k}": round(v, 4) for k, v in times.items()})
+    # what each process's means are over, for combining them across processes: the rollouts by default
+    weights = {"pg": sum(pg_count), "sd": sum(sd_count), "rows": len(rows)}
     if config.grpo_weight < 1:
         # of the rollouts the self-teacher was asked about (by-group routes the others to GRPO on purpose)
         asked = len(rows) - counts.get("routed_to_grpo", 0)
         metrics["signal_fraction"] = sum(r.teacher_prompt is not None for r in rows) / asked if asked else 1.0
         overlaps = [r.overlap for r in rows if r.overlap is not None]
         metrics["copy_overlap"] = sum(overlaps) / len(overlaps) if overlaps else 0.0
+        weights.update(signal_fraction=asked, copy_overlap=len(overlaps))
     metrics["loss"] = totals.get("pg_loss", 0.0) * config.grpo_weight + totals.get("sd_loss", 0.0) * (
         1 - config.grpo_weight)
     if ranks.world == 1:
         return metrics
-    weights = {"pg": sum(pg_count), "sd": sum(sd_count), "rows": len(rows)}
     combined = combine_metrics(*zip(*ranks.gather((metrics, weights))))
     combined["tokens_per_s"] = combined["generated_tokens"] / max(combined["time_generate"], 1e-9)
     combined["loss"] = combined.get("pg_loss", 0.0) * config.grpo_weight + combined.get("sd_loss", 0.0) * (
