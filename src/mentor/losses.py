@@ -166,7 +166,9 @@ class _FusedHeadForwardKL(torch.autograd.Function):
         m_N = m_BT.reshape(-1).to(dtype)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(hs_NH) if need_h else None  # every row is written by its chunk
-        grad_w = torch.zeros_like(w_s) if need_w else None
+        # the head's gradient sums over every chunk: in float32 whatever the weights' dtype (bf16 sums lose
+        # about 1% against float64, more with more chunks)
+        grad_w = torch.zeros_like(w_s, dtype=dtype) if need_w else None
         kl_N = hs_NH.new_zeros(hs_NH.shape[0], dtype=dtype)
         tok_logp_s, tok_logp_t = torch.zeros_like(kl_N), torch.zeros_like(kl_N)
         # three chunk x V buffers reused by every chunk: a fresh large tensor costs more in page faults than
@@ -189,15 +191,15 @@ class _FusedHeadForwardKL(torch.autograd.Function):
             kl_N[rows] = lt.sub_(ls).mul_(p_t).sum(-1)  # logits from a matmul are finite: no 0 * inf
             if need_h or need_w:
                 # d KL / d logits = (p_s - p_t) / temperature; each row's mask and scale go on the small side
-                g = ls.exp_().sub_(p_t).to(h_s.dtype)
-                scale = (m_N[rows] / temperature).to(h_s.dtype)[:, None]
+                g = ls.exp_().sub_(p_t)
+                scale = (m_N[rows] / temperature)[:, None]
                 if need_h:
-                    torch.matmul(g, w_s, out=grad_h[rows])
-                    grad_h[rows] *= scale
+                    torch.matmul(g.to(h_s.dtype), w_s, out=grad_h[rows])
+                    grad_h[rows] *= scale.to(h_s.dtype)
                 if need_w:
-                    grad_w.addmm_(g.T, hs_NH[rows] * scale)
+                    grad_w.addmm_(g.T, hs_NH[rows].to(dtype) * scale)
         ctx.save_for_backward(*(x for x in (grad_h, grad_w) if x is not None))
-        ctx.shapes = (h_s.shape, need_h, need_w)
+        ctx.shapes, ctx.weight_dtype = (h_s.shape, need_h, need_w), w_s.dtype
         tok_logp_s, tok_logp_t = tok_logp_s.view(m_BT.shape), tok_logp_t.view(m_BT.shape)
         ctx.mark_non_differentiable(tok_logp_s, tok_logp_t)
         return (kl_N.masked_fill(m_N == 0, 0.0) * m_N).sum(), tok_logp_s, tok_logp_t
@@ -207,7 +209,7 @@ class _FusedHeadForwardKL(torch.autograd.Function):
         saved = list(ctx.saved_tensors)
         shape, need_h, need_w = ctx.shapes
         grad_h = (saved.pop(0) * grad).view(shape) if need_h else None
-        grad_w = saved.pop(0) * grad if need_w else None
+        grad_w = (saved.pop(0) * grad).to(ctx.weight_dtype) if need_w else None
         return grad_h, grad_w, None, None, None, None, None, None
 
 
@@ -241,12 +243,18 @@ def fused_forward_kl(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     _check_states(student_hidden_BTH, student_head_VH, teacher_hidden_BTH, teacher_head_VH, tokens_BT, mask_BT)
+    # only the unmasked positions (padding, spans past a divergence, rows without a context do no vocabulary
+    # work); their log-probs go back to their places, 0 elsewhere
+    keep = mask_BT != 0
     total, logp_s, logp_t = _FusedHeadForwardKL.apply(
-        student_hidden_BTH, student_head_VH, teacher_hidden_BTH.detach(), teacher_head_VH.detach(), tokens_BT,
-        mask_BT, float(temperature), chunk)
+        student_hidden_BTH[keep][None], student_head_VH, teacher_hidden_BTH.detach()[keep][None],
+        teacher_head_VH.detach(), tokens_BT[keep][None], mask_BT[keep][None], float(temperature), chunk)
+    logp_s_BT = logp_s.new_zeros(mask_BT.shape)
+    logp_t_BT = torch.zeros_like(logp_s_BT)
+    logp_s_BT[keep], logp_t_BT[keep] = logp_s[0], logp_t[0]
     n_tokens = mask_BT.sum().clamp(min=1).to(total.dtype)
     loss = total / n_tokens
-    return loss, {"loss": float(loss.detach()), "tokens": float(mask_BT.sum())}, logp_s, logp_t
+    return loss, {"loss": float(loss.detach()), "tokens": float(mask_BT.sum())}, logp_s_BT, logp_t_BT
 
 
 def _scaled(logits: torch.Tensor, dtype: torch.dtype, temperature: float) -> torch.Tensor:
