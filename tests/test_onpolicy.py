@@ -322,6 +322,36 @@ def test_by_group_blend_sends_groups_with_a_success_to_grpo_and_the_rest_to_the_
             OnPolicyConfig(blend="by-group", **bad)
 
 
+@pytest.mark.parametrize("divergence", ["full", "top-k", "sampled"])
+def test_rows_without_a_context_get_no_teacher_forward_and_change_nothing(monkeypatch, divergence):
+    """Two of four rows without a context: the teacher reads the other two alone, and the loss and the
+    gradient are those of the two rows with a context on their own."""
+    from mentor.train import onpolicy
+    from mentor.train.onpolicy import micro_losses
+
+    task = load_task("world")
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    rows = _rows(task, tokenizer, [_wrong, _right, _wrong, _wrong])
+    config = OnPolicyConfig(method="sd-critique", divergence=divergence, top_k=5)
+    attach_contexts(rows, task, tokenizer, config, task_critic(task), 1)
+    rows[0].teacher_prompt = rows[3].teacher_prompt = None
+    seen = []
+    for name in ("completion_states", "completion_logits"):
+        real = getattr(onpolicy, name)
+        monkeypatch.setattr(onpolicy, name, lambda m, p, c, _real=real: (seen.append(len(p)), _real(m, p, c))[1])
+    teacher = SelfTeacher(model)
+    results = []
+    for batch in (rows, rows[1:3]):
+        model.zero_grad()
+        _, sd, _ = micro_losses(model, teacher, tokenizer, batch, torch.zeros(len(batch)), config, {"teacher": 0.0})
+        sd.backward()
+        results.append((sd.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert seen[0] == 2 == seen[-1]  # the teacher's forward, the whole batch's and the two rows': two rows each
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_sd_success_needs_a_successful_sibling():
     task = load_task("world")
     _, tokenizer = load_world_folder(SHIPPED_DIR)

@@ -298,13 +298,17 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
         metrics.update({f"pg_{k}": v for k, v in pg_metrics.items()})
     if config.grpo_weight < 1 and any(r.teacher_prompt is not None for r in rows):  # else no signal to compute
         start = time.time()
-        teacher_prompts = [encode_prompt(tokenizer, r.teacher_prompt or r.prompt) for r in rows]
+        # the teacher reads only the rows with a context; the others' places stay zero, under a zero mask
+        asked = [i for i, r in enumerate(rows) if r.teacher_prompt is not None]
+        teacher_prompts = [encode_prompt(tokenizer, rows[i].teacher_prompt) for i in asked]
         with torch.no_grad(), teacher.scoring(model) as scorer:
             if fused:
-                teacher_hidden_BTH, _ = completion_states(scorer, teacher_prompts, completions)
+                teacher_hidden_BTH = _in_place(completion_states(scorer, teacher_prompts, [completions[i] for i in asked])[0],
+                                               asked, mask_BT.shape)
                 teacher_head = plain_head(scorer)
             else:
-                teacher_BTV, _ = completion_logits(scorer, teacher_prompts, completions)
+                teacher_BTV = _in_place(completion_logits(scorer, teacher_prompts, [completions[i] for i in asked])[0],
+                                        asked, mask_BT.shape)
                 if config.temperature != 1.0:
                     teacher_BTV = teacher_BTV / config.temperature
         times["teacher"] += time.time() - start
@@ -340,6 +344,16 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
         # several processes this backward reduces the gradients of the same weights as the others' do
         sd = (hidden_BTH.sum() + head.sum()) * 0.0 if fused else logits_BTV.sum() * 0.0
     return pg, sd, metrics
+
+
+def _in_place(sub_BTX: torch.Tensor, rows: list[int], shape: torch.Size) -> torch.Tensor:
+    """Rows ``rows`` of a batch of ``shape[0]`` rows and ``shape[1]`` completion columns, from the forward of
+    those rows alone (its columns are the first of theirs), zero elsewhere."""
+    if len(rows) == shape[0] and sub_BTX.shape[1] == shape[1]:
+        return sub_BTX
+    full = sub_BTX.new_zeros((shape[0], shape[1], sub_BTX.shape[-1]))
+    full[rows, : sub_BTX.shape[1]] = sub_BTX
+    return full
 
 
 def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, problems: list[Problem], optimizer,
