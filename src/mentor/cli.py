@@ -233,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--critic-base-url", dest="critic_base_url", help="an OpenAI-compatible LLM critic")
     p.add_argument("--critic-model", dest="critic_model")
     p.add_argument("--critic-api-key-env", dest="critic_api_key_env", default="OPENAI_API_KEY")
+    p.add_argument("--device", default="auto", help="auto (the accelerator when there is one, else cpu), cpu, cuda, "
+                   "cuda:N")
+    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU that supports it, else float32), float32, "
+                   "bfloat16, float16")
     p.add_argument("--out", default="runs/analysis")
     p.set_defaults(func=analyze_command)
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mentor.contexts import build_context_prompt
+from mentor.devices import check_placement
 from mentor.metrics import standard_error, summarize
 from mentor.models import render_prompt
 from mentor.offline.rows import RowFile
@@ -47,6 +48,8 @@ class EvalConfig:
     thinking: bool | None = None
     greedy: bool = False  # also one greedy (temperature 0) answer per problem: ``greedy`` accuracy
     backend: str = "local"  # local (mentor's decode loop) | vllm (an engine in this process, from the model's folder)
+    device: str = "auto"  # auto (the accelerator when there is one, else cpu) | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bfloat16 on a GPU that supports it, else float32) | float32 | bfloat16 | float16
 
     def __post_init__(self) -> None:
         if self.n_problems < 1 or self.k < 1:
@@ -57,6 +60,7 @@ class EvalConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         check_backend(self.backend)
+        check_placement(self.device, self.dtype)
         self.sampling()  # checks temperature, top_p, max_new_tokens
 
     def sampling(self) -> SamplingParams:

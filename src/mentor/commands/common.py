@@ -24,11 +24,12 @@ def progress_bar():
 
 # ----- mentor eval ------------------------------------------------------------------------------------
 
-def load_model(spec: str):
+def load_model(spec: str, **placement):
+    """``mentor.loading.load_model`` under a status line; ``placement``: its ``device`` and ``dtype``."""
     from mentor.loading import load_model as load
 
     with console().status(f"loading model {spec}"):
-        return load(spec)
+        return load(spec, **placement)
 
 
 def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) -> dict:
@@ -55,7 +56,12 @@ def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) ->
     task = load_task(config.task)
     problems = task.problems(config.split, n=config.n_problems, seed=config.problem_seed)
     check_contexts(task, problems, config.contexts)  # before the model loads, not after sampling
-    model, tokenizer = loaded or load_model(config.model)
+    if loaded is None:
+        from mentor.devices import resolve_device, resolve_dtype
+
+        device = resolve_device(config.device)
+        loaded = load_model(config.model, dtype=resolve_dtype(config.dtype, device), device=device)
+    model, tokenizer = loaded
     checkpoint = {"spec": config.model, "path": str(getattr(model, "name_or_path", config.model))}
     with run_lock(out) if out else contextlib.nullcontext(), progress_bar() as bar:
         saved = open_rollouts(out, config, checkpoint, problems) if out else None

@@ -52,6 +52,10 @@ def analyze_command(args) -> int:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     if not 0 <= args.temperature < float("inf"):
         raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    from mentor.devices import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
     task = load_task(args.task)
     critic = build_critic(CriticConfig(base_url=args.critic_base_url or "", model=args.critic_model or "",
                                        api_key_env=args.critic_api_key_env), Path(args.out))
@@ -62,7 +66,7 @@ def analyze_command(args) -> int:
         problems = [p for p in task.problems(args.split, n=args.problems_pool) if p.id in wanted]
         if not problems:
             raise ValueError(f"no problem of {args.task} ({args.split} split) matches the rollouts in {args.rollouts}")
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, dtype=dtype, device=device)
     with progress_bar() as bar:
         if not args.rollouts:
             problems = task.problems(args.split, n=args.n)

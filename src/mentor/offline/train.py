@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mentor.devices import check_placement, resolve_device, resolve_dtype, without_auto_placement
 from mentor.evaluate import EvalConfig
 from mentor.offline.distill import DISTILL_MODES, distillation_examples
 from mentor.records import append_jsonl, read_json
@@ -63,6 +64,8 @@ class DistillConfig:
     # local: mentor's decode loop; vllm: the held-out and test evaluations sample from one vLLM engine built
     # from the model's folder, the trained weights loaded into it before each evaluation
     eval_backend: str = "local"
+    device: str = "auto"  # auto (the accelerator when there is one, else cpu) | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bfloat16 on a GPU that supports it, else float32) | float32 | bfloat16 | float16
 
     def __post_init__(self) -> None:
         if self.mode not in (*DISTILL_MODES, "mapd", "oracle"):
@@ -78,6 +81,7 @@ class DistillConfig:
         if self.eval_split not in ("train", "validation", "test"):
             raise ValueError(f"eval_split must be train, validation or test, got {self.eval_split!r}")
         check_sampling(temperature=self.temperature, max_new_tokens=self.max_new_tokens)
+        check_placement(self.device, self.dtype)
         check_backend(self.eval_backend, "eval_backend")
 
 
@@ -157,7 +161,7 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
 
     start = time.time()
     out = Path(out)
-    resolved = json.loads(json.dumps(asdict(config)))
+    resolved = json.loads(json.dumps(without_auto_placement(asdict(config))))
     if config.eval_backend == "local":
         resolved.pop("eval_backend")  # folders made before the field existed stay finished
     if (out / "summary.json").is_file() and (out / "config.json").is_file() and read_json(
@@ -166,7 +170,8 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     task = load_task(config.task)  # every input is checked before the run folder is written to
     problems = task.problems(config.eval_split, n=config.eval_problems)
     rows = training_rows(config)
-    model, tokenizer = loaded or load_model(config.model)
+    device = resolve_device(config.device)
+    model, tokenizer = loaded or load_model(config.model, dtype=resolve_dtype(config.dtype, device), device=device)
     examples, counts = training_examples(config, tokenizer, rows)
     if not examples:
         raise ValueError(f"{config.data}: no training examples for mode {config.mode} ({counts})")

@@ -266,7 +266,10 @@ def engine_for(model: Any, tokenizer: Any, *, seed: int = 0, push: bool = True) 
     if not (folder / "config.json").is_file():
         raise ValueError(f"the vllm backend builds its engine from the model's folder; this model was not loaded "
                          f"from one (name_or_path {str(folder)!r})")
-    engine = VLLMSampler(folder, tokenizer, seed=seed)
+    from mentor.devices import dtype_name
+
+    # the engine's weights in the dtype the model trains in (its log-probs then match the trainer's)
+    engine = VLLMSampler(folder, tokenizer, seed=seed, dtype=dtype_name(next(base.parameters()).dtype))
     if push:
         engine.load_weights(model)
     return engine

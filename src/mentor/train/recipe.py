@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mentor.config import check_config, record_config
+from mentor.devices import check_placement, resolve_device, resolve_dtype, without_auto_placement
 from mentor.models import LoraSpec
 from mentor.train.distributed import is_main_process
 from mentor.train.onpolicy import OnPolicyConfig, OnPolicyResult, train_onpolicy
@@ -59,6 +60,11 @@ class TrainConfig:
     lora_alpha: float = 32.0
     critic: CriticConfig = field(default_factory=CriticConfig)
     onpolicy: OnPolicyConfig = field(default_factory=OnPolicyConfig)
+    device: str = "auto"  # auto (the accelerator when there is one, else cpu) | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bfloat16 on a GPU that supports it, else float32) | float32 | bfloat16 | float16
+
+    def __post_init__(self) -> None:
+        check_placement(self.device, self.dtype)
 
 
 def build_critic(config: CriticConfig, run_dir: Path | None, task=None):
@@ -92,10 +98,12 @@ def run_training(config: TrainConfig, out: str | Path, *, loaded=None,
     out = Path(out)
     task = load_task(config.task)
     critic = build_critic(config.critic, out, task)  # an unreachable critic fails before anything is written
-    check_config(out / "train.json", asdict(config))  # the model, task, LoRA and critic must match on resume too
-    model, tokenizer = loaded or load_model(config.model)
+    recorded = without_auto_placement(asdict(config))
+    check_config(out / "train.json", recorded)  # the model, task, LoRA and critic must match on resume too
+    device = resolve_device(config.device)
+    model, tokenizer = loaded or load_model(config.model, dtype=resolve_dtype(config.dtype, device), device=device)
     if is_main_process():
-        record_config(out / "train.json", asdict(config))  # written once every input has loaded
+        record_config(out / "train.json", recorded)  # written once every input has loaded
     if config.lora:
         model = apply_lora(model, LoraSpec(r=config.lora_r, alpha=config.lora_alpha), seed=config.onpolicy.seed)
     result = train_onpolicy(model, tokenizer, task, config.onpolicy, run_dir=out,

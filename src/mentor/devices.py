@@ -1,0 +1,68 @@
+"""Where a command's model runs and in which dtype: ``device`` and ``dtype`` of train, distill, eval and analyze.
+
+``auto`` is the accelerator when there is one (under ``accelerate launch``, each process's own) and the
+CPU otherwise; the dtype ``auto`` is bfloat16 on an accelerator that supports it and float32 elsewhere, so
+on a CPU every default run is what it always was.
+"""
+
+from __future__ import annotations
+
+import torch
+
+AUTO = "auto"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _accelerator() -> torch.device | None:
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a launched process: the device the launcher gave it
+        from accelerate import PartialState
+
+        device = PartialState().device
+        return None if device.type == "cpu" else device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return None
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` (or any torch device): refused at once when it is not here."""
+    if spec == AUTO:
+        return _accelerator() or torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {spec!r} is not available here (torch sees {torch.cuda.device_count()} CUDA "
+                         "devices); use device=auto or device=cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {spec!r}: mentor runs on cpu or cuda")
+    return device
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    """``auto`` (bfloat16 on a GPU that supports it, else float32), or one of :data:`DTYPES`."""
+    if spec == AUTO:
+        supported = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if supported else torch.float32
+    if spec not in DTYPES:
+        raise ValueError(f"unknown dtype {spec!r}; choose auto, {', '.join(DTYPES)}")
+    return DTYPES[spec]
+
+
+def check_placement(device: str, dtype: str) -> None:
+    """A config's device and dtype, checked when it is read (before any model loads)."""
+    resolve_dtype(dtype, resolve_device(device))
+
+
+def without_auto_placement(values: dict) -> dict:
+    """A run's recorded config without ``device`` and ``dtype`` where they are ``auto``: folders written
+    before the fields existed resume and are reused as they are."""
+    return {k: v for k, v in values.items() if not (k in ("device", "dtype") and v == AUTO)}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``bfloat16``, as vLLM and the config files name it."""
+    return str(dtype).removeprefix("torch.")

@@ -1,0 +1,78 @@
+"""device and dtype of train, distill, eval and analyze: auto picks the accelerator and bf16 where there is
+one (the CPU and float32 here), explicit choices are checked before anything loads, and a bf16 run trains."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mentor.cli import main
+from mentor.devices import resolve_device, resolve_dtype
+
+
+class Loaded(Exception):
+    """Raised by the stand-in loader: the test needs only the arguments the model would load with."""
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+
+
+def test_auto_is_the_cpu_in_float32_without_an_accelerator():
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_auto_is_the_gpu_in_bf16_where_there_is_one(fake_gpu):
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match="not available"):
+        resolve_device("cuda:3")
+
+
+@pytest.mark.parametrize("bad, message", [("device=cuda", "'cuda' is not available here"),
+                                          ("device=tpu", "unknown device 'tpu'"),
+                                          ("device=mps", "mentor runs on cpu or cuda"),
+                                          ("dtype=fp8", "unknown dtype 'fp8'")])
+@pytest.mark.parametrize("command", [["train"], ["eval"], ["distill", "data=x"]])
+def test_a_bad_device_or_dtype_is_one_line_before_the_model_loads(command, bad, message, tmp_path, capsys):
+    assert main([command[0], "--out", str(tmp_path / "out"), *command[1:], bad]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [["train", "onpolicy.steps=1"], ["eval", "-n", "1", "-k", "1"],
+                                  ["analyze", "-n", "1"], ["distill", "mode=oracle"]])
+def test_every_model_command_loads_onto_the_accelerator_in_bf16_by_default(argv, fake_gpu, monkeypatch, tmp_path):
+    """The defect: a single-process ``mentor train`` loaded on the CPU in float32 whatever the machine had."""
+    seen = {}
+
+    def loader(spec, *, dtype=torch.float32, device="cpu", lora=None):
+        seen.update(dtype=dtype, device=torch.device(device))
+        raise Loaded
+
+    monkeypatch.setattr("mentor.loading.load_model", loader)
+    with pytest.raises(Loaded):
+        main([argv[0], "--out", str(tmp_path / "out"), *argv[1:]])
+    assert seen == {"dtype": torch.bfloat16, "device": torch.device("cuda")}
+
+
+def test_a_bf16_train_run_on_the_cpu_trains_and_saves_bf16_weights(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "dtype=bfloat16", "onpolicy.method=sd-critique", "onpolicy.steps=2",
+                 "onpolicy.prompts_per_step=4", "onpolicy.eval_problems=2", "onpolicy.eval_k=1",
+                 "onpolicy.max_new_tokens=120", "onpolicy.lr=3e-3"]) == 0
+    weights = load_file(out / "final" / "model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.bfloat16}
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics) and metrics[-1]["sd_loss"] > 0
+    assert json.loads((out / "train.json").read_text())["dtype"] == "bfloat16"
