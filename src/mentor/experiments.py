@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from mentor.config import dump_yaml, load_config
+from mentor.config import checked_values, dump_yaml, load_config
 from mentor.train.onpolicy import OnPolicyConfig
 
 DEFAULT_CONFIG = Path(__file__).parent / "assets" / "compare_world.yaml"
@@ -72,6 +72,8 @@ class CompareConfig:
     def __post_init__(self) -> None:
         if not self.seeds or not self.methods:
             raise ValueError("compare needs at least one seed and one method")
+        if len(set(self.seeds)) != len(self.seeds) or not all(isinstance(s, int) and s >= 0 for s in self.seeds):
+            raise ValueError(f"seeds must be distinct whole numbers >= 0, got {self.seeds}")
         for where, specs in (("levels", self.levels), ("carry_over", self.carry_over)):
             if not isinstance(specs, dict):
                 raise ValueError(f"{where} must map a label to a task spec, got {specs!r}")
@@ -130,7 +132,10 @@ class CompareConfig:
                 searched = {("sft.lr" if key == "lr" else key): value for key, value in choice.items()}
                 return load_config(DistillConfig, None, _overrides(self.distill) + _overrides(
                     {**method, **searched, "model": self.model, "task": self.task, "data": data, "seed": seed}))
-            return OnPolicyConfig(**{**self.shared, **method, **choice, "seed": seed})
+            # checked and coerced as a config file's keys are: an unknown key or a value of the wrong type is
+            # named, as methods.LABEL.KEY, before any run starts
+            return OnPolicyConfig(**checked_values(OnPolicyConfig, {**self.shared, **method, **choice, "seed": seed},
+                                                   f"methods.{label}."))
         except TypeError as err:
             raise ValueError(f"method {label!r}: {err}") from None
 
@@ -241,6 +246,17 @@ def _run_jobs(config: CompareConfig, jobs: list[tuple[str, int, dict]], out: Pat
             if on_done:
                 on_done(label if not choice else f"{label} [{candidate_name(choice)}]", seed, summary)
     return done
+
+
+def check_inputs(config: CompareConfig) -> None:
+    """The model and every task spec (the task, each level's, each carry-over's), checked before a run folder
+    or any file of the comparison is written."""
+    from mentor.loading import check_model
+    from mentor.tasks import load_task
+
+    check_model(config.model)
+    for spec in (config.task, *config.levels.values(), *config.carry_over.values()):
+        load_task(spec)
 
 
 def run_compare(config: CompareConfig, out: str | Path,

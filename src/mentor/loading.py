@@ -28,6 +28,14 @@ def load_model(spec: str, *, dtype: torch.dtype = torch.float32, device: str | t
     return load_policy(spec, dtype=dtype, device=device, lora=lora)
 
 
+def check_model(spec: str) -> None:
+    """A model spec checked without loading it (``mentor.models.check_model_spec``; the world always loads)."""
+    if spec != WORLD:
+        from mentor.models import check_model_spec
+
+        check_model_spec(spec)
+
+
 def weights_fingerprint(spec: str) -> str:
     """A short fingerprint of the weights a model spec names, for caches of its scores: the world's solver
     as it would be loaded now, or a local folder's weight files (name, size, first and last MiB: cheap on

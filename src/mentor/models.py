@@ -54,6 +54,23 @@ class LoraSpec:
 # ---------------------------------------------------------------------------------------------- loading
 
 
+def check_model_spec(spec: str) -> None:
+    """What can be known of a model spec without loading it (a missing file or folder, a folder without a
+    model, a ``.gguf`` that is a folder): a ``ModelLoadError`` now, before a run writes anything."""
+    path = Path(spec).expanduser()
+    if spec.lower() == SMOLLM2_KEYWORD:
+        return
+    if spec.lower().endswith(".gguf"):
+        if path.is_dir():
+            raise ModelLoadError(f"cannot load model {spec}: a folder, not a GGUF file")
+        if not path.is_file():
+            raise ModelLoadError(f"cannot load model {spec}: GGUF file not found")
+    elif path.is_dir():
+        _check_model_folder(path, spec)
+    elif path.exists() or spec.startswith((".", "/", "~")):
+        raise ModelLoadError(f"cannot load model {spec}: not a model folder, a .gguf file or a Hub id")
+
+
 def load_policy(
     spec: str,
     *,
@@ -67,12 +84,11 @@ def load_policy(
     a local model folder, or a Hugging Face Hub id. (``"world"``, the model organism's solver, is resolved
     one layer up, by :func:`mentor.loading.load_model`: the core never imports a task.)
     """
+    check_model_spec(spec)
     if spec.lower() == SMOLLM2_KEYWORD:
         model, tokenizer = _load_pretrained(str(gguf_to_folder(smollm2_gguf_path())), dtype)
     elif spec.lower().endswith(".gguf"):
         path = Path(spec).expanduser()
-        if not path.is_file():
-            raise ModelLoadError(f"cannot load model {spec}: GGUF file not found")
         try:
             folder = gguf_to_folder(path)
         except (ValueError, KeyError, IndexError, OSError, EOFError, struct.error) as err:  # a truncated file
@@ -80,14 +96,11 @@ def load_policy(
             raise ModelLoadError(f"cannot load model {spec}: not a readable GGUF file ({reason[:300]})") from None
         model, tokenizer = _load_pretrained(str(folder), dtype)
     elif Path(spec).expanduser().is_dir():
-        _check_model_folder(Path(spec).expanduser(), spec)
         try:
             model, tokenizer = _load_pretrained(str(Path(spec).expanduser()), dtype)
         except (ValueError, KeyError, OSError) as err:  # a bad config.json, tokenizer or weights file
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelLoadError(f"cannot load model {spec}: {reason[:300]}") from None
-    elif Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")):
-        raise ModelLoadError(f"cannot load model {spec}: not a model folder, a .gguf file or a Hub id")
     else:
         model, tokenizer = _load_from_hub(spec, dtype)
     return prepare_policy(model, tokenizer, dtype=dtype, device=device, lora=lora)

@@ -84,6 +84,7 @@ def compare_command(args) -> int:
     from mentor.experiments import (
         DEFAULT_CONFIG,
         CompareConfig,
+        check_inputs,
         run_compare,
         token_advantage_section,
         write_report,
@@ -92,6 +93,7 @@ def compare_command(args) -> int:
     if args.config and "=" in args.config and not Path(args.config).exists():  # an override, not a file
         args.overrides, args.config = [args.config, *args.overrides], None
     config = load_config(CompareConfig, args.config or DEFAULT_CONFIG, args.overrides)
+    check_inputs(config)
     out = Path(args.out)
     total = config.n_runs()
     with run_lock(out), progress_bar() as bar:
