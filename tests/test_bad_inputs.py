@@ -567,14 +567,16 @@ def test_the_corpus_is_large_and_its_ids_unique():
     assert len({case[0] for case in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize(("argv", "expected", "setup"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, expected, setup, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)  # a default --out (runs/...) lands here too
+def check_bad_input(argv, expected, setup, root: Path, monkeypatch, capsys) -> None:
+    """Run one case in ``root``: exit code 2, one ``mentor: error:`` line holding ``expected``, no traceback,
+    and the folder exactly as the setup left it."""
+    monkeypatch.chdir(root)  # a default --out (runs/...) lands here too
     if setup is not None:
-        setup(tmp_path)
-    before = _snapshot(tmp_path)
+        setup(root)
+    capsys.readouterr()  # what the setup printed is not the command's
+    before = _snapshot(root)
     try:
-        code = main([arg.replace("{t}", str(tmp_path)) for arg in argv])
+        code = main([arg.replace("{t}", str(root)) for arg in argv])
     except SystemExit as exit_info:  # argparse's own errors
         code = exit_info.code
     err = capsys.readouterr().err
@@ -583,5 +585,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, expected, setup, 
     assert "Traceback" not in err
     assert len(lines) == 1, err
     assert lines[0].startswith("mentor: error: "), err
-    assert expected.replace("{t}", str(tmp_path)) in lines[0], err
-    assert _snapshot(tmp_path) == before  # no output, half-written or empty, and no --out folder left behind
+    assert expected.replace("{t}", str(root)) in lines[0], err
+    assert _snapshot(root) == before  # no output, half-written or empty, and no --out folder left behind
+
+
+@pytest.mark.parametrize(("argv", "expected", "setup"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, expected, setup, tmp_path, monkeypatch, capsys):
+    check_bad_input(argv, expected, setup, tmp_path, monkeypatch, capsys)

@@ -24,6 +24,7 @@ from mentor.commands.offline import (
 )
 from mentor.commands.training import analyze_command, compare_command, train_command
 from mentor.commands.world import world_build, world_show
+from mentor.config import MAX_COUNT
 
 # mentor's own errors (ConfigError, RecordError are ValueErrors; ModelLoadError is an OSError) and the
 # standard ones a bad argument raises; anything else is a bug and keeps its traceback.
@@ -68,9 +69,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mentor: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
 
 
-#: the most problems, samples or tokens a command-line count may ask for: past it a run would take years and
-#: the problem list alone would not fit in memory (``-n 10**12`` used to hang building it)
-MAX_COUNT = 10_000_000
 
 
 def _bounded_int(low: int, high: int, what: str):

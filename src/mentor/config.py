@@ -47,6 +47,19 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message says which key and why."""
 
 
+#: the most problems, samples, steps or tokens any count may ask for: past it a run would take years and
+#: the problem list alone would not fit in memory (``n_problems=10**12`` was an out-of-memory kill)
+MAX_COUNT = 10_000_000
+
+
+def check_at_most(config: Any, *names: str, prefix: str = "") -> None:
+    """Each named count of ``config`` (None: unset, allowed) at most :data:`MAX_COUNT`."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value > MAX_COUNT:
+            raise ConfigError(f"{prefix}{name} must be at most {MAX_COUNT:,}, got {value:,}")
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}

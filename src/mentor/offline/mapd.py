@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mentor.config import check_at_most
 from mentor.feedback.committee import (
     accept,
     explain_prompt,
@@ -717,6 +718,8 @@ class MapdConfig:
         if self.prompts_per_call < 1 or self.batch_size < 1:
             raise ValueError("prompts_per_call and batch_size must be >= 1")
         check_backend(self.student_backend, "student_backend")
+        check_at_most(self, "n_problems", "batch_size", "prompts_per_call", "student_max_new_tokens",
+                      "teacher_max_new_tokens", "review_max_new_tokens")
         check_sampling("student_", temperature=self.student_temperature, top_p=self.student_top_p,
                        max_new_tokens=self.student_max_new_tokens)
         check_sampling("teacher_", temperature=self.teacher_temperature, max_new_tokens=self.teacher_max_new_tokens)

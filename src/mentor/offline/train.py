@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mentor.config import check_at_most
 from mentor.devices import check_placement, resolve_device, resolve_dtype, without_auto_placement
 from mentor.evaluate import EvalConfig
 from mentor.offline.distill import DISTILL_MODES, distillation_examples
@@ -82,6 +83,8 @@ class DistillConfig:
             raise ValueError(f"eval_split must be train, validation or test, got {self.eval_split!r}")
         check_sampling(temperature=self.temperature, max_new_tokens=self.max_new_tokens)
         check_placement(self.device, self.dtype)
+        check_at_most(self, "oracle_problems", "eval_every", "eval_problems", "eval_k", "test_problems",
+                      "max_new_tokens")
         check_backend(self.eval_backend, "eval_backend")
 
 

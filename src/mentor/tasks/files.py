@@ -204,6 +204,25 @@ def read_rows(source: Any, *, split: str = "test", config: str | None = None) ->
 # Turning rows into Problems
 
 
+#: the longest prompt or answer a data file may hold: a tokenizer given a 50 MB line takes the machine's
+#: memory before any model could read it (no small model's context is within a thousandth of this)
+MAX_TEXT_CHARS = 1_000_000
+
+
+def _checked_text(value: str, column: str) -> str:
+    """A cell's text, refused when no tokenizer or file could take it: too long, a NUL, a lone surrogate."""
+    if len(value) > MAX_TEXT_CHARS:
+        raise RecordError(f"field {column!r}: {len(value):,} characters, over the {MAX_TEXT_CHARS:,} a prompt or "
+                          "answer may have")
+    if "\x00" in value:
+        raise RecordError(f"field {column!r}: holds a NUL character (\\u0000), not text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise RecordError(f"field {column!r}: holds a lone surrogate ({value[err.start]!a}), not text") from None
+    return value
+
+
 def _text(row: dict, column: str, role: str = "user", required: bool = True) -> str | None:
     """A non-empty text cell; a chat list (TRL conversational format) gives its last ``role`` message."""
     value = row.get(column)
@@ -211,7 +230,7 @@ def _text(row: dict, column: str, role: str = "user", required: bool = True) -> 
     if chat:
         value = _last_message(value, role, column)
     if isinstance(value, str) and value.strip():
-        return value
+        return _checked_text(value, column)
     if not required and not value:
         return None
     if chat:

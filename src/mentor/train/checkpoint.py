@@ -82,9 +82,21 @@ def load_checkpoint(folder: str | Path) -> dict[str, Any] | None:
 
 @torch.no_grad()
 def restore_weights(model, state: dict[str, torch.Tensor]) -> None:
+    """``state`` (:func:`trainable_state` of the same model) copied into ``model``; every name and shape is
+    checked before anything is copied, so a checkpoint that does not fit leaves the model as it was."""
     params = dict(model.named_parameters())
-    missing = [name for name in state if name not in params]
+    foreign = [name for name in state if name not in params]
+    if foreign:
+        raise CheckpointError(f"checkpoint does not match the model: no parameter {foreign[0]!r}")
+    trained = [name for name, p in params.items() if p.requires_grad]
+    missing = [name for name in trained if name not in state]
     if missing:
-        raise ValueError(f"checkpoint does not match the model: no parameter {missing[0]!r}")
+        raise CheckpointError(f"checkpoint does not match the model: it lacks {len(missing)} trained parameter(s), "
+                              f"e.g. {missing[0]!r}")
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor) or value.shape != params[name].shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"checkpoint does not match the model: {name!r} is {shape}, the model's "
+                                  f"{tuple(params[name].shape)}")
     for name, value in state.items():
         params[name].copy_(value.to(params[name].device))

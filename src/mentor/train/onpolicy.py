@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from mentor.config import record_config
+from mentor.config import check_at_most, record_config
 from mentor.contexts import build_context_prompt, completion_token_mismatch
 from mentor.evaluate import EvalConfig, check_contexts
 from mentor.losses import (
@@ -50,6 +50,7 @@ from mentor.sampling.local import LocalSampler
 from mentor.sampling.vllm_engine import engine_for
 from mentor.tasks import Task
 from mentor.train.checkpoint import (
+    CheckpointError,
     load_checkpoint,
     restore_weights,
     save_checkpoint,
@@ -161,6 +162,8 @@ class OnPolicyConfig:
         for name in ("eval_every", "early_stopping_patience", "warmup_steps", "test_problems"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_at_most(self, "steps", "prompts_per_step", "rollouts_per_prompt", "max_new_tokens", "eval_problems",
+                      "eval_k", "test_problems", "warmup_steps", "eval_every")
         if self.temperature <= 0 or self.lr <= 0 or not 0 < self.top_p <= 1:
             raise ValueError("temperature and lr must be > 0 and top_p in (0, 1]")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
@@ -671,23 +674,33 @@ def _prepare_run_dir(run_dir: Path, config: OnPolicyConfig, model, optimizer, sc
         for name in ("metrics.jsonl", "evals.jsonl") if write else ():  # a run killed before its first checkpoint
             (run_dir / name).unlink(missing_ok=True)
         return 0, 0
-    restore_weights(model, state["model"])
-    ranks.refresh(forward, model, to_shards=True)
-    ranks.load_optimizer_state(forward, optimizer, state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if teacher is not None:
-        teacher.load_state_dict(state["teacher"])
-    set_rng_state(state["rng"])
-    loop = state["loop"]
-    result.history, result.evals, result.best = loop["history"], loop["evals"], loop["best"]
-    result.stopped_early = loop["stopped_early"]
-    result.best_weights = loop.get("best_weights")
-    guards.load_state_dict(loop["guards"])
+    try:
+        restore_weights(model, state["model"])  # checked whole before anything is copied
+        ranks.refresh(forward, model, to_shards=True)
+        ranks.load_optimizer_state(forward, optimizer, state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if teacher is not None:
+            teacher.load_state_dict(state["teacher"])
+        set_rng_state(state["rng"])
+        loop = state["loop"]
+        result.history, result.evals, result.best = loop["history"], loop["evals"], loop["best"]
+        result.stopped_early = loop["stopped_early"]
+        result.best_weights = loop.get("best_weights")
+        guards.load_state_dict(loop["guards"])
+        bad_evals = loop["bad_evals"]
+    except CheckpointError as error:
+        raise CheckpointError(f"{run_dir / 'checkpoint'}: {error}; delete the checkpoint folder to start the run "
+                              "again") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
+        # the weights may already be in: the run stops here, nothing is written, and a restart reloads them
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{run_dir / 'checkpoint'}: a checkpoint this run cannot resume from ({type(error).__name__}: "
+                              f"{reason[:200]}); delete the checkpoint folder to start the run again") from None
     if write:  # lines written after the checkpoint belong to steps that will run again
         write_jsonl(run_dir / "metrics.jsonl", result.history)
         write_jsonl(run_dir / "evals.jsonl", result.evals)
     log.info(f"resuming {run_dir} at step {state['step']}")
-    return (config.steps if result.stopped_early else state["step"]), loop["bad_evals"]
+    return (config.steps if result.stopped_early else state["step"]), bad_evals
 
 
 def run_summary(config: OnPolicyConfig, result: OnPolicyResult) -> dict:

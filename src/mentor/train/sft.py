@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from mentor.config import check_at_most
 from mentor.losses import causal_lm_logprobs, weighted_nll
 from mentor.records import append_jsonl
 from mentor.train.common import lr_lambda, optimizer_step
@@ -51,6 +52,7 @@ class SFTConfig:
         for name in ("steps", "batch_size", "max_length", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sft {name} must be >= 1, got {getattr(self, name)}")
+        check_at_most(self, "steps", "batch_size", "max_length", "warmup_steps", prefix="sft ")
         if self.lr <= 0:
             raise ValueError(f"sft lr must be > 0, got {self.lr}")
         if not 0 <= self.min_lr_ratio <= 1:
