@@ -83,6 +83,16 @@ def test_eval_writes_results_with_every_sampling_parameter(tiny_world_model, tmp
     assert len(rows) == 6 and "feedback on your previous attempt" in json.loads(rows[0])["prompt"]
 
 
+def test_eval_warns_when_most_answers_were_cut_off_and_not_otherwise(capsys):
+    """The README's first SmolLM2 command printed all zeros: 85% of its answers stopped at 64 tokens."""
+    assert main(["eval", "--task", "world:steps=4", "-n", "2", "-k", "2", "--max-new-tokens", "12"]) == 0
+    shown = capsys.readouterr()
+    assert "warning [none]: 100% of the samples stopped at --max-new-tokens 12" in " ".join((shown.out + shown.err).split())
+    assert main(["eval", "--task", "world:steps=2", "-n", "2", "-k", "2", "--max-new-tokens", "200"]) == 0
+    shown = capsys.readouterr()
+    assert "warning" not in shown.out + shown.err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

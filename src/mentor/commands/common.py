@@ -87,9 +87,19 @@ def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) ->
     from rich.console import Console
 
     Console().print(table)
+    for warning in truncation_warnings(summaries, config.max_new_tokens):
+        console().print(warning, markup=False)  # "[none]" is no style
     if path:
         console().print(f"results -> {path}")
     return summaries
+
+
+def truncation_warnings(summaries: dict, max_new_tokens: int, above: float = 0.5) -> list[str]:
+    """One line for each context whose samples were mostly cut off at ``max_new_tokens``: their answers were
+    never written, so the table's zeros measure the budget, not the model."""
+    return [f"warning [{kind}]: {rate:.0%} of the samples stopped at --max-new-tokens {max_new_tokens} before "
+            "they ended; their answers were never written: raise --max-new-tokens"
+            for kind, summary in summaries.items() if (rate := summary.get("truncation_rate") or 0) > above]
 
 
 def train_progress(bar, total: int, description: str = "training", info=None):
