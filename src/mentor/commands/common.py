@@ -11,9 +11,16 @@ def console():
 
 
 def readable(values: dict) -> str:
-    """``{"rows": 6, "weight_sum": 6.0}`` as ``rows 6, weight sum 6.0``: a summary for people, not a dict."""
-    return ", ".join(f"{key.replace('_', ' ')} {readable(value) if isinstance(value, dict) else value}"
-                     for key, value in values.items())
+    """``{"rows": 6, "acceptance": 0.6666}`` as ``rows 6, acceptance 0.667``: a summary for people, not a dict
+    (floats to 3 significant digits, whole ones as they are)."""
+    def shown(value):
+        if isinstance(value, dict):
+            return readable(value)
+        if isinstance(value, float) and not value.is_integer():
+            return f"{value:.3g}"
+        return value
+
+    return ", ".join(f"{key.replace('_', ' ')} {shown(value)}" for key, value in values.items())
 
 
 def progress_bar():

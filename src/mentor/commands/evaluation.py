@@ -97,5 +97,7 @@ def demo_training(model, tokenizer, task, before: dict, args) -> None:
         problems = task.problems("test", n=args.n)
         after, _ = evaluate(model, tokenizer, task, problems, EvalConfig(n_problems=args.n, k=args.k, seed=args.seed),
                             lambda kind, done, total: phases(f"test evaluation after training [{kind}]", done, total))
-    rows = [("base solver", {**before, "step": 0}), ("after training", {**after["none"], "step": config.steps})]
+    rows = [("base solver", {**before, "step": 0}), (f"after {method}", {**after["none"], "step": config.steps})]
     Console().print(score_table(f"no context, {args.n} held-out problems, k={args.k}", rows, args.k))
+    console().print(f"run folder -> {Path(args.out) / 'train'} (best/, final/, metrics.jsonl, evals.jsonl, "
+                    "summary.json)")

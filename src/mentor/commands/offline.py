@@ -49,7 +49,6 @@ def generate_command(args) -> int:
         f"dropped); this run wrote {run['rows_written']} rows in {run['seconds']:.1f}s "
         f"({run['rows_found']} found, {run['retries']} retries)")
     console().print(f"dataset -> {out} (responses.jsonl, dataset/, summary.json)")
-    print(out)
     return 0
 
 
@@ -123,8 +122,7 @@ def _print_stage(summary: dict, out: Path) -> None:
     run = summary.get("this_run", {})
     extra = f"; this run wrote {run['rows_written']} rows in {run['seconds']:.1f}s" if "rows_written" in run else ""
     console().print(f"mapd {summary['stage']}: {readable(shown)}{extra}")
-    console().print(f"-> {out} (summary.json)")
-    print(out)
+    console().print(f"stage folder -> {out} (summary.json)")
 
 
 def mapd_mine(args) -> int:

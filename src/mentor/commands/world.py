@@ -20,7 +20,6 @@ def world_build(args) -> int:
         if read_json(record, "a world model record").get("key") != config.key():
             raise FileExistsError(f"{out} holds a world model built with another config; use --force or another --out")
         console().print(f"world model already built at {out} (use --force to rebuild)")
-        print(out)
         return 0
     start = time.time()
     with progress_bar() as bar:
@@ -32,7 +31,6 @@ def world_build(args) -> int:
         build_world_model(config, out, step)
     save_config(config, out / "world_config.yaml")
     console().print(f"built in {time.time() - start:.0f}s -> {out}")
-    print(out)
     return 0
 
 
