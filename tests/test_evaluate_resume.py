@@ -9,8 +9,8 @@ import pytest
 
 from mentor.evaluate import UNFINISHED, EvalConfig, evaluate, open_rollouts, write_results
 from mentor.loading import load_model
-from mentor.offline.rows import RowFile
 from mentor.records import Rollout, append_jsonl
+from mentor.rows import RowFile
 from mentor.sampling.local import LocalSampler
 from mentor.tasks import load_task
 

@@ -21,8 +21,8 @@ from mentor.contexts import build_context_prompt
 from mentor.devices import check_placement
 from mentor.metrics import standard_error, summarize
 from mentor.models import render_prompt
-from mentor.offline.rows import RowFile
 from mentor.records import Problem, Rollout, read_json, write_jsonl
+from mentor.rows import RowFile
 from mentor.sampling import Sample, SamplingParams
 from mentor.sampling.backends import check_backend, open_sampler
 from mentor.tasks import Task

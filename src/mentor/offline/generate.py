@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 from mentor.config import check_at_most, differences
-from mentor.offline.rows import cut_partial_line, parse_keyed_rows
 from mentor.records import (
     Problem,
     RecordError,
@@ -65,6 +64,7 @@ from mentor.rewards import (
     reward_components,
     total_reward,
 )
+from mentor.rows import cut_partial_line, parse_keyed_rows
 from mentor.sampling import Sample, SamplingParams
 from mentor.teachers import (
     OPERATIONAL_FIELDS,

@@ -48,8 +48,8 @@ from mentor.feedback.committee import (
     review_prompt,
     student_explain_prompt,
 )
-from mentor.offline.rows import RowFile, check_record
 from mentor.records import TOO_DEEP, Problem, RecordError, from_dict, read_jsonl, to_dict, write_jsonl
+from mentor.rows import RowFile, check_record
 from mentor.sampling import SamplingParams, check_sampling
 from mentor.sampling.backends import check_backend, open_sampler
 from mentor.teachers import Teacher, TeacherConfig, teacher_configs, user_messages
