@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -336,9 +337,7 @@ def generalized_jsd_from_states(
     dtype = torch.promote_types(student_hidden_BTH.dtype, torch.float32)
     total, n_clipped = h_s.new_zeros((), dtype=dtype), h_s.new_zeros((), dtype=dtype)
     logp_s, logp_t = [], []
-    for start in range(0, ids.shape[0], chunk):
-        args = (h_s[start : start + chunk], h_t[start : start + chunk], ids[start : start + chunk])
-        div, clipped, lp_s, lp_t = checkpoint(piece, *args, use_reentrant=False) if checkpointed else piece(*args)
+    for div, clipped, lp_s, lp_t in _in_chunks(piece, (h_s, h_t, ids), 0, chunk, checkpointed):
         total, n_clipped = total + div, n_clipped + clipped
         logp_s.append(lp_s)
         logp_t.append(lp_t)
@@ -346,11 +345,7 @@ def generalized_jsd_from_states(
     logp_t_BT = torch.zeros_like(logp_s_BT)
     if logp_s:
         logp_s_BT[mask], logp_t_BT[mask] = torch.cat(logp_s), torch.cat(logp_t)
-    n_tokens = mask.sum().clamp(min=1).to(total.dtype)
-    loss = total / n_tokens
-    metrics = {"loss": float(loss.detach()), "tokens": float(mask.sum())}
-    if clip is not None:
-        metrics["clip_frac"] = _clip_fraction(n_clipped, n_tokens, student_head_VH.shape[0], top_k, tail, clip_mode)
+    loss, metrics = _mean_with_metrics(total, n_clipped, mask, student_head_VH.shape[0], top_k, tail, clip, clip_mode)
     return loss, metrics, logp_s_BT, logp_t_BT
 
 
@@ -401,17 +396,28 @@ def generalized_jsd(
     dtype = torch.promote_types(student_logits_BTV.dtype, torch.float32)
     total = student_logits_BTV.new_zeros((), dtype=dtype)
     n_clipped = total.new_zeros(())
-    for start in range(0, student_logits_BTV.shape[1], chunk):
-        sl = slice(start, start + chunk)
-        args = (student_logits_BTV[:, sl], teacher_logits_BTV[:, sl].detach(), mask_BT[:, sl])
-        div, clipped = checkpoint(fn, *args, use_reentrant=False) if checkpointed else fn(*args)
+    tensors = (student_logits_BTV, teacher_logits_BTV.detach(), mask_BT)
+    for div, clipped in _in_chunks(fn, tensors, 1, chunk, checkpointed):
         total, n_clipped = total + div, n_clipped + clipped
-    n_tokens = mask_BT.sum().clamp(min=1).to(total.dtype)
+    return _mean_with_metrics(total, n_clipped, mask_BT, student_logits_BTV.shape[-1], top_k, tail, clip, clip_mode)
+
+
+def _in_chunks(fn: Callable, tensors: tuple[torch.Tensor, ...], dim: int, chunk: int, checkpointed: bool):
+    """``fn`` on ``chunk``-sized slices of ``tensors`` along ``dim``, one after another, each under
+    activation checkpointing when ``checkpointed`` (its inputs kept, its activations recomputed in backward)."""
+    for start in range(0, tensors[0].shape[dim], chunk):
+        args = tuple(x.narrow(dim, start, min(chunk, x.shape[dim] - start)) for x in tensors)
+        yield checkpoint(fn, *args, use_reentrant=False) if checkpointed else fn(*args)
+
+
+def _mean_with_metrics(total: torch.Tensor, n_clipped: torch.Tensor, mask: torch.Tensor, V: int, top_k: int | None,
+                       tail: bool, clip: float | None, clip_mode: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """The summed divergence as a mean over the unmasked tokens, with its metrics."""
+    n_tokens = mask.sum().clamp(min=1).to(total.dtype)
     loss = total / n_tokens
-    metrics = {"loss": float(loss.detach()), "tokens": float(mask_BT.sum())}
+    metrics = {"loss": float(loss.detach()), "tokens": float(mask.sum())}
     if clip is not None:
-        metrics["clip_frac"] = _clip_fraction(n_clipped, n_tokens, student_logits_BTV.shape[-1], top_k, tail,
-                                              clip_mode)
+        metrics["clip_frac"] = _clip_fraction(n_clipped, n_tokens, V, top_k, tail, clip_mode)
     return loss, metrics
 
 
