@@ -85,6 +85,18 @@ def test_logprobs_match_plain_forward(tiny_policy, temperature, top_p):
             torch.testing.assert_close(torch.tensor(sample.logprobs), expected, atol=1e-4, rtol=0)
 
 
+def test_the_local_sampler_is_a_sampler_and_backends_build_one(tiny_policy):
+    import inspect
+
+    from mentor.sampling import Sampler
+    from mentor.sampling.backends import build_sampler
+
+    model, tokenizer = tiny_policy
+    sampler = build_sampler("local", model, tokenizer)
+    assert isinstance(sampler, Sampler) and sampler.backend == "local"
+    assert inspect.signature(LocalSampler.generate) == inspect.signature(Sampler.generate)
+
+
 def test_greedy_is_argmax(tiny_policy):
     model, tokenizer = tiny_policy
     params = SamplingParams(temperature=0.0, max_new_tokens=10)

@@ -85,6 +85,15 @@ def greedy(sampler, prompts) -> list:
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_the_engine_is_a_sampler_with_the_local_loops_signature(engine):
+    import inspect
+
+    from mentor.sampling import Sampler
+
+    assert isinstance(engine, Sampler) and engine.backend == "vllm"
+    assert inspect.signature(VLLMSampler.generate) == inspect.signature(Sampler.generate)
+
+
 def test_samples_decode_to_their_text_and_logprobs_match_the_trainer(engine, policy, prompts, temperature):
     model, tokenizer = policy
     params = SamplingParams(n=4, temperature=temperature, max_new_tokens=160, seed=1)

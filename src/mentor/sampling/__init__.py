@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass
@@ -70,6 +71,30 @@ class Sample:
             raise ValueError(f"Sample.finish_reason must be 'stop' or 'length', got {self.finish_reason!r}")
         if len(self.logprobs) != len(self.token_ids):
             raise ValueError(f"Sample has {len(self.logprobs)} logprobs for {len(self.token_ids)} tokens")
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """What draws samples of a model in this process (``LocalSampler``, ``VLLMSampler``): the one signature
+    rollouts, evaluation and teachers call."""
+
+    backend: str
+
+    def generate(
+        self,
+        prompts: list[str],
+        params: SamplingParams,
+        progress: Callable[[int], None] | None = None,
+        *,
+        indices: Sequence[int] | None = None,
+        on_prompt: Callable[[int, list[Sample]], None] | None = None,
+    ) -> list[list[Sample]]:
+        """``params.n`` samples for each (already rendered) prompt, as ``result[prompt_index][sample_index]``.
+
+        ``progress(prompts_done)`` after each batch; ``on_prompt(prompt_index, samples)`` as soon as a
+        prompt's samples are all drawn; ``indices[i]``: prompt i's place in the whole job, which seeds its
+        samples, so a job cut into pieces draws what it would have drawn whole."""
+        ...
 
 
 def __getattr__(name: str) -> Any:

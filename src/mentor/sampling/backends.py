@@ -8,6 +8,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from mentor.sampling import Sampler
+
 BACKENDS = ("local", "vllm")
 
 
@@ -21,7 +23,7 @@ def check_backend(backend: str, what: str = "backend") -> None:
         require_vllm()
 
 
-def build_sampler(backend: str, model: Any, tokenizer: Any, *, seed: int = 0, batch_size: int = 64) -> Any:
+def build_sampler(backend: str, model: Any, tokenizer: Any, *, seed: int = 0, batch_size: int = 64) -> Sampler:
     """A ``LocalSampler`` on ``model``, or a vLLM engine holding ``model``'s weights (close it when done)."""
     check_backend(backend)
     if backend == "vllm":
@@ -34,7 +36,8 @@ def build_sampler(backend: str, model: Any, tokenizer: Any, *, seed: int = 0, ba
 
 
 @contextlib.contextmanager
-def open_sampler(backend: str, model: Any, tokenizer: Any, *, seed: int = 0, batch_size: int = 64) -> Iterator[Any]:
+def open_sampler(backend: str, model: Any, tokenizer: Any, *, seed: int = 0, batch_size: int = 64
+                 ) -> Iterator[Sampler]:
     """:func:`build_sampler` for the length of a block; a vLLM engine is shut down after it."""
     sampler = build_sampler(backend, model, tokenizer, seed=seed, batch_size=batch_size)
     try:

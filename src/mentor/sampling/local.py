@@ -49,7 +49,10 @@ def _cache_argument(model: Any) -> str:
 
 
 class LocalSampler:
-    """Sample completions of already-rendered prompts from ``model`` (eval mode, no gradients)."""
+    """Sample completions of already-rendered prompts from ``model`` (eval mode, no gradients): mentor's
+    own decode loop, a :class:`~mentor.sampling.Sampler`."""
+
+    backend = "local"
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32) -> None:
         if batch_size < 1:

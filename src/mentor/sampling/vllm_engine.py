@@ -137,8 +137,7 @@ class VLLMSampler:
         indices: Sequence[int] | None = None,
         on_prompt: Callable[[int, list[Sample]], None] | None = None,
     ) -> list[list[Sample]]:
-        """``params.n`` samples for each prompt, as ``result[prompt_index][sample_index]``; the arguments
-        mean what they mean for ``LocalSampler.generate``."""
+        """:meth:`mentor.sampling.Sampler.generate`."""
         indices = list(range(len(prompts))) if indices is None else list(indices)
         if len(indices) != len(prompts):
             raise ValueError(f"{len(indices)} indices for {len(prompts)} prompts")
