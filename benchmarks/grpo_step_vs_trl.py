@@ -49,7 +49,8 @@ from mentor.models import encode_prompt, render_prompt
 from mentor.sampling import Sample
 from mentor.sampling.local import LocalSampler
 from mentor.train.common import clip_and_step
-from mentor.train.onpolicy import OnPolicyConfig, Row, completion_logits, micro_losses, train_step
+from mentor.train.completions import completion_logits
+from mentor.train.onpolicy import OnPolicyConfig, Row, micro_losses, train_step
 
 LR = 1e-5
 

@@ -15,11 +15,11 @@ from accelerate.tracking import GeneralTracker
 from mentor.models import LoraSpec, apply_lora, render_prompt
 from mentor.sampling import Sample
 from mentor.tasks import load_task
+from mentor.train.completions import completion_logits
 from mentor.train.onpolicy import (
     OnPolicyConfig,
     Row,
     attach_contexts,
-    completion_logits,
     signal_tokens,
     task_critic,
     train_onpolicy,
@@ -138,7 +138,7 @@ FROM_STATES = {  # divergences the step computes from hidden states and the head
 def test_the_step_from_hidden_states_equals_the_step_on_materialised_logits(case, monkeypatch):
     # a head that is not plain (monkeypatched away) sends the same configuration through the logits path:
     # the same loss, token advantages and gradient
-    import mentor.train.onpolicy as onpolicy
+    import mentor.train.onpolicy_loss as onpolicy_loss
 
     extra = dict(FROM_STATES[case])
     lora = extra.pop("lora", False)
@@ -147,7 +147,7 @@ def test_the_step_from_hidden_states_equals_the_step_on_materialised_logits(case
     results = []
     for path in ("states", "logits"):
         if path == "logits":
-            monkeypatch.setattr(onpolicy, "plain_head", lambda model: None)
+            monkeypatch.setattr(onpolicy_loss, "plain_head", lambda model: None)
         model, tokenizer = load_world_folder(SHIPPED_DIR)
         if lora:
             model = apply_lora(model, LoraSpec(r=2))
@@ -326,8 +326,8 @@ def test_by_group_blend_sends_groups_with_a_success_to_grpo_and_the_rest_to_the_
 def test_rows_without_a_context_get_no_teacher_forward_and_change_nothing(monkeypatch, divergence):
     """Two of four rows without a context: the teacher reads the other two alone, and the loss and the
     gradient are those of the two rows with a context on their own."""
-    from mentor.train import onpolicy
-    from mentor.train.onpolicy import micro_losses
+    from mentor.train import onpolicy_loss
+    from mentor.train.onpolicy_loss import micro_losses
 
     task = load_task("world")
     model, tokenizer = load_world_folder(SHIPPED_DIR)
@@ -337,8 +337,8 @@ def test_rows_without_a_context_get_no_teacher_forward_and_change_nothing(monkey
     rows[0].teacher_prompt = rows[3].teacher_prompt = None
     seen = []
     for name in ("completion_states", "completion_logits"):
-        real = getattr(onpolicy, name)
-        monkeypatch.setattr(onpolicy, name, lambda m, p, c, _real=real: (seen.append(len(p)), _real(m, p, c))[1])
+        real = getattr(onpolicy_loss, name)
+        monkeypatch.setattr(onpolicy_loss, name, lambda m, p, c, _real=real: (seen.append(len(p)), _real(m, p, c))[1])
     teacher = SelfTeacher(model)
     results = []
     for batch in (rows, rows[1:3]):

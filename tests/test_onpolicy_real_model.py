@@ -24,7 +24,8 @@ from mentor.models import LoraSpec, apply_lora, encode_prompt, load_policy, rend
 from mentor.records import Feedback, Problem
 from mentor.sampling.openai_compatible import OpenAISampler
 from mentor.tasks.gym import GymTask
-from mentor.train.onpolicy import OnPolicyConfig, completion_logits, train_onpolicy
+from mentor.train.completions import completion_logits
+from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy
 from mentor.train.teacher import SelfTeacher
 from serving import needs_served_smollm2, served_smollm2  # noqa: F401 - the fixture is used by name
 

@@ -24,28 +24,20 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from mentor.config import check_at_most, record_config
+from mentor.config import record_config
 from mentor.contexts import build_context_prompt, completion_token_mismatch
 from mentor.evaluate import EvalConfig, check_contexts
 from mentor.losses import (
-    CLIP_MODES,
-    clipped_policy_gradient,
-    fused_forward_kl,
-    generalized_jsd,
-    generalized_jsd_from_states,
     group_advantages,
-    sampled_token_distill,
-    token_logprobs,
 )
-from mentor.models import encode_prompt, render_prompt
-from mentor.records import Feedback, Problem, append_jsonl, write_jsonl
-from mentor.sampling import Sample, SamplingParams
-from mentor.sampling.backends import BACKENDS, check_backend
+from mentor.models import render_prompt
+from mentor.records import Problem, append_jsonl, write_jsonl
+from mentor.sampling import SamplingParams
 from mentor.sampling.local import LocalSampler
 from mentor.sampling.vllm_engine import engine_for
 from mentor.tasks import Task
@@ -65,298 +57,24 @@ from mentor.train.common import (
     save_model,
     test_scores,
 )
-from mentor.train.completions import completion_logits, completion_states, plain_head
 from mentor.train.distributed import CompletionForward, Ranks, combine_metrics, policy_of
-from mentor.train.guards import Guards, copy_overlap
-from mentor.train.teacher import TEACHER_KINDS, SelfTeacher
+from mentor.train.guards import Guards
+from mentor.train.onpolicy_config import (  # noqa: F401 - the config and its choices are imported from here
+    BLENDS,
+    DIVERGENCES,
+    METHODS,
+    SCHEDULES,
+    SIGNAL_SPANS,
+    OnPolicyConfig,
+)
+from mentor.train.onpolicy_loss import micro_losses
+from mentor.train.rollouts import Critic, Row, attach_contexts, common_prefix, signal_tokens  # noqa: F401
+from mentor.train.teacher import SelfTeacher
 
 log = logging.getLogger("mentor")
 
-METHODS = {"grpo": None, "sd-reference": "reference", "sd-critique": "critique", "sd-success": "success"}
-DIVERGENCES = ("full", "top-k", "sampled")
-SIGNAL_SPANS = ("all", "to-divergence")
-BLENDS = ("mix", "by-group")
-SCHEDULES = ("constant", "cosine", "linear")
-Critic = Callable[[list[Problem], list[str]], list[Feedback]]
-
-
-@dataclass
-class OnPolicyConfig:
-    """One method of docs/methods.md, section 1; everything but ``method`` and ``grpo_weight`` is shared."""
-
-    method: str = "sd-critique"  # grpo | sd-reference | sd-critique | sd-success
-    grpo_weight: float | None = None  # lambda of the blend; default 1 for grpo, 0 for sd-*
-    # how a blend (0 < grpo_weight < 1) uses its two signals: mix, both on every rollout; by-group, a group
-    # with a verified success learns from GRPO's advantage alone and a group without one (where GRPO's
-    # advantage is 0) from the self-teacher alone
-    blend: str = "mix"
-    steps: int = 100
-    prompts_per_step: int = 8
-    rollouts_per_prompt: int | None = None  # default: 8 for grpo or a blend, 1 for self-distillation
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 160
-    # local: mentor's own decode loop; vllm: a vLLM engine colocated in the process, built once from the
-    # model's folder, the weights pushed into it after every optimizer step (needs vllm installed)
-    generation_backend: str = "local"
-    # optimisation
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | cosine | linear (decay to 0 after warmup)
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    micro_batch_size: int | None = None  # rollouts per forward pass (gradient accumulation); None: all
-    # self-distillation
-    divergence: str = "full"  # full | top-k | sampled
-    beta: float = 0.0  # generalised JSD: 0 forward KL(T||S) (the study's), 1 reverse KL(S||T)
-    top_k: int = 20
-    top_k_source: str = "teacher"
-    tail: bool = True  # top-k: one bucket for the remaining mass
-    divergence_clip: float | None = None  # OPSD's per-term clip tau (0.05 in OPSD)
-    # term: OPSD's clamp of each (position, vocabulary entry) term; position: mentor's, each position's
-    # divergence scaled down to the cap, its gradient's direction kept (learns with a confident teacher)
-    divergence_clip_mode: str = "term"
-    teacher: str = "initial"  # initial (LoRA: adapter disabled) | ema | live
-    ema_decay: float = 0.999
-    signal_span: str = "all"  # all tokens, or up to the first token where the rollout leaves the critique
-    # GRPO
-    clip: float = 0.2
-    scale_by_std: bool = True
-    aggregation: str = "token-mean"
-    # evaluation, checkpoints, guards
-    eval_every: int = 0  # 0: evaluate only at the start and the end
-    eval_problems: int = 50
-    eval_k: int = 4
-    eval_split: str = "validation"  # where checkpoints are evaluated and the best one is chosen
-    test_problems: int = 0  # at the end, the best and the final weights on this many test problems (0: none)
-    early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0: never
-    save_every: int = 10
-    copy_ngram: int = 6
-    copy_margin: float = 0.15
-    min_signal_fraction: float = 0.5
-    report_to: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, ...
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        choices = {"method": METHODS, "divergence": DIVERGENCES, "teacher": TEACHER_KINDS,
-                   "signal_span": SIGNAL_SPANS, "schedule": SCHEDULES, "blend": BLENDS,
-                   "divergence_clip_mode": CLIP_MODES,
-                   "top_k_source": ("teacher", "student"), "aggregation": ("token-mean", "sequence-mean"),
-                   "generation_backend": BACKENDS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        check_backend(self.generation_backend, "generation_backend")
-        if self.grpo_weight is None:
-            self.grpo_weight = 1.0 if self.method == "grpo" else 0.0
-        if not 0.0 <= self.grpo_weight <= 1.0 or (self.method == "grpo" and self.grpo_weight != 1.0):
-            raise ValueError(f"grpo_weight must be in [0, 1] (and 1 for grpo), got {self.grpo_weight}")
-        if self.rollouts_per_prompt is None:
-            self.rollouts_per_prompt = 8 if self.grpo_weight > 0 or self.method == "sd-success" else 1
-        for name in ("steps", "prompts_per_step", "rollouts_per_prompt", "max_new_tokens", "save_every",
-                     "eval_problems", "eval_k", "top_k", "copy_ngram"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_split not in ("train", "validation", "test"):
-            raise ValueError(f"eval_split must be train, validation or test, got {self.eval_split!r}")
-        for name in ("eval_every", "early_stopping_patience", "warmup_steps", "test_problems"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        check_at_most(self, "steps", "prompts_per_step", "rollouts_per_prompt", "max_new_tokens", "eval_problems",
-                      "eval_k", "test_problems", "warmup_steps", "eval_every")
-        if self.temperature <= 0 or self.lr <= 0 or not 0 < self.top_p <= 1:
-            raise ValueError("temperature and lr must be > 0 and top_p in (0, 1]")
-        if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
-        if (self.grpo_weight > 0 or self.method == "sd-success") and self.rollouts_per_prompt < 2:
-            raise ValueError(f"{self.method} with grpo_weight={self.grpo_weight} needs rollouts_per_prompt >= 2")
-        if not 0 <= self.beta <= 1:
-            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
-        if self.blend == "by-group" and not (0 < self.grpo_weight < 1 and self.context in ("reference", "critique")):
-            raise ValueError("blend=by-group routes each group to GRPO or to the self-teacher: it needs sd-reference "
-                             f"or sd-critique with 0 < grpo_weight < 1, got {self.method} with grpo_weight="
-                             f"{self.grpo_weight}")
-
-    @property
-    def context(self) -> str | None:
-        return METHODS[self.method]
-
 
 # ----- one step ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One rollout and everything the step derives from it."""
-
-    problem: Problem
-    prompt: str
-    sample: Sample
-    reward: float
-    teacher_prompt: str | None = None  # None: no teacher signal for this rollout
-    keep_tokens: int | None = None  # signal_span: how many leading tokens carry the teacher signal
-    overlap: float | None = None
-
-
-def _padded(values: Sequence[Sequence], width: int, dtype, device) -> torch.Tensor:
-    out = torch.zeros((len(values), width), dtype=dtype)
-    for row, row_values in enumerate(values):
-        out[row, : len(row_values)] = torch.tensor(list(row_values), dtype=dtype)
-    return out.to(device)
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
-def attach_contexts(rows: list[Row], task: Task, tokenizer, config: OnPolicyConfig, critic: Critic,
-                    rollouts_per_prompt: int) -> dict[str, float]:
-    """Give each row its teacher prompt (or none), its signal span and its copy overlap; returns counts."""
-    counts = {"critic_unusable": 0, "no_success": 0, "no_corrected_trace": 0}
-    if config.blend == "by-group":  # a group with a success is GRPO's: only the others get a context
-        groups = [rows[i : i + rollouts_per_prompt] for i in range(0, len(rows), rollouts_per_prompt)]
-        rows = [r for group in groups if not any(r.reward > 0 for r in group) for r in group]
-        counts["routed_to_grpo"] = sum(len(g) for g in groups) - len(rows)
-    feedback: list[Feedback | None] = [None] * len(rows)
-    if config.context == "critique" and rows:
-        feedback = critic([r.problem for r in rows], [r.sample.text for r in rows])
-    for i, row in enumerate(rows):
-        context = {}
-        if config.context == "critique":
-            if feedback[i] is None or feedback[i].case == "unusable":
-                counts["critic_unusable"] += 1
-                continue
-            context["critique"] = feedback[i].critique
-        elif config.context == "success":
-            group = rows[i - i % rollouts_per_prompt : i - i % rollouts_per_prompt + rollouts_per_prompt]
-            winners = [r for r in group if r is not row and r.reward > 0]
-            if not winners:
-                counts["no_success"] += 1
-                continue
-            context["success"] = winners[0].sample.text
-        question = task.prompt(row.problem)
-        user = build_context_prompt(config.context, question, problem=row.problem, **context)
-        row.teacher_prompt = render_prompt(tokenizer, user)
-        privileged = user[len(question):] if user.startswith(question) else user
-        row.overlap = copy_overlap(row.sample.text, privileged, question, config.copy_ngram)
-        if config.signal_span == "to-divergence" and config.context == "critique" and feedback[i].case != "correct":
-            if not feedback[i].corrected:  # a critic that writes no corrected trace: no span to cut
-                counts["no_corrected_trace"] += 1
-                continue
-            target = tokenizer.encode(feedback[i].corrected, add_special_tokens=False)
-            row.keep_tokens = common_prefix(row.sample.token_ids, target) + 1  # through the first departure
-    return counts
-
-
-def signal_tokens(row: Row) -> int:
-    """How many of the row's tokens carry the teacher signal."""
-    if row.teacher_prompt is None:
-        return 0
-    n = len(row.sample.token_ids)
-    return n if row.keep_tokens is None else min(n, row.keep_tokens)
-
-
-def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row], adv_B: torch.Tensor,
-                 config: OnPolicyConfig, times: dict, forward=None
-                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict]:
-    """GRPO's and the self-distillation loss of one micro-batch (each a mean over its own tokens; None when
-    the method does not use it; the self-distillation loss is zero for rows without a context), and their
-    metrics. ``forward``: the student's loss forward
-    (:class:`~mentor.train.distributed.CompletionForward` of ``model``, DDP-wrapped or sharded with several
-    processes); ``model``: the student's whole weights, which the self-teacher reads."""
-    forward = forward or CompletionForward(model)
-    completions = [r.sample.token_ids for r in rows]
-    prompts = [encode_prompt(tokenizer, r.prompt) for r in rows]
-    # pure self-distillation over the vocabulary (all of it, or the top k) never needs the student's logits: the
-    # loss makes them a chunk at a time from the hidden states, with forward KL's closed-form gradient where it
-    # applies (docs/methods.md, section 1)
-    fused = config.grpo_weight == 0 and config.divergence in ("full", "top-k") and plain_head(model) is not None
-    closed_form = config.divergence == "full" and config.beta == 0 and config.divergence_clip is None
-    if fused:
-        hidden_BTH, mask_BT = forward(prompts, completions, states=True)
-        head = plain_head(policy_of(forward))  # read after the forward: under FSDP it gathered the head's shards
-    else:
-        logits_BTV, mask_BT = forward(prompts, completions)
-        if config.temperature != 1.0:  # at 1 the divide would only copy B x T x V
-            logits_BTV = logits_BTV / config.temperature
-    device = mask_BT.device
-    tokens_BT = _padded(completions, mask_BT.shape[1], torch.long, device)
-    if not fused:  # the fused loss returns the student's log-probs itself
-        logp_BT = token_logprobs(logits_BTV, tokens_BT)
-    pg = sd = None
-    metrics = {}
-    if config.grpo_weight > 0:
-        old_BT = _padded([r.sample.logprobs for r in rows], mask_BT.shape[1], torch.float32, device)
-        # the sampler's log-probs against the trainer's for the same weights: float rounding for mentor's loop,
-        # more for an engine with its own kernels, whose numbers then give way to the trainer's in the ratio
-        mismatch = (logp_BT.detach() - old_BT).abs()[mask_BT.bool()]
-        metrics["pg_logp_mismatch"] = float(mismatch.mean()) if mismatch.numel() else 0.0
-        if config.generation_backend != "local":
-            old_BT = logp_BT.detach()
-        pg, pg_metrics = clipped_policy_gradient(logp_BT, old_BT, adv_B.to(device), mask_BT, clip_low=config.clip,
-                                                 clip_high=config.clip, aggregation=config.aggregation)
-        metrics.update({f"pg_{k}": v for k, v in pg_metrics.items()})
-    if config.grpo_weight < 1 and any(r.teacher_prompt is not None for r in rows):  # else no signal to compute
-        start = time.time()
-        # the teacher reads only the rows with a context; the others' places stay zero, under a zero mask
-        asked = [i for i, r in enumerate(rows) if r.teacher_prompt is not None]
-        teacher_prompts = [encode_prompt(tokenizer, rows[i].teacher_prompt) for i in asked]
-        with torch.no_grad(), teacher.scoring(model) as scorer:
-            if fused:
-                teacher_hidden_BTH = _in_place(completion_states(scorer, teacher_prompts, [completions[i] for i in asked])[0],
-                                               asked, mask_BT.shape)
-                teacher_head = plain_head(scorer)
-            else:
-                teacher_BTV = _in_place(completion_logits(scorer, teacher_prompts, [completions[i] for i in asked])[0],
-                                        asked, mask_BT.shape)
-                if config.temperature != 1.0:
-                    teacher_BTV = teacher_BTV / config.temperature
-        times["teacher"] += time.time() - start
-        sd_mask_BT = _padded([[1.0] * signal_tokens(r) for r in rows], mask_BT.shape[1], mask_BT.dtype, device)
-        if fused and closed_form:
-            sd, sd_metrics, logp_BT, teacher_logp_BT = fused_forward_kl(
-                hidden_BTH, head, teacher_hidden_BTH, teacher_head, tokens_BT, sd_mask_BT,
-                temperature=config.temperature)
-        elif fused:
-            sd, sd_metrics, logp_BT, teacher_logp_BT = generalized_jsd_from_states(
-                hidden_BTH, head, teacher_hidden_BTH, teacher_head, tokens_BT, sd_mask_BT, beta=config.beta,
-                temperature=config.temperature, top_k=config.top_k if config.divergence == "top-k" else None,
-                top_k_source=config.top_k_source, tail=config.tail and config.divergence == "top-k",
-                clip=config.divergence_clip, clip_mode=config.divergence_clip_mode)
-        else:
-            teacher_logp_BT = token_logprobs(teacher_BTV, tokens_BT)
-            if config.divergence == "sampled":
-                sd, sd_metrics = sampled_token_distill(logp_BT, teacher_logp_BT, sd_mask_BT)
-            else:
-                sd, sd_metrics = generalized_jsd(logits_BTV, teacher_BTV, sd_mask_BT, beta=config.beta,
-                                                 top_k=config.top_k if config.divergence == "top-k" else None,
-                                                 top_k_source=config.top_k_source,
-                                                 tail=config.tail and config.divergence == "top-k",
-                                                 clip=config.divergence_clip,
-                                                 clip_mode=config.divergence_clip_mode)
-        adv_T = (teacher_logp_BT - logp_BT.detach())[sd_mask_BT.bool()]
-        sd_metrics.update(adv_t_mean=float(adv_T.mean()) if adv_T.numel() else 0.0,
-                          adv_t_min=float(adv_T.min()) if adv_T.numel() else 0.0,
-                          adv_t_neg_frac=float((adv_T < -0.1).float().mean()) if adv_T.numel() else 0.0)
-        metrics.update({f"sd_{k}": v for k, v in sd_metrics.items()})
-    if pg is None and sd is None:
-        # nothing to learn from these rows: a zero through this forward's outputs and the head, so that with
-        # several processes this backward reduces the gradients of the same weights as the others' do
-        sd = (hidden_BTH.sum() + head.sum()) * 0.0 if fused else logits_BTV.sum() * 0.0
-    return pg, sd, metrics
-
-
-def _in_place(sub_BTX: torch.Tensor, rows: list[int], shape: torch.Size) -> torch.Tensor:
-    """Rows ``rows`` of a batch of ``shape[0]`` rows and ``shape[1]`` completion columns, from the forward of
-    those rows alone (its columns are the first of theirs), zero elsewhere."""
-    if len(rows) == shape[0] and sub_BTX.shape[1] == shape[1]:
-        return sub_BTX
-    full = sub_BTX.new_zeros((shape[0], shape[1], sub_BTX.shape[-1]))
-    full[rows, : sub_BTX.shape[1]] = sub_BTX
-    return full
 
 
 def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, problems: list[Problem], optimizer,

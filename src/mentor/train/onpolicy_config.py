@@ -1,0 +1,120 @@
+"""The on-policy run's configuration (:class:`OnPolicyConfig`) and the choices each of its options takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mentor.config import check_at_most
+from mentor.losses import (
+    CLIP_MODES,
+)
+from mentor.sampling.backends import BACKENDS, check_backend
+from mentor.train.teacher import TEACHER_KINDS
+
+METHODS = {"grpo": None, "sd-reference": "reference", "sd-critique": "critique", "sd-success": "success"}
+DIVERGENCES = ("full", "top-k", "sampled")
+SIGNAL_SPANS = ("all", "to-divergence")
+BLENDS = ("mix", "by-group")
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+@dataclass
+class OnPolicyConfig:
+    """One method of docs/methods.md, section 1; everything but ``method`` and ``grpo_weight`` is shared."""
+
+    method: str = "sd-critique"  # grpo | sd-reference | sd-critique | sd-success
+    grpo_weight: float | None = None  # lambda of the blend; default 1 for grpo, 0 for sd-*
+    # how a blend (0 < grpo_weight < 1) uses its two signals: mix, both on every rollout; by-group, a group
+    # with a verified success learns from GRPO's advantage alone and a group without one (where GRPO's
+    # advantage is 0) from the self-teacher alone
+    blend: str = "mix"
+    steps: int = 100
+    prompts_per_step: int = 8
+    rollouts_per_prompt: int | None = None  # default: 8 for grpo or a blend, 1 for self-distillation
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 160
+    # local: mentor's own decode loop; vllm: a vLLM engine colocated in the process, built once from the
+    # model's folder, the weights pushed into it after every optimizer step (needs vllm installed)
+    generation_backend: str = "local"
+    # optimisation
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine | linear (decay to 0 after warmup)
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    micro_batch_size: int | None = None  # rollouts per forward pass (gradient accumulation); None: all
+    # self-distillation
+    divergence: str = "full"  # full | top-k | sampled
+    beta: float = 0.0  # generalised JSD: 0 forward KL(T||S) (the study's), 1 reverse KL(S||T)
+    top_k: int = 20
+    top_k_source: str = "teacher"
+    tail: bool = True  # top-k: one bucket for the remaining mass
+    divergence_clip: float | None = None  # OPSD's per-term clip tau (0.05 in OPSD)
+    # term: OPSD's clamp of each (position, vocabulary entry) term; position: mentor's, each position's
+    # divergence scaled down to the cap, its gradient's direction kept (learns with a confident teacher)
+    divergence_clip_mode: str = "term"
+    teacher: str = "initial"  # initial (LoRA: adapter disabled) | ema | live
+    ema_decay: float = 0.999
+    signal_span: str = "all"  # all tokens, or up to the first token where the rollout leaves the critique
+    # GRPO
+    clip: float = 0.2
+    scale_by_std: bool = True
+    aggregation: str = "token-mean"
+    # evaluation, checkpoints, guards
+    eval_every: int = 0  # 0: evaluate only at the start and the end
+    eval_problems: int = 50
+    eval_k: int = 4
+    eval_split: str = "validation"  # where checkpoints are evaluated and the best one is chosen
+    test_problems: int = 0  # at the end, the best and the final weights on this many test problems (0: none)
+    early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0: never
+    save_every: int = 10
+    copy_ngram: int = 6
+    copy_margin: float = 0.15
+    min_signal_fraction: float = 0.5
+    report_to: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, ...
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        choices = {"method": METHODS, "divergence": DIVERGENCES, "teacher": TEACHER_KINDS,
+                   "signal_span": SIGNAL_SPANS, "schedule": SCHEDULES, "blend": BLENDS,
+                   "divergence_clip_mode": CLIP_MODES,
+                   "top_k_source": ("teacher", "student"), "aggregation": ("token-mean", "sequence-mean"),
+                   "generation_backend": BACKENDS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        check_backend(self.generation_backend, "generation_backend")
+        if self.grpo_weight is None:
+            self.grpo_weight = 1.0 if self.method == "grpo" else 0.0
+        if not 0.0 <= self.grpo_weight <= 1.0 or (self.method == "grpo" and self.grpo_weight != 1.0):
+            raise ValueError(f"grpo_weight must be in [0, 1] (and 1 for grpo), got {self.grpo_weight}")
+        if self.rollouts_per_prompt is None:
+            self.rollouts_per_prompt = 8 if self.grpo_weight > 0 or self.method == "sd-success" else 1
+        for name in ("steps", "prompts_per_step", "rollouts_per_prompt", "max_new_tokens", "save_every",
+                     "eval_problems", "eval_k", "top_k", "copy_ngram"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_split not in ("train", "validation", "test"):
+            raise ValueError(f"eval_split must be train, validation or test, got {self.eval_split!r}")
+        for name in ("eval_every", "early_stopping_patience", "warmup_steps", "test_problems"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_at_most(self, "steps", "prompts_per_step", "rollouts_per_prompt", "max_new_tokens", "eval_problems",
+                      "eval_k", "test_problems", "warmup_steps", "eval_every")
+        if self.temperature <= 0 or self.lr <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError("temperature and lr must be > 0 and top_p in (0, 1]")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if (self.grpo_weight > 0 or self.method == "sd-success") and self.rollouts_per_prompt < 2:
+            raise ValueError(f"{self.method} with grpo_weight={self.grpo_weight} needs rollouts_per_prompt >= 2")
+        if not 0 <= self.beta <= 1:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        if self.blend == "by-group" and not (0 < self.grpo_weight < 1 and self.context in ("reference", "critique")):
+            raise ValueError("blend=by-group routes each group to GRPO or to the self-teacher: it needs sd-reference "
+                             f"or sd-critique with 0 < grpo_weight < 1, got {self.method} with grpo_weight="
+                             f"{self.grpo_weight}")
+
+    @property
+    def context(self) -> str | None:
+        return METHODS[self.method]

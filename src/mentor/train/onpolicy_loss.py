@@ -1,0 +1,123 @@
+"""One micro-batch's losses: GRPO's clipped policy gradient and the self-distillation divergence, each
+through the path its configuration needs (the fused closed form, the fused states, or the logits)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from mentor.losses import (
+    clipped_policy_gradient,
+    fused_forward_kl,
+    generalized_jsd,
+    generalized_jsd_from_states,
+    sampled_token_distill,
+    token_logprobs,
+)
+from mentor.models import encode_prompt
+from mentor.train.completions import completion_logits, completion_states, plain_head
+from mentor.train.distributed import CompletionForward, policy_of
+from mentor.train.onpolicy_config import OnPolicyConfig
+from mentor.train.rollouts import Row, _padded, signal_tokens
+from mentor.train.teacher import SelfTeacher
+
+
+def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row], adv_B: torch.Tensor,
+                 config: OnPolicyConfig, times: dict, forward=None
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict]:
+    """GRPO's and the self-distillation loss of one micro-batch (each a mean over its own tokens; None when
+    the method does not use it; the self-distillation loss is zero for rows without a context), and their
+    metrics. ``forward``: the student's loss forward
+    (:class:`~mentor.train.distributed.CompletionForward` of ``model``, DDP-wrapped or sharded with several
+    processes); ``model``: the student's whole weights, which the self-teacher reads."""
+    forward = forward or CompletionForward(model)
+    completions = [r.sample.token_ids for r in rows]
+    prompts = [encode_prompt(tokenizer, r.prompt) for r in rows]
+    # pure self-distillation over the vocabulary (all of it, or the top k) never needs the student's logits: the
+    # loss makes them a chunk at a time from the hidden states, with forward KL's closed-form gradient where it
+    # applies (docs/methods.md, section 1)
+    fused = config.grpo_weight == 0 and config.divergence in ("full", "top-k") and plain_head(model) is not None
+    closed_form = config.divergence == "full" and config.beta == 0 and config.divergence_clip is None
+    if fused:
+        hidden_BTH, mask_BT = forward(prompts, completions, states=True)
+        head = plain_head(policy_of(forward))  # read after the forward: under FSDP it gathered the head's shards
+    else:
+        logits_BTV, mask_BT = forward(prompts, completions)
+        if config.temperature != 1.0:  # at 1 the divide would only copy B x T x V
+            logits_BTV = logits_BTV / config.temperature
+    device = mask_BT.device
+    tokens_BT = _padded(completions, mask_BT.shape[1], torch.long, device)
+    if not fused:  # the fused loss returns the student's log-probs itself
+        logp_BT = token_logprobs(logits_BTV, tokens_BT)
+    pg = sd = None
+    metrics = {}
+    if config.grpo_weight > 0:
+        old_BT = _padded([r.sample.logprobs for r in rows], mask_BT.shape[1], torch.float32, device)
+        # the sampler's log-probs against the trainer's for the same weights: float rounding for mentor's loop,
+        # more for an engine with its own kernels, whose numbers then give way to the trainer's in the ratio
+        mismatch = (logp_BT.detach() - old_BT).abs()[mask_BT.bool()]
+        metrics["pg_logp_mismatch"] = float(mismatch.mean()) if mismatch.numel() else 0.0
+        if config.generation_backend != "local":
+            old_BT = logp_BT.detach()
+        pg, pg_metrics = clipped_policy_gradient(logp_BT, old_BT, adv_B.to(device), mask_BT, clip_low=config.clip,
+                                                 clip_high=config.clip, aggregation=config.aggregation)
+        metrics.update({f"pg_{k}": v for k, v in pg_metrics.items()})
+    if config.grpo_weight < 1 and any(r.teacher_prompt is not None for r in rows):  # else no signal to compute
+        start = time.time()
+        # the teacher reads only the rows with a context; the others' places stay zero, under a zero mask
+        asked = [i for i, r in enumerate(rows) if r.teacher_prompt is not None]
+        teacher_prompts = [encode_prompt(tokenizer, rows[i].teacher_prompt) for i in asked]
+        with torch.no_grad(), teacher.scoring(model) as scorer:
+            if fused:
+                teacher_hidden_BTH = _in_place(completion_states(scorer, teacher_prompts, [completions[i] for i in asked])[0],
+                                               asked, mask_BT.shape)
+                teacher_head = plain_head(scorer)
+            else:
+                teacher_BTV = _in_place(completion_logits(scorer, teacher_prompts, [completions[i] for i in asked])[0],
+                                        asked, mask_BT.shape)
+                if config.temperature != 1.0:
+                    teacher_BTV = teacher_BTV / config.temperature
+        times["teacher"] += time.time() - start
+        sd_mask_BT = _padded([[1.0] * signal_tokens(r) for r in rows], mask_BT.shape[1], mask_BT.dtype, device)
+        if fused and closed_form:
+            sd, sd_metrics, logp_BT, teacher_logp_BT = fused_forward_kl(
+                hidden_BTH, head, teacher_hidden_BTH, teacher_head, tokens_BT, sd_mask_BT,
+                temperature=config.temperature)
+        elif fused:
+            sd, sd_metrics, logp_BT, teacher_logp_BT = generalized_jsd_from_states(
+                hidden_BTH, head, teacher_hidden_BTH, teacher_head, tokens_BT, sd_mask_BT, beta=config.beta,
+                temperature=config.temperature, top_k=config.top_k if config.divergence == "top-k" else None,
+                top_k_source=config.top_k_source, tail=config.tail and config.divergence == "top-k",
+                clip=config.divergence_clip, clip_mode=config.divergence_clip_mode)
+        else:
+            teacher_logp_BT = token_logprobs(teacher_BTV, tokens_BT)
+            if config.divergence == "sampled":
+                sd, sd_metrics = sampled_token_distill(logp_BT, teacher_logp_BT, sd_mask_BT)
+            else:
+                sd, sd_metrics = generalized_jsd(logits_BTV, teacher_BTV, sd_mask_BT, beta=config.beta,
+                                                 top_k=config.top_k if config.divergence == "top-k" else None,
+                                                 top_k_source=config.top_k_source,
+                                                 tail=config.tail and config.divergence == "top-k",
+                                                 clip=config.divergence_clip,
+                                                 clip_mode=config.divergence_clip_mode)
+        adv_T = (teacher_logp_BT - logp_BT.detach())[sd_mask_BT.bool()]
+        sd_metrics.update(adv_t_mean=float(adv_T.mean()) if adv_T.numel() else 0.0,
+                          adv_t_min=float(adv_T.min()) if adv_T.numel() else 0.0,
+                          adv_t_neg_frac=float((adv_T < -0.1).float().mean()) if adv_T.numel() else 0.0)
+        metrics.update({f"sd_{k}": v for k, v in sd_metrics.items()})
+    if pg is None and sd is None:
+        # nothing to learn from these rows: a zero through this forward's outputs and the head, so that with
+        # several processes this backward reduces the gradients of the same weights as the others' do
+        sd = (hidden_BTH.sum() + head.sum()) * 0.0 if fused else logits_BTV.sum() * 0.0
+    return pg, sd, metrics
+
+
+def _in_place(sub_BTX: torch.Tensor, rows: list[int], shape: torch.Size) -> torch.Tensor:
+    """Rows ``rows`` of a batch of ``shape[0]`` rows and ``shape[1]`` completion columns, from the forward of
+    those rows alone (its columns are the first of theirs), zero elsewhere."""
+    if len(rows) == shape[0] and sub_BTX.shape[1] == shape[1]:
+        return sub_BTX
+    full = sub_BTX.new_zeros((shape[0], shape[1], sub_BTX.shape[-1]))
+    full[rows, : sub_BTX.shape[1]] = sub_BTX
+    return full
