@@ -209,9 +209,9 @@ def test_the_core_never_imports_the_world():
     import subprocess
 
     core = ("mentor.models", "mentor.evaluate", "mentor.train.onpolicy", "mentor.train.sft", "mentor.losses",
-            "mentor.teachers", "mentor.offline.generate", "mentor.offline.mapd", "mentor.offline.distill",
+            "mentor.teachers", "mentor.offline.generate", "mentor.offline.mapd", "mentor.offline.mapd_run", "mentor.offline.distill",
             "mentor.experiments", "mentor.analysis.report", "mentor.tasks", "mentor.feedback.committee_critic",
-            "mentor.train.recipe", "mentor.loading", "mentor.cli", "mentor.commands.world",
+            "mentor.train.recipe", "mentor.loading", "mentor.cli", "mentor.commands.world", "mentor.devices",
             "mentor.commands.training", "mentor.commands.offline", "mentor.commands.evaluation")
     code = f"import sys, {', '.join(core)}; print(sorted(m for m in sys.modules if m.startswith('mentor.world')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="e.g. n_problems=50 teachers.sim-a.error_rate=0.3 threshold=3.5 require_verified=false")
         p.set_defaults(func=func)
-        return _keys(p, "mentor.offline.mapd:MapdConfig")
+        return _keys(p, "mentor.offline.mapd_run:MapdConfig")
 
     p = mapd_parser("mine", "the student answers the training questions; the wrong answers are kept", mapd_mine,
                     "mine")

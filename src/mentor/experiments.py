@@ -274,7 +274,7 @@ def run_compare(config: CompareConfig, out: str | Path,
         run_generate(load_config(GenerateConfig, None, _overrides({"task": config.task, **config.generate})),
                      out / "data")
     if "mapd" in modes:
-        from mentor.offline.mapd import MapdConfig, run_pipeline
+        from mentor.offline.mapd_run import MapdConfig, run_pipeline
 
         ablations = sorted({m.get("ablation", "committee") for m in config.methods.values() if m.get("mode") == "mapd"})
         mapd = load_config(MapdConfig, None, _overrides({"task": config.task, "student": config.model, **config.mapd}))

@@ -82,7 +82,7 @@ def distill_command(args) -> int:
 
 def _mapd_config(args):
     from mentor.config import load_config
-    from mentor.offline.mapd import MapdConfig
+    from mentor.offline.mapd_run import MapdConfig
 
     overrides = list(args.overrides)
     if getattr(args, "data", None):
@@ -99,7 +99,7 @@ def _mapd_stage(args, label: str, run) -> int:
 
 
 def _run_stage(config, out: Path, label: str, run) -> int:
-    from mentor.offline.mapd import build_teachers
+    from mentor.offline.mapd_run import build_teachers
     from mentor.sampling.openai_compatible import SamplerError
 
     teachers = build_teachers(config, out)

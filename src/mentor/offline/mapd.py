@@ -35,11 +35,9 @@ import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mentor.config import check_at_most
 from mentor.feedback.committee import (
     accept,
     explain_prompt,
@@ -48,118 +46,32 @@ from mentor.feedback.committee import (
     review_prompt,
     student_explain_prompt,
 )
-from mentor.records import TOO_DEEP, Problem, RecordError, from_dict, read_jsonl, to_dict, write_jsonl
+from mentor.offline.mapd_dataset import (  # noqa: F401 - the dataset's readers are imported from here too
+    _save_dataset,
+    load_dataset_rows,
+    mapd_examples,
+)
+from mentor.offline.mapd_records import (  # noqa: F401 - the rows are imported from here too
+    Explanation,
+    Rationale,
+    ReviewedRationale,
+    ReviewRow,
+    StudentAnswer,
+    _require_gold,
+    digest,
+    read_rows,
+)
+from mentor.records import Problem, to_dict, write_jsonl
 from mentor.rows import RowFile, check_record
-from mentor.sampling import SamplingParams, check_sampling
+from mentor.sampling import SamplingParams
 from mentor.sampling.backends import check_backend, open_sampler
-from mentor.teachers import Teacher, TeacherConfig, teacher_configs, user_messages
+from mentor.teachers import Teacher, user_messages
 
 ABLATIONS = ("committee", "single", "no-explanation")
 SUMMARY = "summary.json"
 
 
-def _require_gold(row: Any) -> None:
-    if not isinstance(row.answer, str) or not row.answer.strip():
-        raise RecordError("field 'answer': a gold answer is required (a non-empty string)")
-
-
-@dataclass
-class StudentAnswer:
-    """A row of ``mine``: the student's answer to one question, verified (``prompt`` is the task prompt)."""
-
-    problem_id: str
-    prompt: str
-    question: str
-    answer: str
-    completion: str
-    correct: bool
-    extracted: str | None
-    reason: str
-    finish_reason: str = "stop"
-    sampling: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _require_gold(self)
-
-
-@dataclass
-class Explanation:
-    """One teacher's explanation of the student's mistakes on one problem."""
-
-    problem_id: str
-    teacher: str
-    prompt: str
-    student_answer: str
-    text: str
-    finish_reason: str = "stop"
-
-
-@dataclass
-class Rationale:
-    """One teacher's step-by-step answer to one question, verified. ``prompt`` is the task prompt."""
-
-    problem_id: str
-    teacher: str
-    prompt: str
-    question: str
-    answer: str
-    text: str
-    correct: bool
-    extracted: str | None
-    reason: str
-    finish_reason: str = "stop"
-
-    def __post_init__(self) -> None:
-        _require_gold(self)
-
-
-@dataclass
-class ReviewRow:
-    """One reviewer's review of one author's rationale: the text, the parsed score (None when unusable) and
-    why (:data:`~mentor.feedback.committee.SCORE_REASONS`)."""
-
-    problem_id: str
-    author: str
-    reviewer: str
-    text: str
-    score: float | None
-    reason: str
-
-
-@dataclass
-class ReviewedRationale:
-    """A rationale with its peer reviews: the mean of the valid scores and whether it is accepted."""
-
-    rationale: Rationale
-    reviews: list[dict[str, Any]]
-    mean_score: float | None
-    n_valid: int
-    accepted: bool
-
-    def __post_init__(self) -> None:
-        if isinstance(self.rationale, dict):
-            self.rationale = from_dict(Rationale, self.rationale)
-
-
-# ----- the resumable row file ---------------------------------------------------------------------------
-
-
-def read_rows(source: str | os.PathLike | Sequence[Any], cls: type, filename: str) -> list[Any]:
-    """Rows of ``cls`` from a list (returned as is), a stage folder (its ``filename``) or a JSON-lines file."""
-    if not isinstance(source, (str, os.PathLike)):
-        return list(source)
-    path = Path(source)
-    if path.is_dir():
-        path = path / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (run the previous MAPD stage first)")
-    return read_jsonl(path, cls)
-
-
-def digest(values: Any) -> str:
-    """A short hash of JSON-able inputs: a stage key holds it so changed inputs (a new student answer, an
-    edited question or rationale) are noticed on resume instead of mixing old rows with new ones."""
-    return hashlib.sha256(json.dumps(values, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+# ----- what every stage shares ---------------------------------------------------------------------------
 
 
 def _identities(teachers: Sequence[Teacher]) -> list[Any]:
@@ -565,216 +477,3 @@ def build(mined: str | os.PathLike | Sequence[StudentAnswer],
         "items_without_rationale": counts.pop("items_without_rationale", 0),
         "rows_per_teacher": dict(sorted(counts.items())), "notes": notes,
     })
-
-
-def _save_dataset(rows: list[dict[str, str]], folder: Path) -> None:
-    import shutil
-
-    import datasets
-
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    columns = ("task", "problem_id", "teacher", "prompt", "completion", "finish_reason")
-    features = datasets.Features({k: datasets.Value("string") for k in columns})
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        table = {k: [r.get(k, "stop") if k == "finish_reason" else r[k] for r in rows] for k in columns}  # from_dict: an empty dataset keeps its columns
-        datasets.Dataset.from_dict(table, features=features).save_to_disk(str(tmp))
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-
-
-def load_dataset_rows(path: str | os.PathLike) -> list[dict[str, str]]:
-    """The rows of a build folder (or its ``dataset.jsonl``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "dataset.jsonl"
-    if not path.is_file():
-        raise RecordError(f"{path}: no such file (a mentor mapd build folder holds dataset.jsonl)")
-    rows = []
-    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-            reason = err.msg if isinstance(err, json.JSONDecodeError) else getattr(err, "reason", TOO_DEEP)
-            raise RecordError(f"{path}:{number}: not valid JSON ({reason})") from None
-        if not isinstance(row, dict):
-            raise RecordError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        if row.get("task") not in ("explanation", "rationale"):
-            raise RecordError(f"{path}:{number}: field 'task': {row.get('task')!r} is not explanation or rationale")
-        for name in ("prompt", "completion"):
-            if not isinstance(row.get(name), str):
-                raise RecordError(f"{path}:{number}: field {name!r}: expected a string, got {row.get(name)!r:.80}")
-        if row.get("finish_reason", "stop") not in ("stop", "length"):
-            raise RecordError(f"{path}:{number}: field 'finish_reason': {row['finish_reason']!r} is not 'stop' or "
-                              "'length'")
-        rows.append(row)
-    return rows
-
-
-# ----- the training examples ----------------------------------------------------------------------------
-
-
-def mapd_examples(rows: Sequence[dict[str, str]], alpha: float = 0.5, tokenizer: Any = None,
-                  render: Callable[[str], str] | None = None) -> list:
-    """Weighted SFT examples whose weighted NLL is loss = alpha * CE(explanation) + (1 - alpha) * CE(rationale).
-
-    :func:`~mentor.losses.weighted_nll` computes ``-sum_i w_i S_i / N``, where ``S_i`` is the summed
-    log-likelihood of example ``i``'s response tokens and ``N`` the number of response tokens of all examples.
-    CE of a task is its token mean, ``CE_e = -sum_{i in e} S_i / N_e`` (and likewise ``N_r`` for the
-    rationales, ``N = N_e + N_r``). With ``w_i = alpha * N / N_e`` for every explanation row and
-    ``w_i = (1 - alpha) * N / N_r`` for every rationale row,
-    ``-sum_i w_i S_i / N = alpha * (-sum_e S_i / N_e) + (1 - alpha) * (-sum_r S_i / N_r)``, the MAPD loss,
-    exactly when the batch holds the whole dataset (a minibatch gets the same weights, so its loss is the
-    per-token estimate of it with each task's share fixed). ``N_e`` and ``N_r`` are counted with
-    ``tokenizer`` (the response tokens as :func:`~mentor.train.sft.tokenize` counts them, before any cut to
-    max_length); with only one task present every weight is 1 (plain SFT on it). ``render`` maps a prompt to
-    the model's input (e.g. its chat template); default: the prompt as it is.
-    """
-    from mentor.train.sft import SFTExample
-
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if tokenizer is None:
-        raise ValueError("mapd_examples needs the student's tokenizer to count response tokens")
-    for number, row in enumerate(rows, start=1):
-        if row.get("task") not in ("explanation", "rationale"):
-            raise ValueError(f"row {number}: task {row.get('task')!r} is not explanation or rationale")
-    counts = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"] if rows else []
-    n_task = Counter()
-    for row, ids in zip(rows, counts):
-        n_task[row["task"]] += len(ids)
-    total = sum(n_task.values())
-    if n_task["explanation"] and n_task["rationale"]:
-        weights = {"explanation": alpha * total / n_task["explanation"],
-                   "rationale": (1 - alpha) * total / n_task["rationale"]}
-    else:
-        weights = {"explanation": 1.0, "rationale": 1.0}
-    render = render or (lambda prompt: prompt)
-    return [SFTExample(render(r["prompt"]), r["completion"], weights[r["task"]]) for r in rows]
-
-
-# ----- the configuration the commands read ------------------------------------------------------------
-
-
-def _default_teachers() -> dict[str, dict[str, Any]]:
-    return {
-        "sim-a": {"error_rate": 0.1, "style": "canonical", "seed": 1, "malformed_review_rate": 0.05},
-        "sim-b": {"error_rate": 0.25, "style": "alternative", "seed": 2, "malformed_review_rate": 0.05},
-        "sim-c": {"error_rate": 0.4, "style": "canonical", "seed": 3, "malformed_review_rate": 0.05},
-    }
-
-
-@dataclass
-class MapdConfig:
-    """What ``mentor mapd`` runs: the problems, the student, the committee and the acceptance rule."""
-
-    task: str = "world"
-    """world[:opts], gym:NAME, hf:NAME, or a local data file or folder."""
-    split: str = "train"
-    n_problems: int | None = 100
-    problem_seed: int = 0
-    student: str = "world"
-    """The student model (mine): world, smollm2, a folder, a .gguf file or a Hugging Face id."""
-    student_temperature: float = 0.3
-    student_top_p: float = 0.9
-    student_max_new_tokens: int = 160
-    student_backend: str = "local"
-    """What samples the student (mine): mentor's decode loop (local) or a vLLM engine in this process (vllm)."""
-    batch_size: int = 16
-    teachers: dict[str, dict[str, Any]] = field(default_factory=_default_teachers)
-    """name -> TeacherConfig fields (kind simulated, openai or local); the name is recorded in every row."""
-    teacher_temperature: float = 0.8
-    teacher_max_new_tokens: int = 512
-    review_max_new_tokens: int = 256
-    seed: int = 0
-    prompts_per_call: int = 8
-    threshold: float = 3.0
-    """A rationale is accepted when its mean valid review score is above this."""
-    require_review: bool = True
-    require_verified: bool = True
-    """Also require the rationale's answer to pass the verifier (mentor's addition to the paper)."""
-    ablation: str = "committee"
-    """committee (all teachers + review), single (one teacher, no review), no-explanation (rationales only)."""
-    single_teacher: str = ""
-    """The teacher of the single ablation (default: the first)."""
-    rationale_instruction: bool = True
-    """Train the rationale task on the prompt plus "Answer step by step." (False: the bare prompt)."""
-    alpha: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.ablation not in ABLATIONS:
-            raise ValueError(f"unknown MAPD ablation {self.ablation!r}; choose from {', '.join(ABLATIONS)}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if not 1.0 <= self.threshold <= 5.0:
-            raise ValueError(f"threshold must be in [1, 5], got {self.threshold}")
-        if self.prompts_per_call < 1 or self.batch_size < 1:
-            raise ValueError("prompts_per_call and batch_size must be >= 1")
-        check_backend(self.student_backend, "student_backend")
-        check_at_most(self, "n_problems", "batch_size", "prompts_per_call", "student_max_new_tokens",
-                      "teacher_max_new_tokens", "review_max_new_tokens")
-        check_sampling("student_", temperature=self.student_temperature, top_p=self.student_top_p,
-                       max_new_tokens=self.student_max_new_tokens)
-        check_sampling("teacher_", temperature=self.teacher_temperature, max_new_tokens=self.teacher_max_new_tokens)
-        check_sampling("review_", max_new_tokens=self.review_max_new_tokens)
-        self.teacher_configs()  # checks every teacher now
-
-    def teacher_configs(self) -> list[TeacherConfig]:
-        if not self.teachers:
-            raise ValueError("the committee has no teacher (config key teachers)")
-        return teacher_configs(self.teachers)
-
-    def problems(self) -> tuple[Any, list[Problem]]:
-        from mentor.tasks import load_task
-
-        task = load_task(self.task)
-        problems = task.problems(self.split, n=self.n_problems, seed=self.problem_seed)
-        if not problems:
-            raise ValueError(f"task {self.task!r} has no problems in split {self.split!r}")
-        check_problems(problems)
-        return task, problems
-
-
-def build_teachers(config: MapdConfig, cache_dir: str | os.PathLike | None) -> list[Teacher]:
-    from mentor.teachers import build_teacher
-
-    return [build_teacher(t, cache_dir) for t in config.teacher_configs()]
-
-
-def run_pipeline(config: MapdConfig, out: str | os.PathLike, ablations: Sequence[str] = ABLATIONS, *,
-                 load_model: Callable[[str], tuple[Any, Any]] | None = None) -> dict[str, Path]:
-    """Every stage in order into ``out/{mine,explain,rationales,review}`` and one ``out/build-ABLATION`` per
-    ablation (each stage resumes on its own folder); returns the build folders by ablation."""
-    if load_model is None:
-        from mentor.loading import load_model
-    out = Path(out)
-    task, problems = config.problems()
-    model, tokenizer = load_model(config.student)
-    mine(model, tokenizer, task, problems, out / "mine", temperature=config.student_temperature,
-         top_p=config.student_top_p, max_new_tokens=config.student_max_new_tokens, seed=config.seed,
-         batch_size=config.batch_size, backend=config.student_backend)
-    teachers = build_teachers(config, out)
-    common = {"seed": config.seed, "prompts_per_call": config.prompts_per_call, "temperature": config.teacher_temperature}
-    try:
-        explain(teachers, out / "mine", out / "explain", max_new_tokens=config.teacher_max_new_tokens, **common)
-        rationales(teachers, task, problems, out / "rationales", max_new_tokens=config.teacher_max_new_tokens,
-                   **common)
-        review(teachers, out / "rationales", out / "review", threshold=config.threshold,
-               require_verified=config.require_verified, require_review=config.require_review,
-               max_new_tokens=config.review_max_new_tokens, **common)
-    finally:
-        for teacher in teachers:
-            teacher.close()
-    folders = {}
-    for ablation in ablations:
-        folders[ablation] = out / f"build-{ablation}"
-        build(out / "mine", out / "explain", out / "review", folders[ablation], ablation=ablation,
-              single_teacher=config.single_teacher, rationale_instruction=config.rationale_instruction)
-    return folders
