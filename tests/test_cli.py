@@ -137,6 +137,35 @@ def test_help_for_every_command():
         assert result.returncode == 0 and "usage: mentor" in result.stdout
 
 
+def _subparsers(parser, path=("mentor",)):
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _subparsers(sub, (*path, name))
+
+
+def test_every_option_has_help_and_the_key_lists_read_as_sentences():
+    from mentor.cli import build_parser
+
+    for path, parser in _subparsers(build_parser()):
+        bare = [a.option_strings or a.dest for a in parser._actions
+                if not a.help and a.dest != "help" and not a.choices]
+        assert not bare, (path, bare)
+        text = parser.format_help()
+        assert "``" not in text and ":func:" not in text, path  # no reST markup
+        for line in text.split("config keys", 1)[-1].splitlines():
+            assert not line.endswith("...") or line.endswith(" ...") or "= {" in line or "= [" in line, (path, line)
+    compare = build_parser()._subparsers._group_actions[0].choices["compare"].format_help()
+    assert "--config" not in compare and "in the config YAML file" in compare
+    stages = build_parser()._subparsers._group_actions[0].choices["mapd"]._subparsers._group_actions[0].choices
+    assert "  threshold = " in stages["review"].format_help() and "  threshold = " not in stages["mine"].format_help()
+    assert "  student_temperature = " in stages["mine"].format_help()
+    assert "  teachers = " not in stages["build"].format_help()
+
+
 @pytest.mark.parametrize("argv, keys", [
     (["train"], ["onpolicy.lr = 0.0001", "onpolicy.method = sd-critique    grpo | sd-reference", "critic.base_url"]),
     (["distill"], ["sft.lr = 0.0003", "mode = advdistill", "oracle_problems = 0"]),

@@ -49,6 +49,8 @@ class _Parser(argparse.ArgumentParser):
     read from the config dataclass (``config_keys``: ``"module:Class"``) only when help is asked for."""
 
     config_keys: str | None = None
+    config_only: tuple[str, ...] | None = None  # the keys this command reads (None: all of them)
+    config_file: str = "the --config YAML file"
 
     def format_help(self) -> str:
         text = super().format_help()
@@ -58,8 +60,8 @@ class _Parser(argparse.ArgumentParser):
             from mentor.config import config_help
 
             module, name = self.config_keys.split(":")
-            keys = config_help(getattr(importlib.import_module(module), name))
-            text += ("\nconfig keys (as KEY=VALUE overrides or in the --config YAML file), with their defaults:\n"
+            keys = config_help(getattr(importlib.import_module(module), name), only=self.config_only)
+            text += (f"\nconfig keys (as KEY=VALUE overrides or in {self.config_file}), with their defaults:\n"
                      + "\n".join(keys) + "\n")
         return text
 
@@ -90,14 +92,30 @@ STEPS = _bounded_int(0, MAX_COUNT, "a number of steps")
 SEED = _bounded_int(0, 2**63 - 1, "a seed")
 
 
-def _keys(parser: argparse.ArgumentParser, config_class: str) -> argparse.ArgumentParser:
-    parser.config_keys = config_class
+def _keys(parser: argparse.ArgumentParser, config_class: str, only: tuple[str, ...] | None = None,
+          config_file: str | None = None) -> argparse.ArgumentParser:
+    parser.config_keys, parser.config_only = config_class, only
+    if config_file:
+        parser.config_file = config_file
     return parser
 
 
+#: the MapdConfig keys each ``mentor mapd`` stage reads
+MAPD_STAGE_KEYS = {
+    "mine": ("task", "n_problems", "problem_seed", "student", "student_temperature", "student_top_p",
+             "student_max_new_tokens", "student_backend", "batch_size", "seed"),
+    "explain": ("teachers", "teacher_temperature", "teacher_max_new_tokens", "prompts_per_call", "seed"),
+    "rationales": ("task", "n_problems", "problem_seed", "teachers", "teacher_temperature", "teacher_max_new_tokens",
+                   "prompts_per_call", "seed"),
+    "review": ("teachers", "threshold", "require_review", "require_verified", "teacher_temperature",
+               "review_max_new_tokens", "prompts_per_call", "seed"),
+    "build": ("ablation", "single_teacher", "rationale_instruction"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mentor", description=__doc__.splitlines()[0] + " Teach small "
-                                     "language models to reason from feedback.")
+    parser = _Parser(prog="mentor", description="The mentor command: teach small language models to reason "
+                                                 "from feedback.")
     parser.add_argument("--version", action="version", version=f"mentor {__version__}")
     parser.add_argument("--threads", type=COUNT, default=None, metavar="N",
                         help="torch CPU threads (default: torch's, or OMP_NUM_THREADS); on a machine shared with "
@@ -108,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "evaluation table with and without context")
     p.add_argument("-n", type=COUNT, default=50, help="held-out problems to evaluate (default 50)")
     p.add_argument("-k", type=COUNT, default=8, help="samples per problem (default 8)")
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--seed", type=SEED, default=0, help="sampling seed of the examples, the evaluation and the run (default 0)")
     p.add_argument("--out", default="runs/demo", help="where to write results (default runs/demo)")
     p.add_argument("--train-steps", dest="train_steps", type=STEPS, default=60,
                    help="steps of the short training run (default 60; 0 skips it)")
@@ -129,9 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     _keys(p, "mentor.world.solver:WorldModelConfig")
     p = world_commands.add_parser("show", help="print world problems with canonical and reference solutions")
     p.add_argument("--task", default="world", help="world spec, e.g. world:steps=5,modulus=10")
-    p.add_argument("-n", type=COUNT, default=3)
-    p.add_argument("--split", default="test")
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("-n", type=COUNT, default=3, help="problems to print (default 3)")
+    p.add_argument("--split", default="test", help="train, validation or test (default test)")
+    p.add_argument("--seed", type=SEED, default=0, help="which problems of the split (default 0)")
     p.set_defaults(func=world_show)
 
     p = commands.add_parser("eval", help="Avg@k, Pass@k, Maj@k of a model on a task or data file")
@@ -187,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="e.g. n_problems=50 teachers.sim-a.error_rate=0.3 threshold=3.5 require_verified=false")
         p.set_defaults(func=func)
-        return _keys(p, "mentor.offline.mapd_run:MapdConfig")
+        return _keys(p, "mentor.offline.mapd_run:MapdConfig", MAPD_STAGE_KEYS.get(name))
 
     p = mapd_parser("mine", "the student answers the training questions; the wrong answers are kept", mapd_mine,
                     "mine")
@@ -199,11 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "rationales")
     p.add_argument("--data", help="a local data file or folder instead of config key task")
     p = mapd_parser("review", "every rationale scored 1-5 by every other teacher; acceptance", mapd_review, "review")
-    p.add_argument("--rationales", default="runs/mapd/rationales", help="the rationales stage's folder")
+    p.add_argument("--rationales", default="runs/mapd/rationales",
+                   help="the rationales stage's folder (default runs/mapd/rationales)")
     p = mapd_parser("build", "the two-task instruction dataset (explanation, rationale)", mapd_build, "build")
-    p.add_argument("--mined", default="runs/mapd/mine")
-    p.add_argument("--explanations", default="runs/mapd/explain")
-    p.add_argument("--reviewed", default="runs/mapd/review")
+    p.add_argument("--mined", default="runs/mapd/mine", help="the mine stage's folder (default runs/mapd/mine)")
+    p.add_argument("--explanations", default="runs/mapd/explain",
+                   help="the explain stage's folder (default runs/mapd/explain)")
+    p.add_argument("--reviewed", default="runs/mapd/review", help="the review stage's folder (default runs/mapd/review)")
     p.add_argument("--ablation", choices=("committee", "single", "no-explanation"),
                    help="default: config key ablation (committee)")
 
@@ -218,24 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("analyze", help="per-token advantage of the reference and critique contexts: "
                             "HTML, aggregates by first wrong step, plots")
     p.add_argument("--model", default="world", help="checkpoint: world, a run's best/ or final/ folder, ...")
-    p.add_argument("--task", default="world")
+    p.add_argument("--task", default="world", help="world[:opts], gym:NAME, hf:NAME or a data file (default world)")
     p.add_argument("--rollouts", help="rollouts JSONL (e.g. mentor eval's rollouts_none.jsonl); default: sample")
     p.add_argument("-n", type=COUNT, default=50, help="problems to sample one rollout each (default 50)")
     p.add_argument("--problems-pool", dest="problems_pool", type=COUNT, default=1000,
                    help="with --rollouts: how many problems of the split to search for their ids")
-    p.add_argument("--split", default="test")
-    p.add_argument("--contexts", default="reference,critique")
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=COUNT, default=160)
+    p.add_argument("--split", default="test", help="where the problems come from (default test)")
+    p.add_argument("--contexts", default="reference,critique", help="comma list of reference, critique (default both)")
+    p.add_argument("--seed", type=SEED, default=0, help="sampling seed of the rollouts (default 0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the rollouts (default 1.0)")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=COUNT, default=160, help="default 160")
     p.add_argument("--critic-base-url", dest="critic_base_url", help="an OpenAI-compatible LLM critic")
-    p.add_argument("--critic-model", dest="critic_model")
-    p.add_argument("--critic-api-key-env", dest="critic_api_key_env", default="OPENAI_API_KEY")
+    p.add_argument("--critic-model", dest="critic_model", help="the served critic's model name")
+    p.add_argument("--critic-api-key-env", dest="critic_api_key_env", default="OPENAI_API_KEY",
+                   help="the environment variable holding the critic's API key (default OPENAI_API_KEY)")
     p.add_argument("--device", default="auto", help="auto (the accelerator when there is one, else cpu), cpu, cuda, "
                    "cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU that supports it, else float32), float32, "
                    "bfloat16, float16")
-    p.add_argument("--out", default="runs/analysis")
+    p.add_argument("--out", default="runs/analysis", help="report folder (default runs/analysis)")
     p.set_defaults(func=analyze_command)
 
     p = commands.add_parser("distill", help="offline training on a mentor generate folder (AdvDistill, "
@@ -250,10 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("compare", help="several methods x seeds under one budget; a markdown report")
     p.add_argument("config", nargs="?", help="YAML with CompareConfig fields (default: the shipped world "
                    "comparison, GRPO vs sd-reference vs sd-critique, 3 seeds)")
-    p.add_argument("--out", default="runs/compare")
+    p.add_argument("--out", default="runs/compare", help="report and run folders; finished runs are reused "
+                   "(default runs/compare)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0] shared.steps=20 workers=2")
     p.set_defaults(func=compare_command)
-    _keys(p, "mentor.experiments:CompareConfig")
+    _keys(p, "mentor.experiments:CompareConfig", config_file="the config YAML file")
     return parser
 
 

@@ -317,13 +317,32 @@ def _field_notes(cls: type) -> dict[str, str]:
     return notes
 
 
-def config_help(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
-    """``key = default  note`` for every field of ``cls``, nested dataclasses as dotted keys: what a
-    command's ``--help`` lists (the keys are its ``KEY=VALUE`` overrides and its YAML file's keys)."""
+def short_note(note: str, width: int = 110) -> str:
+    """A field's note for ``--help``: reST markup dropped (````x````, ``:func:`x```), and a long one cut at the
+    end of its first sentence or clause, else at a word, never mid-word."""
+    import re
+
+    note = re.sub(r":\w+:`~?([^`]+)`", r"\1", note).replace("``", "")
+    if len(note) <= width:
+        return note
+    for end in (r"(?<!e\.g)(?<!i\.e)\. ", "; ", ": ", ", "):  # a sentence's end, not an abbreviation's
+        cuts = [m.start() for m in re.finditer(end, note[:width])  # not inside brackets
+                if sum(note[: m.start()].count(c) for c in "([{") == sum(note[: m.start()].count(c) for c in ")]}")]
+        if cuts and cuts[-1] > width // 3:
+            return note[: cuts[-1] + 1] if end.endswith("\\. ") else note[: cuts[-1]] + " ..."
+    return note[: note.rfind(" ", 0, width - 4)] + " ..."
+
+
+def config_help(cls: type, prefix: str = "", instance: Any = None, only: tuple[str, ...] | None = None) -> list[str]:
+    """``key = default  note`` for every field of ``cls`` (or the top-level fields in ``only``), nested
+    dataclasses as dotted keys: what a command's ``--help`` lists (the keys are its ``KEY=VALUE`` overrides
+    and its YAML file's keys)."""
     instance = instance if instance is not None else _safe_default(cls)
     notes = _field_notes(cls)
     lines = []
     for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
         value = getattr(instance, f.name) if instance is not None else _default(cls, f.name, None)
         hint = _field_types(cls)[f.name]
         if dataclasses.is_dataclass(hint):
@@ -332,8 +351,7 @@ def config_help(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
         shown = json.dumps(value, default=str) if not isinstance(value, str) else (value or '""')
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        note = notes.get(f.name, "")
-        note = note if len(note) <= 110 else note[:107] + "..."
+        note = short_note(notes.get(f.name, ""))
         lines.append(f"  {prefix}{f.name} = {shown}" + (f"    {note}" if note else ""))
     return lines
 
