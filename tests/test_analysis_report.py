@@ -17,13 +17,18 @@ from mentor.analysis.report import (
     TokenAdvantages,
     aggregate_table,
     analyze_rollouts,
-    pooled_mean_sem,
     run_analysis,
     trace_verdict,
     write_html,
     write_plots,
 )
-from mentor.analysis.token_advantage import aggregate_by_error, token_advantages, token_steps
+from mentor.analysis.token_advantage import (
+    aggregate_by_error,
+    pooled_mean_sem,
+    region_groups,
+    token_advantages,
+    token_steps,
+)
 from mentor.contexts import build_context_prompt
 from mentor.models import render_prompt
 from mentor.records import Feedback, Rollout
@@ -316,8 +321,20 @@ def test_offset_plot_draws_error_bars_and_counts(report, tmp_path, monkeypatch):
     monkeypatch.setattr(Axes, "annotate", spy_annotate)
     write_plots(result, tmp_path, window=3)
     expected = [[p for p in ctx.by_error_offset if abs(p.position) <= 3] for ctx in result.contexts.values()]
-    assert [x for x, _ in bars] == [[p.position for p in pts] for pts in expected]
-    for (_, yerr), pts in zip(bars, expected):
+    offset_bars, region_bars = bars[: len(expected)], bars[len(expected):]  # the region bars' error bars follow
+    assert [x for x, _ in offset_bars] == [[p.position for p in pts] for pts in expected]
+    for (_, yerr), pts in zip(offset_bars, expected):
         assert yerr == pytest.approx([p.sem for p in pts], nan_ok=True)
-    assert any(math.isfinite(e) and e > 0 for _, yerr in bars for e in yerr)
-    assert labels == [f"n={p.rollouts}" for pts in expected for p in pts]
+    assert any(math.isfinite(e) and e > 0 for _, yerr in offset_bars for e in yerr)
+    offset_labels = [f"n={p.rollouts}" for pts in expected for p in pts]
+    assert labels[: len(offset_labels)] == offset_labels
+    # the region bars: one s.e. with the rollouts as clusters, and how many rollouts have tokens there
+    assert len(region_bars) == len(result.contexts)
+    region_labels = []
+    for (_, yerr), ctx in zip(region_bars, result.contexts.values()):
+        located = [r for r in ctx.rollouts if r.located]
+        regions = region_groups([torch.tensor(r.advantages) for r in located], [r.steps for r in located],
+                                [r.first_error_step for r in located])
+        assert yerr == pytest.approx([0 if math.isnan(s) else s for _, s in map(pooled_mean_sem, regions)])
+        region_labels += [f"n={len(r)}" for r in regions if r]
+    assert labels[len(offset_labels):] == region_labels and region_labels

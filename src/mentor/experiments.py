@@ -404,7 +404,8 @@ def plot_curves(results: dict[str, list[dict]], k: int, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     key = metric_keys(k)["avg"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    seeds = max((len(runs) for runs in results.values()), default=0)
     for label, runs in results.items():
         steps = sorted({e["step"] for run in runs for e in run["evals"]})
         means, lows, highs = [], [], []
@@ -416,8 +417,10 @@ def plot_curves(results: dict[str, list[dict]], k: int, path: Path) -> Path:
         ax.plot(steps, means, marker="o", label=label)
         ax.fill_between(steps, lows, highs, alpha=0.2)
     ax.set_xlabel("training step")
-    ax.set_ylabel(f"Avg@{k} (%), held-out")
-    ax.legend()
+    ax.set_ylabel(f"Avg@{k} (%) on the evaluation split")
+    ax.set_title(f"Avg@{k} during training: mean over {seeds} seed(s), band from the lowest to the highest seed",
+                 fontsize=9)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the curves, not over them
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

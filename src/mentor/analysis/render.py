@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from mentor.contexts import CONTEXT_LABELS
 
 if TYPE_CHECKING:
@@ -186,16 +188,27 @@ def write_plots(result: AnalysisResult, out_dir: str | os.PathLike, window: int 
     fig.savefig(offset_png, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
+    from mentor.analysis.token_advantage import pooled_mean_sem, region_groups
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    regions = ("prefix", "first_error", "after")
     width = 0.8 / max(len(result.contexts), 1)
     for i, (kind, ctx) in enumerate(result.contexts.items()):
-        ax.bar([j + i * width for j in range(3)], [getattr(ctx.aggregate, r) for r in regions], width,
-               label=_context_label(kind))
+        located = [r for r in ctx.rollouts if r.located]
+        regions = region_groups([torch.tensor(r.advantages) for r in located], [r.steps for r in located],
+                                [r.first_error_step for r in located])
+        stats = [pooled_mean_sem(region) for region in regions]
+        xs = [j + i * width for j in range(3)]
+        bars = ax.bar(xs, [m for m, _ in stats], width, yerr=[0 if math.isnan(s) else s for _, s in stats],
+                      capsize=3, label=_context_label(kind))
+        for x, (m, _), region in zip(xs, stats, regions):
+            if not math.isnan(m):
+                ax.annotate(f"n={len(region)}", (x, 0), textcoords="offset points", xytext=(0, 3 if m < 0 else -10),
+                            ha="center", fontsize=7, color=bars.patches[0].get_facecolor())
     ax.set_xticks([j + width * (len(result.contexts) - 1) / 2 for j in range(3)],
                   ["correct prefix", "first wrong step", "after it"])
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set(ylabel="mean A_t", title="Per-token advantage by region")
+    ax.set(ylabel="mean A_t (±1 s.e., rollouts as clusters)",
+           title="Per-token advantage by region (n = rollouts with tokens there)")
     if result.contexts:
         ax.legend()
     region_png = out_dir / "advantage_by_region.png"

@@ -24,6 +24,7 @@ from mentor.analysis.token_advantage import (
     StepAggregate,
     aggregate_by_error,
     completion_logprobs,
+    pooled_mean_sem,
     prefix_texts,
     token_advantages,
     token_steps,
@@ -140,21 +141,6 @@ def token_pieces(tokenizer, ids: Sequence[int], texts: Sequence[str] | None = No
         pieces.append(text[len(before) :] if incremental else tokenizer.decode([ids[i]], skip_special_tokens=False))
         before = text
     return pieces
-
-
-def pooled_mean_sem(groups: Sequence[Sequence[float]]) -> tuple[float, float]:
-    """Mean of all values pooled, and its standard error with each group (a rollout) as one cluster: the
-    tokens of one rollout are not independent, so treating them as such would understate the error.
-    For m = sum S_r / sum n_r over R groups, se^2 = R / (R - 1) * sum_r (S_r - m n_r)^2 / (sum n_r)^2,
-    which is the usual s / sqrt(R) when every group holds one value; NaN below two groups."""
-    totals = [(sum(g), len(g)) for g in groups if g]
-    n = sum(k for _, k in totals)
-    if not n:
-        return math.nan, math.nan
-    mean, r = sum(s for s, _ in totals) / n, len(totals)
-    if r < 2:
-        return mean, math.nan
-    return mean, math.sqrt(r / (r - 1) * sum((s - mean * k) ** 2 for s, k in totals)) / n
 
 
 def _position_means(rows: Iterable[tuple[int, int, float]]) -> list[PositionMean]:

@@ -8,6 +8,7 @@ error; with a reference solution, negative almost everywhere.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,13 +84,40 @@ def aggregate_by_error(advantages: Sequence[torch.Tensor], steps: Sequence[Seque
                        first_error: Sequence[int | None]) -> StepAggregate:
     """Pool tokens of many rollouts by where they stand relative to each rollout's first wrong step
     (``None``: a correct rollout, all prefix)."""
-    groups: tuple[list[float], list[float], list[float]] = ([], [], [])
-    for adv_T, steps_T, error in zip(advantages, steps, first_error):
-        for a, step in zip(adv_T.tolist(), steps_T):
-            index = 0 if error is None or step < error else (1 if step == error else 2)
-            groups[index].append(a)
+    by_rollout = region_groups(advantages, steps, first_error)
+    groups = [[a for rollout in region for a in rollout] for region in by_rollout]
 
     def mean(values: list[float]) -> float:
         return sum(values) / len(values) if values else float("nan")
 
     return StepAggregate(*(mean(g) for g in groups), tuple(len(g) for g in groups))
+
+
+def region_groups(advantages: Sequence[torch.Tensor], steps: Sequence[Sequence[int]],
+                  first_error: Sequence[int | None]) -> tuple[list[list[float]], ...]:
+    """Each rollout's A_t on the correct prefix, on the first wrong step and after it (one list per rollout
+    that has tokens there, in each of the three regions): the clusters of :func:`pooled_mean_sem`."""
+    regions: tuple[list[list[float]], ...] = ([], [], [])
+    for adv_T, steps_T, error in zip(advantages, steps, first_error):
+        mine: tuple[list[float], ...] = ([], [], [])
+        for a, step in zip(adv_T.tolist(), steps_T):
+            mine[0 if error is None or step < error else (1 if step == error else 2)].append(a)
+        for region, values in zip(regions, mine):
+            if values:
+                region.append(values)
+    return regions
+
+
+def pooled_mean_sem(groups: Sequence[Sequence[float]]) -> tuple[float, float]:
+    """Mean of all values pooled, and its standard error with each group (a rollout) as one cluster: the
+    tokens of one rollout are not independent, so treating them as such would understate the error.
+    For m = sum S_r / sum n_r over R groups, se^2 = R / (R - 1) * sum_r (S_r - m n_r)^2 / (sum n_r)^2,
+    which is the usual s / sqrt(R) when every group holds one value; NaN below two groups."""
+    totals = [(sum(g), len(g)) for g in groups if g]
+    n = sum(k for _, k in totals)
+    if not n:
+        return math.nan, math.nan
+    mean, r = sum(s for s, _ in totals) / n, len(totals)
+    if r < 2:
+        return mean, math.nan
+    return mean, math.sqrt(r / (r - 1) * sum((s - mean * k) ** 2 for s, k in totals)) / n
