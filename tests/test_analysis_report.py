@@ -246,6 +246,12 @@ def test_html_embeds_the_plots_and_links_their_files(report, tmp_path):
     elsewhere = write_html(result, tmp_path / "page.html", plots=plots).read_text(encoding="utf-8")
     assert IMAGE.findall(elsewhere)[0][0] == "figs/advantage_by_error_offset.png"
     assert "<img" not in write_html(result, tmp_path / "bare.html").read_text(encoding="utf-8")
+    # a table of contents whose every link reaches its section
+    import re
+
+    links = re.findall(r"<a href='#([^']+)'>", page)
+    assert links[:2] == ["aggregates", "plots"] and len(links) == 2 + len(result.contexts)
+    assert all(f"id='{a}'" in page or f'id="{a}"' in page for a in links)
 
 
 def test_right_answer_from_a_wrong_trace_is_explained(world, tmp_path):

@@ -117,7 +117,7 @@ def _figures_html(plots: Sequence[str | os.PathLike], page_dir: Path) -> str:
         caption = html.escape(PLOT_CAPTIONS.get(plot.name, plot.name))
         figures.append(f'<figure><a href="{href}"><img src="data:image/png;base64,{data}" alt="{caption}" '
                        f'width="540"></a><figcaption>{caption} <a href="{href}">{href}</a></figcaption></figure>')
-    return f'<h2>Plots</h2><div class="figs">{"".join(figures)}</div>' if figures else ""
+    return f'<h2 id="plots">Plots</h2><div class="figs">{"".join(figures)}</div>' if figures else ""
 
 
 def write_html(result: AnalysisResult, path: str | os.PathLike, max_rollouts: int = 50,
@@ -139,7 +139,10 @@ def write_html(result: AnalysisResult, path: str | os.PathLike, max_rollouts: in
         f"<!doctype html><html><head><meta charset='utf-8'><title>Per-token advantage</title><style>{STYLE}"
         "</style></head><body><h1>Per-token advantage A<sub>t</sub> = log p(y<sub>t</sub> | x, c) - "
         "log p(y<sub>t</sub> | x)</h1>",
-        "<table><tr><th>context</th><th>prefix</th><th>first error</th><th>after</th><th>tokens</th>"
+        "<nav>Contents: <a href='#aggregates'>aggregates</a>" + (" · <a href='#plots'>plots</a>" if plots else "")
+        + "".join(f" · <a href='#context-{html.escape(k)}'>{html.escape(_context_label(k))} rollouts</a>"
+                  for k in shown) + "</nav>",
+        "<table id='aggregates'><tr><th>context</th><th>prefix</th><th>first error</th><th>after</th><th>tokens</th>"
         f"<th>rollouts</th><th>skipped</th><th>unlocated</th></tr>{rows}</table>",
         f"<p>Colour: <span style='background:{_colour(-clip, clip)}'>A<sub>t</sub> = -{clip:.3g}</span> "
         f"· <span style='background:#ffffff'>0</span> · <span style='background:{_colour(clip, clip)}'>"
@@ -148,7 +151,8 @@ def write_html(result: AnalysisResult, path: str | os.PathLike, max_rollouts: in
         _figures_html(plots, path.parent),
     ]
     for kind, rollouts in shown.items():
-        parts.append(f"<h2>context: {html.escape(_context_label(kind))}</h2><p class='meta'>showing "
+        parts.append(f"<h2 id='context-{html.escape(kind)}'>context: {html.escape(_context_label(kind))}</h2>"
+                     "<p class='meta'>showing "
                      f"{len(rollouts)} of {len(result.contexts[kind].rollouts)} rollouts</p>")
         parts.extend(_rollout_html(r, kind, clip, result.questions.get(r.problem_id)) for r in rollouts)
     parts.append("</body></html>\n")
