@@ -196,7 +196,7 @@ def test_demo_runs_end_to_end_with_the_shipped_model(tmp_path, capsys):
     assert find_world_model(WorldModelConfig()) == SHIPPED_DIR  # the demo needs no build on a fresh install
     assert main(["demo", "-n", "4", "-k", "2", "--train-steps", "2", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    assert "base solver" in out and "after training" in out
+    assert "base solver" in out and "after grpo" in out and "world-3step-mod31" in out  # the middle level
     assert len((tmp_path / "demo" / "train" / "metrics.jsonl").read_text().splitlines()) == 2
     assert out.count("the critic's step-aligned critique") == 3
     for kind in ("none", "reference", "critique"):

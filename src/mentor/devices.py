@@ -14,16 +14,16 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _accelerator() -> torch.device | None:
+    """The GPU this process should use: under a launcher, the one of its local rank (read from the
+    environment: creating accelerate's state here would fix its settings before the trainer's own
+    Accelerator reads them)."""
     import os
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a launched process: the device the launcher gave it
-        from accelerate import PartialState
-
-        device = PartialState().device
-        return None if device.type == "cpu" else device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return None
+    if not torch.cuda.is_available():
+        return None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cuda")
 
 
 def resolve_device(spec: str) -> torch.device:
