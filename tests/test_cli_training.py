@@ -102,14 +102,16 @@ COMPARE = ["seeds=[0,1]", "shared.steps=2", "shared.eval_every=1", "shared.eval_
            "shared.max_new_tokens=120", "analysis_problems=3", "methods.GRPO.prompts_per_step=1",
            "methods.GRPO.rollouts_per_prompt=4", "methods.RefSol.prompts_per_step=4",
            "methods.StepAlignFB.prompts_per_step=4", "methods.StepAlignFB-to-divergence.prompts_per_step=4",
-           "methods.StepAlignFB-clip.prompts_per_step=4", "shared.test_problems=4", "distill.sft.steps=2",
+           "methods.StepAlignFB-position-clip.prompts_per_step=4", "methods.Hybrid.prompts_per_step=1",
+           "methods.Hybrid.rollouts_per_prompt=4", "shared.test_problems=4", "distill.sft.steps=2",
            "distill.sft.batch_size=4", "distill.eval_every=1", "distill.eval_problems=4", "distill.eval_k=2",
            "distill.test_problems=4", "distill.max_new_tokens=120"]
 
 
 NO_SEARCH = ["search={}", "methods.Oracle.search={}"]
 SEARCH = ["search.lr=[1e-4, 1e-3]", "methods.Oracle.search.lr=[1e-3, 3e-3]"]
-LABELS = ("GRPO", "RefSol", "StepAlignFB", "StepAlignFB-to-divergence", "StepAlignFB-clip", "Oracle")
+LABELS = ("GRPO", "RefSol", "StepAlignFB", "StepAlignFB-to-divergence", "StepAlignFB-position-clip", "Hybrid",
+          "Oracle")
 
 
 @pytest.mark.parametrize("workers", [1, 2])
