@@ -83,6 +83,14 @@ def test_eval_writes_results_with_every_sampling_parameter(tiny_world_model, tmp
     assert len(rows) == 6 and "feedback on your previous attempt" in json.loads(rows[0])["prompt"]
 
 
+def test_tables_in_a_log_keep_their_headers_and_values_on_one_line(capsys):
+    """Piped to a file, a table was squeezed to 80 columns: headers cut (``trace_r…``) and ``±`` wrapped."""
+    assert main(["eval", "--task", "world:steps=2", "-n", "2", "-k", "2", "--context", "none,reference,critique"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and "fully correct" in out and "answer format ok" in out
+    assert any(line.count("│") >= 9 and "reference" in line for line in out.splitlines())
+
+
 def test_eval_warns_when_most_answers_were_cut_off_and_not_otherwise(capsys):
     """The README's first SmolLM2 command printed all zeros: 85% of its answers stopped at 64 tokens."""
     assert main(["eval", "--task", "world:steps=4", "-n", "2", "-k", "2", "--max-new-tokens", "12"]) == 0

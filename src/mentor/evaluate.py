@@ -256,6 +256,10 @@ def table_rows(summaries: dict[str, dict]) -> list[list[str]]:
     return rows
 
 
+#: the table's words for the rates (the summary keys stay as they are)
+COLUMN_NAMES = {"trace_rate": "fully correct", "format_rate": "answer format ok", "truncation_rate": "cut off"}
+
+
 def table_header(summaries: dict[str, dict]) -> list[str]:
     first = next(iter(summaries.values()))
-    return ["context"] + [c.format(k=first["k"], n=first["n"]) for c in METRIC_COLUMNS]
+    return ["context"] + [COLUMN_NAMES.get(c, c).format(k=first["k"], n=first["n"]) for c in METRIC_COLUMNS]

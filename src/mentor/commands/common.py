@@ -10,6 +10,16 @@ def console():
     return Console(stderr=True, soft_wrap=True)
 
 
+def tables():
+    """stdout, for tables: at least 120 columns wide when it is not a terminal (a log file), so that no
+    header is cut (``trace_r…``) and no ``±`` wraps onto a line of its own."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=max(120, Console().width))
+
+
 def readable(values: dict) -> str:
     """``{"rows": 6, "acceptance": 0.6666}`` as ``rows 6, acceptance 0.667``: a summary for people, not a dict
     (floats to 3 significant digits, whole ones as they are)."""
@@ -91,9 +101,8 @@ def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) ->
         table.add_column(column, justify="right")
     for row in table_rows(summaries):
         table.add_row(*row)
-    from rich.console import Console
 
-    Console().print(table)
+    tables().print(table)
     for warning in truncation_warnings(summaries, config.max_new_tokens):
         console().print(warning, markup=False)  # "[none]" is no style
     if path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mentor.commands.common import console, progress_bar, run_eval, score_table, train_progress
+from mentor.commands.common import console, progress_bar, run_eval, score_table, tables, train_progress
 
 
 def eval_command(args) -> int:
@@ -84,7 +84,6 @@ DEMO_RUNS = {  # the short run of `mentor demo` (docs/world.md, "mentor demo")
 
 def demo_training(model, tokenizer, task, before: dict, args) -> None:
     """A short on-policy run (GRPO by default), then the same evaluation again."""
-    from rich.console import Console
 
     from mentor.evaluate import EvalConfig, evaluate
     from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy
@@ -103,6 +102,6 @@ def demo_training(model, tokenizer, task, before: dict, args) -> None:
         after, _ = evaluate(model, tokenizer, task, problems, EvalConfig(n_problems=args.n, k=args.k, seed=args.seed),
                             lambda kind, done, total: phases(f"test evaluation after training [{kind}]", done, total))
     rows = [("base solver", {**before, "step": 0}), (f"after {method}", {**after["none"], "step": config.steps})]
-    Console().print(score_table(f"no context, {args.n} held-out problems, k={args.k}", rows, args.k))
+    tables().print(score_table(f"no context, {args.n} held-out problems, k={args.k}", rows, args.k))
     console().print(f"run folder -> {Path(args.out) / 'train'} (best/, final/, metrics.jsonl, evals.jsonl, "
                     "summary.json)")

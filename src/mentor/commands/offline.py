@@ -11,6 +11,7 @@ from mentor.commands.common import (
     progress_bar,
     readable,
     score_table,
+    tables,
     test_table,
     train_progress,
 )
@@ -55,7 +56,6 @@ def generate_command(args) -> int:
 
 
 def distill_command(args) -> int:
-    from rich.console import Console
 
     from mentor.config import load_config
     from mentor.offline.train import DistillConfig, run_distill
@@ -70,9 +70,9 @@ def distill_command(args) -> int:
             bar, config.sft.steps, f"{config.mode} on {config.data or config.task}", lambda m: f"loss {m['loss']:.4f}"))
     k = config.eval_k
     rows = [("start", summary["evals"][0]), ("best", summary["best"]), ("final", summary["final"])]
-    Console().print(score_table(f"{config.mode} on {config.task}: {config.eval_split} evaluation", rows, k))
+    tables().print(score_table(f"{config.mode} on {config.task}: {config.eval_split} evaluation", rows, k))
     if summary.get("test"):
-        Console().print(test_table(summary["test"], k))
+        tables().print(test_table(summary["test"], k))
     console().print(f"examples: {readable(summary['examples'])}")
     console().print(f"run folder -> {out} (best/, final/, evals.jsonl, loss.jsonl, summary.json)")
     return 0

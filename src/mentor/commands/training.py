@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mentor.commands.common import console, load_model, progress_bar, score_table, test_table, train_progress
+from mentor.commands.common import (
+    console,
+    load_model,
+    progress_bar,
+    score_table,
+    tables,
+    test_table,
+    train_progress,
+)
 from mentor.runlock import check_out, run_lock
 from mentor.train.distributed import is_main_process
 
 
 def train_command(args) -> int:
-    from rich.console import Console
 
     from mentor.config import load_config
     from mentor.train.recipe import TrainConfig, run_training
@@ -25,10 +32,10 @@ def train_command(args) -> int:
                               eval_progress=bar.phases(transient=True))
     k = config.onpolicy.eval_k
     rows = [("start", result.evals[0]), ("best", result.best), ("final", result.final)]
-    Console().print(score_table(f"{config.onpolicy.method} on {config.task}: {config.onpolicy.eval_split} "
+    tables().print(score_table(f"{config.onpolicy.method} on {config.task}: {config.onpolicy.eval_split} "
                                 "evaluation", rows, k))
     if result.test:
-        Console().print(test_table(result.test, k))
+        tables().print(test_table(result.test, k))
     if result.stopped_early:
         console().print(f"stopped early at step {len(result.history)} (no better Avg@{k})")
     console().print(f"run folder -> {out} (best/, final/, metrics.jsonl, evals.jsonl, summary.json)")
