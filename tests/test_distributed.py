@@ -147,7 +147,7 @@ def test_a_checkpoint_is_resumed_only_as_it_was_launched(tmp_path):
     done = subprocess.run(_command(tmp_path / "run", args, 2, parallel="fsdp"), env=_env(), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode != 0
-    assert "mentor: error: the checkpoint was written by a run without FSDP; resume it as it was launched" in done.stderr
+    assert "checkpoint: the checkpoint was written by a run without FSDP; resume it as it was launched" in done.stderr
 
 
 @pytest.mark.parametrize(("command", "flags", "message"), [

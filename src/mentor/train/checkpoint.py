@@ -87,16 +87,17 @@ def restore_weights(model, state: dict[str, torch.Tensor]) -> None:
     params = dict(model.named_parameters())
     foreign = [name for name in state if name not in params]
     if foreign:
-        raise CheckpointError(f"checkpoint does not match the model: no parameter {foreign[0]!r}")
+        raise CheckpointError(f"checkpoint does not match the model: no parameter {foreign[0]!r}; delete the "
+                              "checkpoint folder to start the run again")
     trained = [name for name, p in params.items() if p.requires_grad]
     missing = [name for name in trained if name not in state]
     if missing:
         raise CheckpointError(f"checkpoint does not match the model: it lacks {len(missing)} trained parameter(s), "
-                              f"e.g. {missing[0]!r}")
+                              f"e.g. {missing[0]!r}; delete the checkpoint folder to start the run again")
     for name, value in state.items():
         if not isinstance(value, torch.Tensor) or value.shape != params[name].shape:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise CheckpointError(f"checkpoint does not match the model: {name!r} is {shape}, the model's "
-                                  f"{tuple(params[name].shape)}")
+                                  f"{tuple(params[name].shape)}; delete the checkpoint folder to start the run again")
     for name, value in state.items():
         params[name].copy_(value.to(params[name].device))

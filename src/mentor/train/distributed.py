@@ -206,7 +206,9 @@ class Ranks:
         (parameters numbered) is refused by the other kind of run."""
         params = [p for group in state.get("param_groups", []) for p in group.get("params", [])]
         if params and isinstance(params[0], str) != self.sharded:
-            raise ValueError(f"the checkpoint was written by a run {'without' if self.sharded else 'with'} FSDP; "
+            from mentor.train.checkpoint import CheckpointError
+
+            raise CheckpointError(f"the checkpoint was written by a run {'without' if self.sharded else 'with'} FSDP; "
                              "resume it as it was launched")
         if not self.sharded:
             optimizer.load_state_dict(state)

@@ -406,9 +406,8 @@ def _prepare_run_dir(run_dir: Path, config: OnPolicyConfig, model, optimizer, sc
         result.best_weights = loop.get("best_weights")
         guards.load_state_dict(loop["guards"])
         bad_evals = loop["bad_evals"]
-    except CheckpointError as error:
-        raise CheckpointError(f"{run_dir / 'checkpoint'}: {error}; delete the checkpoint folder to start the run "
-                              "again") from None
+    except CheckpointError as error:  # mentor's own reason, which says what to do
+        raise CheckpointError(f"{run_dir / 'checkpoint'}: {error}") from None
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
         # the weights may already be in: the run stops here, nothing is written, and a restart reloads them
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
