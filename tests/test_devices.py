@@ -33,6 +33,7 @@ def test_auto_is_the_cpu_in_float32_without_an_accelerator():
 def test_auto_is_the_gpu_in_bf16_where_there_is_one(fake_gpu):
     assert resolve_device("auto") == torch.device("cuda")
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert resolve_dtype("auto", torch.device("cuda"), training=True) == torch.float32
     assert resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(ValueError, match="not available"):
         resolve_device("cuda:3")
@@ -50,10 +51,13 @@ def test_a_bad_device_or_dtype_is_one_line_before_the_model_loads(command, bad, 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("argv", [["train", "onpolicy.steps=1"], ["eval", "-n", "1", "-k", "1"],
-                                  ["analyze", "-n", "1"], ["distill", "mode=oracle"]])
-def test_every_model_command_loads_onto_the_accelerator_in_bf16_by_default(argv, fake_gpu, monkeypatch, tmp_path):
-    """The defect: a single-process ``mentor train`` loaded on the CPU in float32 whatever the machine had."""
+@pytest.mark.parametrize("argv, dtype", [(["train", "onpolicy.steps=1"], torch.float32),
+                                         (["distill", "mode=oracle"], torch.float32),
+                                         (["eval", "-n", "1", "-k", "1"], torch.bfloat16),
+                                         (["analyze", "-n", "1"], torch.bfloat16)])
+def test_every_model_command_loads_onto_the_accelerator_by_default(argv, dtype, fake_gpu, monkeypatch, tmp_path):
+    """The defect: a single-process ``mentor train`` loaded on the CPU whatever the machine had. Training
+    keeps float32 weights by default (no master copy of bf16 ones); sampling alone runs in bf16."""
     seen = {}
 
     def loader(spec, *, dtype=torch.float32, device="cpu", lora=None):
@@ -63,7 +67,16 @@ def test_every_model_command_loads_onto_the_accelerator_in_bf16_by_default(argv,
     monkeypatch.setattr("mentor.loading.load_model", loader)
     with pytest.raises(Loaded):
         main([argv[0], "--out", str(tmp_path / "out"), *argv[1:]])
-    assert seen == {"dtype": torch.bfloat16, "device": torch.device("cuda")}
+    assert seen == {"dtype": dtype, "device": torch.device("cuda")}
+
+
+def test_training_refuses_float16_and_an_ema_teacher_in_bf16(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "a"), "dtype=float16"]) == 2
+    assert "float16 cannot train" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "b"), "dtype=bfloat16", "onpolicy.teacher=ema"]) == 2
+    assert "ema teacher needs float32" in capsys.readouterr().err
+    assert main(["distill", "--out", str(tmp_path / "c"), "mode=oracle", "dtype=float16"]) == 2
+    assert resolve_dtype("auto", torch.device("cpu"), training=True) == torch.float32
 
 
 def test_a_bf16_train_run_on_the_cpu_trains_and_saves_bf16_weights(tmp_path):

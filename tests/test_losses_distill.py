@@ -451,8 +451,8 @@ def test_fused_head_forward_kl_does_no_work_for_masked_rows(monkeypatch):
 
 def test_fused_head_forward_kl_bf16_head_gradient_sums_in_float32():
     """bf16 states and heads: the head's gradient against float64 on the same bf16 inputs is off by what
-    bf16 logits cost (0.69% here) whatever the number of chunks; summed in bf16 it grew with the chunks
-    (0.70% in one chunk, 0.97% in 64, 1.03% in 256)."""
+    bf16 logits and products cost (0.70-0.72% here) whatever the number of chunks; summed in bf16 it grew
+    with the chunks (0.70% in one chunk, 0.97% in 64, 1.03% in 256)."""
     g = torch.Generator().manual_seed(7)
     B, T, H, V = 4, 64, 32, 97
     h_s, h_t = (torch.randn(B, T, H, generator=g).bfloat16() for _ in range(2))
@@ -467,7 +467,7 @@ def test_fused_head_forward_kl_bf16_head_gradient_sums_in_float32():
         fused_forward_kl(h_s, head, h_t, w_t, tokens, mask, chunk=chunk)[0].backward()
         assert head.grad.dtype == torch.bfloat16
         errors.append(float((head.grad.double() - exact.grad).norm() / exact.grad.norm()))
-    assert max(errors) < 0.0075 and max(errors) - min(errors) < 1e-4, errors
+    assert max(errors) < 0.0075 and max(errors) - min(errors) < 5e-4, errors
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,11 @@
 """Where a command's model runs and in which dtype: ``device`` and ``dtype`` of train, distill, eval and analyze.
 
 ``auto`` is the accelerator when there is one (under ``accelerate launch``, each process's own) and the
-CPU otherwise; the dtype ``auto`` is bfloat16 on an accelerator that supports it and float32 elsewhere, so
-on a CPU every default run is what it always was.
+CPU otherwise. The dtype ``auto`` is bfloat16 for sampling on an accelerator that supports it, and float32
+for training everywhere: mentor's trainers keep no float32 master copy of bf16 weights, so a bf16 run would
+round away Adam updates smaller than half a bf16 step (and an EMA teacher's at decay 0.999 entirely). A
+bf16 training run is there when asked for (``dtype=bfloat16``); float16 training (no loss scaling) is
+refused. On a CPU every default run is what it always was.
 """
 
 from __future__ import annotations
@@ -42,19 +45,22 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
-    """``auto`` (bfloat16 on a GPU that supports it, else float32), or one of :data:`DTYPES`."""
+def resolve_dtype(spec: str, device: torch.device, training: bool = False) -> torch.dtype:
+    """``auto`` (float32 for training; for sampling bfloat16 on a GPU that supports it, else float32), or one
+    of :data:`DTYPES`."""
     if spec == AUTO:
-        supported = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        supported = not training and device.type == "cuda" and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if supported else torch.float32
     if spec not in DTYPES:
         raise ValueError(f"unknown dtype {spec!r}; choose auto, {', '.join(DTYPES)}")
+    if training and spec == "float16":
+        raise ValueError("dtype=float16 cannot train here (no loss scaling); use float32 or bfloat16")
     return DTYPES[spec]
 
 
-def check_placement(device: str, dtype: str) -> None:
+def check_placement(device: str, dtype: str, training: bool = False) -> None:
     """A config's device and dtype, checked when it is read (before any model loads)."""
-    resolve_dtype(dtype, resolve_device(device))
+    resolve_dtype(dtype, resolve_device(device), training)
 
 
 def without_auto_placement(values: dict) -> dict:

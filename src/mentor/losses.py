@@ -198,7 +198,10 @@ class _FusedHeadForwardKL(torch.autograd.Function):
                     torch.matmul(g.to(h_s.dtype), w_s, out=grad_h[rows])
                     grad_h[rows] *= scale.to(h_s.dtype)
                 if need_w:
-                    grad_w.addmm_(g.T, hs_NH[rows].to(dtype) * scale)
+                    if w_s.dtype == dtype:
+                        grad_w.addmm_(g.T, hs_NH[rows] * scale)
+                    else:  # the chunk's product at the weights' (tensor-core) precision, the sum over chunks in float32
+                        grad_w.add_(torch.matmul(g.T.to(w_s.dtype), hs_NH[rows] * scale.to(h_s.dtype)))
         ctx.save_for_backward(*(x for x in (grad_h, grad_w) if x is not None))
         ctx.shapes, ctx.weight_dtype = (h_s.shape, need_h, need_w), w_s.dtype
         tok_logp_s, tok_logp_t = tok_logp_s.view(m_BT.shape), tok_logp_t.view(m_BT.shape)

@@ -82,7 +82,7 @@ class DistillConfig:
         if self.eval_split not in ("train", "validation", "test"):
             raise ValueError(f"eval_split must be train, validation or test, got {self.eval_split!r}")
         check_sampling(temperature=self.temperature, max_new_tokens=self.max_new_tokens)
-        check_placement(self.device, self.dtype)
+        check_placement(self.device, self.dtype, training=True)
         check_at_most(self, "oracle_problems", "eval_every", "eval_problems", "eval_k", "test_problems",
                       "max_new_tokens")
         check_backend(self.eval_backend, "eval_backend")
@@ -174,7 +174,8 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     problems = task.problems(config.eval_split, n=config.eval_problems)
     rows = training_rows(config)
     device = resolve_device(config.device)
-    model, tokenizer = loaded or load_model(config.model, dtype=resolve_dtype(config.dtype, device), device=device)
+    model, tokenizer = loaded or load_model(config.model, dtype=resolve_dtype(config.dtype, device, training=True),
+                                            device=device)
     examples, counts = training_examples(config, tokenizer, rows)
     if not examples:
         raise ValueError(f"{config.data}: no training examples for mode {config.mode} ({counts})")

@@ -270,6 +270,7 @@ class OpenAISampler:
         try:
             with _opener(watchdog).open(request, timeout=self.timeout_s) as response:
                 raw = response.read()
+            watchdog.cancel()  # a whole answer read in time is kept, whatever the timer does next
         except urllib.error.HTTPError as error:
             if 300 <= error.code < 400:
                 raise SamplerError(f"HTTP {error.code} from POST {url}: redirected to "
@@ -292,14 +293,14 @@ class OpenAISampler:
             raise _Retryable(_redact(f"{type(error).__name__}: {error}", key), cause=cause) from None
         finally:
             watchdog.cancel()
-        if watchdog.fired:  # the shut socket may read as a response that simply ended
-            raise _Retryable(_past_deadline(url, self.timeout_s), cause="connection")
         try:
             choice = json.loads(raw)["choices"][0]
             text = choice["message"]["content"] if "message" in choice else choice["text"]
             if not isinstance(text, str):
                 raise TypeError(f"text is {type(text).__name__}")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
+            if watchdog.fired:  # the shut socket read as a response that simply ended
+                raise _Retryable(_past_deadline(url, self.timeout_s), cause="connection") from None
             raise _Retryable(f"malformed response body ({type(error).__name__}: {error})", cause="bad_body") from None
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
         return Sample(text, [], [], finish)
@@ -322,7 +323,7 @@ class _Watchdog:
     socket down wakes the read that blocks, wherever in the response it is."""
 
     def __init__(self, deadline: float) -> None:
-        self.deadline, self.fired = deadline, False
+        self.deadline, self.fired, self._done = deadline, False, False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(max(deadline - time.monotonic(), 0.0), self._fire)
@@ -337,6 +338,8 @@ class _Watchdog:
 
     def _fire(self) -> None:
         with self._lock:
+            if self._done:  # the answer was read in time
+                return
             self.fired = True
             for sock in self._sockets:
                 self._shutdown(sock)
@@ -347,6 +350,8 @@ class _Watchdog:
             sock.shutdown(socket.SHUT_RDWR)
 
     def cancel(self) -> None:
+        with self._lock:
+            self._done = True
         self._timer.cancel()
 
 

@@ -409,7 +409,10 @@ def _prepare_run_dir(run_dir: Path, config: OnPolicyConfig, model, optimizer, sc
     except CheckpointError as error:  # mentor's own reason, which says what to do
         raise CheckpointError(f"{run_dir / 'checkpoint'}: {error}") from None
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
-        # the weights may already be in: the run stops here, nothing is written, and a restart reloads them
+        # the weights may already be in: the run stops here, nothing is written, and a restart reloads them;
+        # running out of memory or a failed collective is not the checkpoint's fault
+        if isinstance(error, torch.OutOfMemoryError) or type(error).__module__.startswith("torch.distributed"):
+            raise
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{run_dir / 'checkpoint'}: a checkpoint this run cannot resume from ({type(error).__name__}: "
                               f"{reason[:200]}); delete the checkpoint folder to start the run again") from None

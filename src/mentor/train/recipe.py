@@ -64,7 +64,9 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bfloat16 on a GPU that supports it, else float32) | float32 | bfloat16 | float16
 
     def __post_init__(self) -> None:
-        check_placement(self.device, self.dtype)
+        check_placement(self.device, self.dtype, training=True)
+        if self.dtype == "bfloat16" and self.onpolicy.teacher == "ema":  # its 0.1% steps round away in bf16
+            raise ValueError("an ema teacher needs float32 weights (dtype=float32 or auto)")
 
 
 def build_critic(config: CriticConfig, run_dir: Path | None, task=None):
@@ -101,7 +103,8 @@ def run_training(config: TrainConfig, out: str | Path, *, loaded=None,
     recorded = without_auto_placement(asdict(config))
     check_config(out / "train.json", recorded)  # the model, task, LoRA and critic must match on resume too
     device = resolve_device(config.device)
-    model, tokenizer = loaded or load_model(config.model, dtype=resolve_dtype(config.dtype, device), device=device)
+    model, tokenizer = loaded or load_model(config.model, dtype=resolve_dtype(config.dtype, device, training=True),
+                                            device=device)
     if is_main_process():
         record_config(out / "train.json", recorded)  # written once every input has loaded
     if config.lora:
