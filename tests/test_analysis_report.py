@@ -278,6 +278,24 @@ def test_trace_verdict_words_every_case():
     assert trace_verdict(entry(True, 1)).startswith("answer right, but step 1 is wrong")
     assert trace_verdict(entry(False, None, located=False)).startswith("answer wrong · wrong step not located")
     assert trace_verdict(entry(False, None)) == "answer wrong, yet the critic found no wrong step"
+    # a trace whose steps are all right and whose answer line is missing: no "first wrong step: 5"
+    missing = TokenAdvantages("p", 0, [], [], [], 5, "incomplete", "", False, True, error_at_answer=True)
+    assert trace_verdict(missing) == "answer wrong · every step right, the answer line missing"
+    wrong = TokenAdvantages("p", 0, [], [], [], 5, "incorrect", "", False, True, error_at_answer=True)
+    assert trace_verdict(wrong) == "answer wrong · every step right, the answer line wrong"
+
+
+def test_an_error_on_the_answer_line_is_recognised_from_the_critique(world, tmp_path):
+    """A four-step trace cut just before its answer line: the critic's first error is step 5, the answer."""
+    model, tokenizer, task, problems = world
+    problem = problems[0]
+    right = canonical_solution(WorldProblem.from_meta(problem.meta))
+    cut = right[: right.index("<answer>")].rstrip("\n")
+    rollout = _rollout(tokenizer, task, problem, cut)
+    result = analyze_rollouts(model, tokenizer, task, {problem.id: problem}, [rollout], contexts=("critique",))
+    (entry,) = result.contexts["critique"].rollouts
+    assert entry.case == "incomplete" and entry.error_at_answer
+    assert entry.first_error_step == right.count("<step_") + 1
 
 
 def test_pooled_mean_sem_treats_rollouts_as_clusters():

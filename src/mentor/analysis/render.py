@@ -48,6 +48,9 @@ def trace_verdict(r: TokenAdvantages) -> str:
         if r.correct:
             return (f"{answer}, but step {r.first_error_step} is wrong: the right answer was reached through a "
                     "wrong trace, so the split below follows the critic's first wrong step")
+        if r.error_at_answer:
+            missing = r.case == "incomplete"
+            return f"{answer} · every step right, the answer line {'missing' if missing else 'wrong'}"
         return f"{answer} · first wrong step: {r.first_error_step}"
     if not r.located:
         return f"{answer} · wrong step not located (no usable critique), so left out of the aggregates"

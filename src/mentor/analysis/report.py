@@ -55,6 +55,7 @@ class TokenAdvantages:
     context: str
     correct: bool
     located: bool = True
+    error_at_answer: bool = False  # the first wrong "step" is the answer line (missing or wrong), not a step
 
 
 @dataclass
@@ -203,6 +204,9 @@ def analyze_rollouts(model, tokenizer, task, problems_by_id: Mapping[str, Proble
             located = feedback.case == "correct" or first_error is not None
         else:
             first_error, located = None, correct  # a verified-correct rollout has no wrong step
+        # the step after the corrected trace's last is its answer line: an error there is no step's
+        at_answer = bool(first_error and feedback is not None and feedback.corrected
+                         and first_error == feedback.corrected.count("<step_") + 1)
         student = render_prompt(tokenizer, task.prompt(problem))
         texts = prefix_texts(tokenizer, ids)  # decoded once for both the steps and the pieces
         steps, pieces = token_steps(tokenizer, ids, texts), token_pieces(tokenizer, ids, texts)
@@ -222,7 +226,7 @@ def analyze_rollouts(model, tokenizer, task, problems_by_id: Mapping[str, Proble
             adv_T = token_advantages(model, tokenizer, student, render_prompt(tokenizer, user), ids, student_logp)
             entries[kind].append(TokenAdvantages(
                 rollout.problem_id, rollout.sample_index, pieces, adv_T.tolist(), steps, first_error,
-                feedback.case if feedback else None, context, bool(correct), located))
+                feedback.case if feedback else None, context, bool(correct), located, at_answer))
         if progress:
             progress(done, len(rollouts))
     return AnalysisResult({k: summarize_context(k, entries[k], skipped[k]) for k in contexts}, questions)
