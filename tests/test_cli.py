@@ -124,6 +124,15 @@ def test_user_errors_are_one_line_and_exit_2(argv, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_overrides_may_come_on_both_sides_of_an_option(tmp_path, capsys):
+    """``distill mode=oracle --out DIR sft.steps=0``: argparse alone called sft.steps=0 unrecognized."""
+    assert main(["distill", "mode=oracle", "--out", str(tmp_path / "d"), "sft.steps=0"]) == 2
+    assert "sft steps must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["distill", "mode=oracle", "--out", str(tmp_path / "d"), "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 def test_threads_option_sets_torch_threads(capsys):
     import torch
 

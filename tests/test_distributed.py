@@ -251,3 +251,28 @@ def test_an_error_on_the_main_process_reaches_every_process(tmp_path):
     lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
     assert lines == ["rank 0: ValueError: boom", "rank 0: got 42",
                      "rank 1: RuntimeError: the main process failed: ValueError: boom", "rank 1: got 42"]
+
+
+def test_mentor_launch_checks_the_config_before_any_worker_starts(tmp_path, capsys):
+    from mentor.cli import main
+
+    start = time.monotonic()
+    assert main(["launch", "--num_processes", "2", "train", "--out", str(tmp_path / "r"), "onpolicy.stepz=5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown config key onpolicy.stepz; did you mean onpolicy.steps?" in err
+    assert time.monotonic() - start < 10 and not (tmp_path / "r").exists()  # no launcher, no worker
+    assert main(["launch", "eval"]) == 2 and "mentor launch runs train or distill" in capsys.readouterr().err
+
+
+def test_a_workers_refusal_is_the_last_line_mentor_launch_prints(tmp_path):
+    """FSDP for distill is refused by the launched workers (each knows its accelerate setting): the launcher's
+    own traceback comes first, mentor's one line last, exit code 2, and no run folder."""
+    out = tmp_path / "d"
+    done = subprocess.run([sys.executable, "-m", "mentor", "--threads", "1", "launch", *PARALLEL["fsdp"],
+                           "--num_processes", "2", "--main_process_port", _port(), "distill", "mode=oracle",
+                           "--out", str(out), "sft.steps=2", "eval_problems=2", "eval_k=1"],
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == ("mentor: error: FSDP shards mentor train's student only; launch "
+                                                    "mentor distill with data parallel (examples/accelerate/ddp.yaml)")
+    assert not out.exists()

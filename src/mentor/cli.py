@@ -13,6 +13,7 @@ from typing import NoReturn
 
 from mentor import __version__
 from mentor.commands.evaluation import demo, eval_command
+from mentor.commands.launch import launch_command
 from mentor.commands.offline import (
     distill_command,
     generate_command,
@@ -227,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", choices=("committee", "single", "no-explanation"),
                    help="default: config key ablation (committee)")
 
+    p = commands.add_parser("launch", help="accelerate launch of mentor train or distill on several processes: "
+                            "the config checked before the workers start, a worker's refusal printed last")
+    p.add_argument("--config_file", help="an accelerate config (examples/accelerate/ddp.yaml or fsdp.yaml)")
+    p.add_argument("--num_processes", type=COUNT, default=2, help="training processes (default 2)")
+    p.add_argument("--main_process_port", type=COUNT, help="the processes' rendezvous port (default accelerate's)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="train ... or distill ..., as you would run it alone")
+    p.set_defaults(func=launch_command)
+
     p = commands.add_parser("train", help="on-policy training: grpo, sd-reference, sd-critique, sd-success, blends")
     p.add_argument("--config", help="YAML file with TrainConfig fields (model, task, lora, critic, onpolicy)")
     p.add_argument("--out", help="run folder; an existing one is resumed (default runs/train-METHOD-seedS)")
@@ -294,9 +303,22 @@ def _show_log() -> None:
     logger.setLevel(logging.INFO)
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``KEY=VALUE`` overrides allowed on both sides of an option (``train a=1 --out
+    DIR b=2``): argparse alone takes one run of positionals and calls the rest unrecognized."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

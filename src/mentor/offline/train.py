@@ -180,6 +180,7 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     if not examples:
         raise ValueError(f"{config.data}: no training examples for mode {config.mode} ({counts})")
     ranks = Ranks()  # under accelerate launch: the main process evaluates and writes, every one trains
+    ranks.require_data_parallel()
     if ranks.world > 1 and config.eval_backend != "local":
         raise ValueError("several training processes evaluate with mentor's own loop only (eval_backend=local)")
     writer = out if ranks.is_main else None

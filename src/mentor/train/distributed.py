@@ -146,11 +146,15 @@ class Ranks:
         bounds = [len(items) * r // self.world for r in range(self.world + 1)]
         return list(items[bounds[self.rank] : bounds[self.rank + 1]])
 
-    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """``model`` DDP-wrapped for its forward in the loss when there are several processes."""
+    def require_data_parallel(self) -> None:
+        """Refuse FSDP where only data parallel is built (mentor distill); call it before writing anything."""
         if self.sharded:
             raise ValueError("FSDP shards mentor train's student only; launch mentor distill with data parallel "
                              "(examples/accelerate/ddp.yaml)")
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` DDP-wrapped for its forward in the loss when there are several processes."""
+        self.require_data_parallel()
         return model if self.accelerator is None else self.accelerator.prepare_model(model)
 
     def wrap(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
