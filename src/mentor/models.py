@@ -138,6 +138,11 @@ def _load_pretrained(source: str, dtype: torch.dtype, **kwargs: Any) -> tuple[An
         transformers_logging.set_verbosity(verbosity)
     # transformers loads a weight file that misses weights (left at random init), holds foreign ones or has
     # them in other shapes with only a warning: a damaged checkpoint would then train or score as if whole
+    missing = set(info.get("missing_keys") or [])
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded_at = {p.data_ptr() for name, p in params.items() if name not in missing}
+    # a tied weight (the head sharing the embeddings) is loaded through its twin, whatever a version reports
+    info["missing_keys"] = [k for k in missing if not (k in params and params[k].data_ptr() in loaded_at)]
     for what in ("missing_keys", "mismatched_keys", "unexpected_keys"):
         found = sorted(info.get(what) or [], key=str)
         if found:
