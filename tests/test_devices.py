@@ -89,3 +89,13 @@ def test_a_bf16_train_run_on_the_cpu_trains_and_saves_bf16_weights(tmp_path):
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics) and metrics[-1]["sd_loss"] > 0
     assert json.loads((out / "train.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_a_load_that_names_no_device_goes_to_the_accelerator(fake_gpu, monkeypatch):
+    """compare's runs, the map's scores, MAPD's student and local teachers load without naming a device."""
+    import mentor.loading
+
+    seen = {}
+    monkeypatch.setattr(mentor.loading, "prepare_policy", lambda model, tokenizer, **kwargs: seen.update(kwargs))
+    mentor.loading.load_model("world")
+    assert seen["device"] == torch.device("cuda") and seen["dtype"] == torch.float32

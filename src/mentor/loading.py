@@ -15,9 +15,14 @@ from mentor.models import LoraSpec, load_policy, prepare_policy
 WORLD = "world"
 
 
-def load_model(spec: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+def load_model(spec: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "auto",
                lora: LoraSpec | None = None) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for a model spec, in eval mode, on ``device``, optionally with LoRA."""
+    """``(model, tokenizer)`` for a model spec, in eval mode, on ``device`` (``auto``: the accelerator when
+    there is one, so no caller runs on the CPU by omission), optionally with LoRA."""
+    from mentor.devices import AUTO, resolve_device
+
+    if device == AUTO:
+        device = resolve_device(AUTO)
     if spec == WORLD:
         from mentor.progress import no_transformers_bars
         from mentor.world.solver import load_world_model
