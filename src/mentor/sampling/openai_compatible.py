@@ -323,7 +323,7 @@ class _Watchdog:
     socket down wakes the read that blocks, wherever in the response it is."""
 
     def __init__(self, deadline: float) -> None:
-        self.deadline, self.fired, self._done = deadline, False, False
+        self.fired, self._done = False, False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(max(deadline - time.monotonic(), 0.0), self._fire)
