@@ -437,7 +437,10 @@ def test_a_context_the_task_cannot_give_fails_before_training():
 class _TwoProcesses:
     """``Ranks`` as the second of two ``accelerate launch`` processes sees it, without starting any."""
 
-    world, rank, is_main = 2, 1, False
+    world, rank, is_main, sharded = 2, 1, False, False
+
+    def require_data_parallel(self) -> None:
+        pass
 
 
 def test_several_processes_refuse_a_sampler_passed_in(monkeypatch):

@@ -84,7 +84,6 @@ def greedy(sampler, prompts) -> list:
     return [group[0] for group in sampler.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=160))]
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_the_engine_is_a_sampler_with_the_local_loops_signature(engine):
     import inspect
 
@@ -94,6 +93,7 @@ def test_the_engine_is_a_sampler_with_the_local_loops_signature(engine):
     assert inspect.signature(VLLMSampler.generate) == inspect.signature(Sampler.generate)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_samples_decode_to_their_text_and_logprobs_match_the_trainer(engine, policy, prompts, temperature):
     model, tokenizer = policy
     params = SamplingParams(n=4, temperature=temperature, max_new_tokens=160, seed=1)
