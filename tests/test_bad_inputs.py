@@ -161,7 +161,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("eval-contexts-numbers", ["eval", "contexts=[1]"], "'contexts[0]': expected text", None),
     ("eval-thinking", ["eval", "thinking=sometimes"], "'thinking': expected bool", None),
     ("eval-split", ["eval", "--split", "dev", "-n", "1"], "unknown split 'dev'", None),
-    ("eval-critique-gym", ["eval", "--task", "gym:basic_arithmetic", "--context", "critique", "-n", "1"],
+    ("eval-critique-gym", ["eval", "--task", "gym:family_relationships", "--context", "critique", "-n", "1"],
      "has no critic", None),
     ("eval-gym-unknown", ["eval", "--task", "gym:no_such_generator", "-n", "1"], "no_such_generator", None),
     ("eval-model-missing", ["eval", "--model", "{t}/none", "-n", "1"], "cannot load model", None),

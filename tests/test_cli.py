@@ -110,7 +110,7 @@ def test_eval_warns_when_most_answers_were_cut_off_and_not_otherwise(capsys):
         (["eval", "--model", "/no/such/model", "-n", "1"], "cannot load model"),
         (["eval", "--context", "gossip"], "unknown context"),
         (["eval", "--data", "1000"], "unknown task"),  # a number-like path stays a path
-        (["eval", "--task", "gym:basic_arithmetic", "--context", "critique"], "has no critic"),
+        (["eval", "--task", "gym:family_relationships", "--context", "critique"], "has no critic"),
         (["world", "build", "sft.nope=1"], "unknown config key sft.nope"),
         (["world", "build", "--config", "/no/such.yaml"], "does not exist"),
     ],

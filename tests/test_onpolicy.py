@@ -431,7 +431,7 @@ def test_metrics_reach_accelerate_trackers():
 def test_a_context_the_task_cannot_give_fails_before_training():
     model, tokenizer = load_world_folder(SHIPPED_DIR)
     with pytest.raises(ValueError, match="has no critic"):
-        train_onpolicy(model, tokenizer, load_task("gym:basic_arithmetic"), OnPolicyConfig(steps=1, **FAST))
+        train_onpolicy(model, tokenizer, load_task("gym:family_relationships"), OnPolicyConfig(steps=1, **FAST))
 
 
 class _TwoProcesses:

@@ -31,7 +31,6 @@ def test_basic_arithmetic_problems(arithmetic):
 def test_gold_answer_is_correct_and_a_wrong_one_is_wrong(arithmetic):
     for problem in arithmetic.problems("test", n=5):
         for completion in (
-            problem.answer,
             f"So the result is \\boxed{{{problem.answer}}}.",
             f"Answer: {problem.answer}",
         ):
@@ -40,17 +39,20 @@ def test_gold_answer_is_correct_and_a_wrong_one_is_wrong(arithmetic):
         wrong = arithmetic.verify(problem, f"\\boxed{{{int(float(problem.answer)) + 1000}}}")
         assert (wrong.correct, wrong.reason, wrong.format_ok) == (False, "wrong", True)
         assert wrong.reward < 1.0
+        assert arithmetic.verify(problem, problem.answer).reason == "no_answer"  # a bare number: no marker
         empty = arithmetic.verify(problem, "   ")
         assert (empty.correct, empty.reason, empty.reward, empty.extracted) == (False, "no_answer", 0.0, None)
 
 
-def test_bare_text_answer_is_scored_whole():
+def test_bare_text_answer_counts_only_with_the_fall_back():
     task = GymTask("family_relationships")
     problem = task.problems("test", n=1)[0]
     assert not problem.answer.isdigit()
-    assert task.verify(problem, problem.answer).correct
     assert task.verify(problem, f"Answer: {problem.answer}").correct
-    assert task.verify(problem, "I am not sure.").reason == "no_answer"
+    assert task.verify(problem, problem.answer).reason == "no_answer"  # no marker: no answer
+    lenient = GymTask("family_relationships", fallback=True)
+    assert lenient.verify(problem, problem.answer).correct  # the whole text, scored whole
+    assert lenient.verify(problem, "I am not sure.").reason == "no_answer"
 
 
 def test_splits_and_seeds_do_not_overlap(arithmetic):

@@ -241,7 +241,8 @@ def write_results(out_dir: str | Path, config: EvalConfig, summaries: dict, roll
     return out_dir / "results.json"
 
 
-METRIC_COLUMNS = ("pass@{k}", "maj@{k}", "avg@{n}", "pass@1", "trace_rate", "format_rate", "truncation_rate")
+METRIC_COLUMNS = ("pass@{k}", "maj@{k}", "avg@{n}", "pass@1", "trace_rate", "format_rate", "fallback_rate",
+                  "truncation_rate")
 
 
 def table_rows(summaries: dict[str, dict]) -> list[list[str]]:
@@ -257,7 +258,8 @@ def table_rows(summaries: dict[str, dict]) -> list[list[str]]:
 
 
 #: the table's words for the rates (the summary keys stay as they are)
-COLUMN_NAMES = {"trace_rate": "fully correct", "format_rate": "answer format ok", "truncation_rate": "cut off"}
+COLUMN_NAMES = {"trace_rate": "fully correct", "format_rate": "answer format ok",
+                "fallback_rate": "correct, no marker", "truncation_rate": "cut off"}
 
 
 def table_header(summaries: dict[str, dict]) -> list[str]:

@@ -159,6 +159,8 @@ def summarize(
     - ``pass@{k}`` and ``pass@1``: unbiased estimates from the n samples;
     - ``maj@{k}``: plurality vote over the first k samples of each problem;
     - ``format_rate``: fraction of samples whose answer had an explicit marker;
+    - ``fallback_rate``: fraction of samples counted correct without an answer marker (a task's fall-back,
+      such as reasoning-gym's last number with ``fallback=true``: luck more than an answer);
     - ``truncation_rate``: fraction of samples with finish reason ``length`` (None without finish reasons);
     - ``timeouts``: number of samples whose check timed out (counted as incorrect everywhere above);
     - ``se``: the standard error over problems of ``avg@{n}``, ``pass@{k}`` and ``maj@{k}``.
@@ -188,6 +190,7 @@ def summarize(
     summary[f"pass@{k}"] = sum(per_pass) / len(per_pass)
     summary[f"maj@{k}"] = sum(per_maj) / len(per_maj)
     summary["format_rate"] = sum(v.format_ok for row in verdicts for v in row) / total
+    summary["fallback_rate"] = sum(v.correct and not v.format_ok for row in verdicts for v in row) / total
     summary["truncation_rate"] = (
         None
         if finish_reasons is None

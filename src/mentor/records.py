@@ -121,6 +121,7 @@ class Feedback:
     step_verdicts: list[str] = field(default_factory=list)
     sample_index: int = 0
     corrected: str = ""  # the corrected solution inside the critique, when the critic writes one
+    error_kind: str = ""  # what the first error is, where the critic says (the arithmetic critic's kinds)
 
     def __post_init__(self) -> None:
         if self.case not in FEEDBACK_CASES:

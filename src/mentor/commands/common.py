@@ -103,19 +103,27 @@ def run_eval(config, out: str | None, title: str = "evaluation", loaded=None) ->
         table.add_row(*row)
 
     tables().print(table)
-    for warning in truncation_warnings(summaries, config.max_new_tokens):
+    for warning in answer_warnings(summaries, config.max_new_tokens):
         console().print(warning, markup=False)  # "[none]" is no style
     if path:
         console().print(f"results -> {path}")
     return summaries
 
 
-def truncation_warnings(summaries: dict, max_new_tokens: int, above: float = 0.5) -> list[str]:
-    """One line for each context whose samples were mostly cut off at ``max_new_tokens``: their answers were
-    never written, so the table's zeros measure the budget, not the model."""
-    return [f"warning [{kind}]: {rate:.0%} of the samples stopped at --max-new-tokens {max_new_tokens} before "
-            "they ended; their answers were never written: raise --max-new-tokens"
-            for kind, summary in summaries.items() if (rate := summary.get("truncation_rate") or 0) > above]
+def answer_warnings(summaries: dict, max_new_tokens: int, cut_off: float = 0.5, fallback: float = 0.25) -> list[str]:
+    """One line for each context whose samples were mostly cut off at ``max_new_tokens`` (their answers were
+    never written, so the table's zeros measure the budget, not the model), and one for each whose correct
+    answers were often found without an answer marker (read by the task's fall-back, so partly luck)."""
+    lines = [f"warning [{kind}]: {rate:.0%} of the samples stopped at --max-new-tokens {max_new_tokens} before "
+             "they ended; their answers were never written: raise --max-new-tokens"
+             for kind, summary in summaries.items() if (rate := summary.get("truncation_rate") or 0) > cut_off]
+    for kind, summary in summaries.items():
+        n = summary.get("n", 1)
+        right, unmarked = summary.get(f"avg@{n}") or 0, summary.get("fallback_rate") or 0
+        if right and unmarked / right > fallback:
+            lines.append(f"warning [{kind}]: {unmarked / right:.0%} of the correct answers had no answer marker "
+                         "and were read by the task's fall-back (the text's last number): partly luck")
+    return lines
 
 
 def train_progress(bar, total: int, description: str = "training", info=None):

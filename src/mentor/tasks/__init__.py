@@ -2,7 +2,8 @@
 
 ``load_task(spec)`` understands:
 - ``world`` or ``world:steps=5,modulus=10`` (the model organism, with its exact critic);
-- ``gym:NAME`` (a reasoning-gym generator, scored by reasoning-gym);
+- ``gym:NAME`` or ``gym:NAME:min_terms=2,max_terms=4,size=1000,fallback=true`` (a reasoning-gym generator
+  with its config's settings, scored by reasoning-gym; ``a|b`` is a tuple such as ``operators=+|-``);
 - a local file or folder (GSM8K, MATH, prompt/completion or messages format);
 - ``hf:NAME`` or ``hf:NAME:CONFIG`` (a Hugging Face dataset, when the Hub is reachable).
 """
@@ -26,7 +27,19 @@ def _world_overrides(text: str) -> dict:
     return overrides
 
 
-def _number(value: str) -> int | float | str:
+def _gym_settings(name: str, text: str) -> dict:
+    settings = {}
+    for item in filter(None, text.split(",")):
+        if "=" not in item:
+            raise ValueError(f"gym setting {item!r} is not key=value (e.g. gym:{name}:min_terms=2,max_terms=4)")
+        key, value = (part.strip() for part in item.split("=", 1))
+        settings[key] = tuple(_number(v) for v in value.split("|")) if "|" in value else _number(value)
+    return settings
+
+
+def _number(value: str) -> int | float | bool | str:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
     for kind in (int, float):
         try:
             return kind(value)
@@ -49,7 +62,8 @@ def load_task(spec: str) -> Task:
     if kind == "gym":
         from mentor.tasks.gym import GymTask
 
-        return GymTask(rest)
+        name, _, settings = rest.partition(":")
+        return GymTask(name, **_gym_settings(name, settings))
     if kind == "hf":
         from mentor.tasks.files import FileTask
 

@@ -38,9 +38,10 @@ def _json_exact(entry: dict) -> bool:
 
 
 class GymTask(Task):
-    """Problems from one reasoning-gym generator, e.g. ``GymTask("basic_arithmetic", max_terms=3)``.
+    """Problems from one reasoning-gym generator, e.g. ``GymTask("basic_arithmetic", max_terms=3)``
+    (``gym:basic_arithmetic:max_terms=3`` on the command line).
 
-    ``config`` goes to the generator's config dataclass. ``problems(split, n, seed)`` generates items
+    ``config`` goes to the generator's config dataclass (its size and difficulty settings). ``problems(split, n, seed)`` generates items
     ``0..n-1`` (``n`` defaults to ``size``) from :func:`split_seed` of the split, so any split name works
     and splits do not share items; ids are ``<name>-<split>-<seed>-<index>``.
 
@@ -49,14 +50,16 @@ class GymTask(Task):
     records difficulty ranges as tuples) are regenerated from (name, seed, index) at verify time instead.
 
     :meth:`verify` scores, with the generator's own ``score_answer``, the answer that
-    ``mentor.verify.extract_answer`` finds behind an answer marker (boxed, ``Answer:``, ``<answer>``...),
-    or else the better of the whole stripped completion and its last number. ``reward`` is that score (it
+    ``mentor.verify.extract_answer`` finds behind an answer marker (boxed, ``Answer:``, ``<answer>``...).
+    Only with ``fallback=True`` does a completion without a marker count, by the better of its whole
+    stripped text and its last number: a small model's cut-off ramble then scores by luck, which the
+    evaluation's ``fallback_rate`` shows. ``reward`` is that score (it
     can be partial), ``correct`` means a score of at least 1.0, and ``reason`` is ``ok``, ``wrong``,
     ``no_answer`` (no marker, no number, and the whole completion did not score 1) or ``unparseable`` (the
     scorer raised on every candidate).
     """
 
-    def __init__(self, name: str, *, size: int = 500, **config: Any) -> None:
+    def __init__(self, name: str, *, size: int = 500, fallback: bool = False, **config: Any) -> None:
         names = generator_names()
         if name not in names:
             close = difflib.get_close_matches(name, names, n=5, cutoff=0.4) or names[:8]
@@ -64,7 +67,7 @@ class GymTask(Task):
                 f"unknown reasoning-gym generator {name!r}; close names: {', '.join(close)} "
                 f"({len(names)} in all, see mentor.tasks.gym.generator_names())"
             )
-        self.name, self.size, self.config = name, size, config
+        self.name, self.size, self.config, self.fallback = name, size, config, bool(fallback)
         self._datasets: dict[tuple[int, int], Any] = {}
         self._dataset(split_seed(name, "test", 0), 1)  # a bad config fails here, not at the first batch
 
@@ -102,10 +105,14 @@ class GymTask(Task):
         meta: dict[str, Any] = {"gym": self.name, "gym_seed": gym_seed, "gym_size": size, "gym_index": index}
         if _json_exact(entry):
             meta["entry"] = entry
+        expression = entry.get("metadata", {}).get("expression")
+        if isinstance(expression, str):
+            meta["expression"] = expression  # the arithmetic critic's operands and the solver's input
         return Problem(
             id=f"{self.name}-{split}-{seed}-{index}",
             question=entry["question"],
             answer=str(entry["answer"]),
+            solution=_reference(entry),
             source=f"reasoning_gym/{self.name}",
             meta=meta,
         )
@@ -132,9 +139,12 @@ class GymTask(Task):
         marked = kind in FORMAT_KINDS
         # Without an answer marker, a bare final answer ("mother-in-law", a grid) is the whole completion,
         # and a numeric one after some working is its last number: both are scored and the better counts.
-        candidates = (
-            [extracted] if marked else list(dict.fromkeys(c for c in (completion.strip(), extracted) if c))
-        )
+        if marked:
+            candidates = [extracted]
+        elif self.fallback:
+            candidates = list(dict.fromkeys(c for c in (completion.strip(), extracted) if c))
+        else:
+            candidates = []
         best, score = None, 0.0
         for candidate in candidates:
             try:
@@ -149,7 +159,7 @@ class GymTask(Task):
         elif best is None and candidates:
             reason = "unparseable"
         else:
-            reason = "no_answer" if kind == "none" else "wrong"
+            reason = "no_answer" if kind == "none" or not candidates else "wrong"
         return Verdict(
             reward=score,
             correct=correct,
@@ -158,3 +168,33 @@ class GymTask(Task):
             reason=reason,
             components={"gym_score": score},
         )
+
+    def critique(self, problem: Problem, completion: str):
+        """The arithmetic step critic's critique (:mod:`mentor.feedback.arithmetic_critic`) where the gold
+        answer is a number; None (no critic) where it is not."""
+        from mentor.feedback.arithmetic import as_number
+        from mentor.feedback.arithmetic_critic import ArithmeticCritic
+
+        if as_number(problem.answer) is None:
+            return None
+        return ArithmeticCritic(self.verify).critique(problem, completion)
+
+
+def _reference(entry: dict) -> str | None:
+    """A reference solution: the generator's own worked solution (gsm_symbolic's ``answer_cot``), else one
+    mentor's solver writes for an arithmetic expression (chain_sum, basic_arithmetic), else None."""
+    from mentor.feedback.arithmetic import ArithmeticError_
+    from mentor.feedback.arithmetic_critic import answer_line, reference_solution
+
+    metadata = entry.get("metadata") or {}
+    worked = metadata.get("answer_cot")
+    if isinstance(worked, str) and worked.strip():
+        return f"{worked.strip()}\n{answer_line(str(entry['answer']))}"
+    expression = metadata.get("expression")
+    if isinstance(expression, str):
+        try:
+            solution = reference_solution(expression)
+        except ArithmeticError_:
+            return None
+        return solution if solution.endswith(answer_line(str(entry["answer"]))) else None  # a solver's slip
+    return None

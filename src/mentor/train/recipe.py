@@ -20,14 +20,17 @@ from mentor.models import LoraSpec
 from mentor.train.distributed import is_main_process
 from mentor.train.onpolicy import OnPolicyConfig, OnPolicyResult, train_onpolicy
 
-CRITIC_KINDS = ("task", "llm", "committee")
+CRITIC_KINDS = ("task", "llm", "committee", "arithmetic", "function")
 
 
 @dataclass
 class CriticConfig:
-    """Who writes the critique: ``task`` (its own critic, the world's exact one), ``llm`` (a model behind an
-    OpenAI-compatible server; setting ``base_url`` alone selects it) or ``committee`` (``teachers`` explain
-    and peer-review, the best accepted explanation is the critique)."""
+    """Who writes the critique: ``task`` (its own critic: the world's exact one, the arithmetic step critic for
+    reasoning-gym's numeric tasks), ``llm`` (a model behind an OpenAI-compatible server; setting ``base_url``
+    alone selects it), ``committee`` (``teachers`` explain and peer-review, the best accepted explanation is
+    the critique), ``arithmetic`` (the step critic for arithmetic in free-form text, on any task with numeric
+    answers, a GSM8K file for one) or ``function`` (``function``: ``module:function`` or a name registered in
+    the ``mentor.critics`` entry points, called with (problem, completion))."""
 
     kind: str = "task"
     base_url: str = ""
@@ -37,6 +40,7 @@ class CriticConfig:
     concurrency: int = 4
     teachers: dict[str, dict] = field(default_factory=dict)  # committee: name -> TeacherConfig fields
     threshold: float = 3.0  # committee: an explanation is accepted above this mean review score
+    function: str = ""  # function: module:function, or an entry point's name in mentor.critics
 
     def __post_init__(self) -> None:
         if self.kind not in CRITIC_KINDS:
@@ -47,6 +51,9 @@ class CriticConfig:
             raise ValueError("an llm critic needs critic.base_url and critic.model")
         if self.kind == "committee" and len(self.teachers) < 2:
             raise ValueError("a committee critic needs at least two critic.teachers")
+        if (self.kind == "function") != bool(self.function):
+            raise ValueError("critic.function goes with critic.kind=function, and a function critic needs it "
+                             "(module:function, or a name in the mentor.critics entry points)")
 
 
 @dataclass
@@ -73,6 +80,14 @@ def build_critic(config: CriticConfig, run_dir: Path | None, task=None):
     """The critic object (with ``critique_many``), or None for the task's own critic."""
     if config.kind == "task":
         return None
+    if config.kind == "arithmetic":
+        from mentor.feedback.arithmetic_critic import ArithmeticCritic
+
+        return ArithmeticCritic(task.verify)
+    if config.kind == "function":
+        from mentor.feedback.function_critic import FunctionCritic, load_critic_function
+
+        return FunctionCritic(load_critic_function(config.function), name=config.function)
     if config.kind == "committee":
         from mentor.feedback.committee_critic import CommitteeCritic
         from mentor.teachers import build_teacher, teacher_configs

@@ -15,6 +15,7 @@ The wrong span itself is never quoted: the critique names the step by number and
 
 from __future__ import annotations
 
+from mentor.feedback.headers import critique_header
 from mentor.records import Feedback, Problem
 from mentor.world.problems import OPS, ParsedStep, WorldProblem, format_trace, parse_trace, step_body
 
@@ -55,19 +56,6 @@ def _missing_before(wp: WorldProblem, name: str, known: set[str]) -> list[str]:
 
 def _remaining(wp: WorldProblem, known: set[str]) -> list[str]:
     return [d[0] for d in wp.defs if d[0] not in known]
-
-
-def _header(case: str, error_step: int | None, at_answer: bool) -> str:
-    if case == "correct":
-        return "All steps are correct."
-    if case == "missing_step":
-        return f"Step {error_step} is missing; it is inserted below and the rest is checked."
-    if case == "incomplete":
-        return "The steps so far are correct but the solution is incomplete; it is finished below."
-    if at_answer:
-        return "All steps are correct but the final answer is wrong; it is fixed below."
-    before = {1: "", 2: "Step 1 is correct. "}.get(error_step, f"Steps 1 to {error_step - 1} are correct. ")
-    return f"{before}Step {error_step} is wrong; it is fixed below and the rest is recomputed."
 
 
 def critique(problem: Problem, completion: str) -> Feedback:
@@ -111,7 +99,7 @@ def critique(problem: Problem, completion: str) -> Feedback:
     corrected = format_trace(bodies, wp.answer)
     return Feedback(
         problem_id=problem.id,
-        critique=_header(case, error_step, at_answer) + "\n" + corrected,
+        critique=critique_header(case, error_step, at_answer) + "\n" + corrected,
         corrected=corrected,
         case=case,
         author=AUTHOR,
