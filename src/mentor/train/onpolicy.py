@@ -265,6 +265,15 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
             own.close()
 
 
+def _teacher(model, tokenizer, config: OnPolicyConfig):
+    """The self-teacher, or the separate teacher ``config.teacher_model`` names."""
+    if not config.teacher_model:
+        return SelfTeacher(model, config.teacher, config.ema_decay)
+    from mentor.train.separate_teacher import SeparateTeacher, load_separate_teacher
+
+    return SeparateTeacher(load_separate_teacher(config.teacher_model, model, tokenizer))
+
+
 def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, critic, eval_set, progress,
            eval_progress, trackers, stop_after, sampler, ranks: Ranks) -> OnPolicyResult:
     pool = task.problems("train", n=config.steps * config.prompts_per_step, seed=config.seed)
@@ -280,7 +289,7 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
     # the student's loss forward (DDP-wrapped or sharded with several processes), and the model every reader of
     # the weights uses (itself, or under FSDP a whole copy)
     forward, model = ranks.wrap(model)
-    teacher = SelfTeacher(model, config.teacher, config.ema_decay) if config.grpo_weight < 1 else None
+    teacher = _teacher(model, tokenizer, config) if config.grpo_weight < 1 else None
     optimizer = torch.optim.AdamW([p for p in policy_of(forward).parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.schedule, config.warmup_steps,

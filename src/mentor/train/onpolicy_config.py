@@ -11,7 +11,10 @@ from mentor.losses import (
 from mentor.sampling.backends import BACKENDS, check_backend
 from mentor.train.teacher import TEACHER_KINDS
 
-METHODS = {"grpo": None, "sd-reference": "reference", "sd-critique": "critique", "sd-success": "success"}
+# sd-none: a separate teacher (teacher_model) scores the student's tokens after the plain prompt, the
+# field's on-policy distillation; the self-teacher without a context is the student itself: no signal
+METHODS = {"grpo": None, "sd-reference": "reference", "sd-critique": "critique", "sd-success": "success",
+           "sd-none": "none"}
 DIVERGENCES = ("full", "top-k", "sampled")
 SIGNAL_SPANS = ("all", "to-divergence")
 BLENDS = ("mix", "by-group")
@@ -22,7 +25,7 @@ SCHEDULES = ("constant", "cosine", "linear")
 class OnPolicyConfig:
     """One method of docs/methods.md, section 1; everything but ``method`` and ``grpo_weight`` is shared."""
 
-    method: str = "sd-critique"  # grpo | sd-reference | sd-critique | sd-success
+    method: str = "sd-critique"  # grpo | sd-reference | sd-critique | sd-success | sd-none
     grpo_weight: float | None = None  # lambda of the blend; default 1 for grpo, 0 for sd-*
     # how a blend (0 < grpo_weight < 1) uses its two signals: mix, both on every rollout; by-group, a group
     # with a verified success learns from GRPO's advantage alone and a group without one (where GRPO's
@@ -55,6 +58,9 @@ class OnPolicyConfig:
     # divergence scaled down to the cap, its gradient's direction kept (learns with a confident teacher)
     divergence_clip_mode: str = "term"
     teacher: str = "initial"  # initial (LoRA: adapter disabled) | ema | live
+    # a separate teacher in place of the self-teacher: a local folder, .gguf file or Hugging Face id that
+    # shares the student's tokenizer (mentor.train.separate_teacher); it reads the method's context
+    teacher_model: str = ""
     ema_decay: float = 0.999
     signal_span: str = "all"  # all tokens, or up to the first token where the rollout leaves the critique
     # GRPO
@@ -110,6 +116,12 @@ class OnPolicyConfig:
             raise ValueError(f"{self.method} with grpo_weight={self.grpo_weight} needs rollouts_per_prompt >= 2")
         if not 0 <= self.beta <= 1:
             raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        if self.method == "sd-none" and not self.teacher_model:
+            raise ValueError("sd-none needs onpolicy.teacher_model: without a context the self-teacher is the "
+                             "student itself and gives no signal")
+        if self.teacher_model and self.teacher != "initial":
+            raise ValueError(f"teacher={self.teacher} is a kind of self-teacher; a separate teacher_model is frozen "
+                             "(leave teacher=initial)")
         if self.blend == "by-group" and not (0 < self.grpo_weight < 1 and self.context in ("reference", "critique")):
             raise ValueError("blend=by-group routes each group to GRPO or to the self-teacher: it needs sd-reference "
                              f"or sd-critique with 0 < grpo_weight < 1, got {self.method} with grpo_weight="
