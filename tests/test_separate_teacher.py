@@ -10,7 +10,12 @@ import torch
 
 from mentor.tasks import load_task
 from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy
-from mentor.train.separate_teacher import align_rows, embedding_rows, load_separate_teacher, tokenizer_difference
+from mentor.train.separate_teacher import (
+    align_rows,
+    embedding_rows,
+    load_separate_teacher,
+    tokenizer_difference,
+)
 from mentor.world.solver import SHIPPED_DIR, load_world_folder
 
 FAST = {"eval_problems": 2, "eval_k": 1, "max_new_tokens": 100, "prompts_per_step": 2, "steps": 2}
