@@ -3,6 +3,7 @@ training process killed with SIGKILL and resumed to the same weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -413,3 +414,25 @@ def test_map_levels_are_names_and_tasks():
     with pytest.raises(ValueError, match="carry_over_k"):
         CompareConfig(carry_over_k=0)
     assert CompareConfig(levels={"a": "world:steps=2", "b": "world:steps=3"}).n_runs() == 2 * 3 * 3
+
+
+def test_a_warm_start_is_trained_once_and_is_every_runs_model(tmp_path):
+    from mentor.experiments import CompareConfig, with_warm_start
+
+    warm = {"sft": {"steps": 2, "batch_size": 2}, "eval_problems": 2, "eval_k": 1, "max_new_tokens": 64,
+            "oracle_problems": 4}
+    config = CompareConfig(task="world:steps=2", seeds=[0], methods={"GRPO": {"method": "grpo"}}, warm_start=warm)
+    started = with_warm_start(config, tmp_path)
+    folder = tmp_path / "warm_start"
+    assert started.model == str(folder / "best") and started.warm_start == {}
+    assert (folder / "best" / "config.json").is_file()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["examples"] == {"problems": 4, "examples": 4}  # SFT on the reference solutions (oracle)
+    stamp = (folder / "summary.json").stat().st_mtime_ns
+    assert with_warm_start(config, tmp_path).model == started.model
+    assert (folder / "summary.json").stat().st_mtime_ns == stamp  # found finished, not trained again
+    assert with_warm_start(dataclasses.replace(config, warm_start={}), tmp_path).model == "world"
+    with pytest.raises(ValueError, match="warm_start"):
+        CompareConfig(warm_start={"no_such_option": 1})
+    with pytest.raises(ValueError, match="warm_start"):
+        CompareConfig(warm_start={"mode": "telepathy"})

@@ -10,6 +10,7 @@ the reference and critique contexts on the base model, and the exact configurati
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -30,7 +31,7 @@ from mentor.train.onpolicy import OnPolicyConfig
 DEFAULT_CONFIG = Path(__file__).parent / "assets" / "compare_world.yaml"
 METRICS = ("pass", "maj", "avg")
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-RESERVED = {"data", "mapd", "analysis", "carry_over"}  # folders of OUT that are not runs
+RESERVED = {"data", "mapd", "analysis", "carry_over", "warm_start"}  # folders of OUT that are not runs
 
 
 @dataclass
@@ -68,6 +69,10 @@ class CompareConfig:
     carry_over_problems: int = 150
     carry_over_k: int = 4
     carry_over_max_new_tokens: int = 320
+    # a warm start every run begins from (DistillConfig overrides; mode oracle by default: SFT on the task's
+    # reference solutions), trained once into OUT/warm_start; its best checkpoint on validation is then the
+    # comparison's model, so the report's base is the warm-started model (say so where it is quoted)
+    warm_start: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.seeds or not self.methods:
@@ -87,6 +92,10 @@ class CompareConfig:
             raise ValueError("carry_over_problems, carry_over_k and carry_over_max_new_tokens must be >= 1")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if not isinstance(self.warm_start, dict):
+            raise ValueError(f"warm_start must be a mapping of distill options, got {self.warm_start!r}")
+        if self.warm_start:
+            self.warm_start_config()  # a bad option is named before any run starts
         for label in self.methods:
             if not isinstance(label, str) or not LABEL.fullmatch(label) or label in RESERVED:
                 raise ValueError(f"method label {label!r} must be a plain name (letters, digits, '.', '_', '+', "
@@ -95,6 +104,16 @@ class CompareConfig:
                 raise ValueError(f"method {label!r} must be a mapping of options")
             for choice in self.candidates(label):
                 self.run_config(label, self.seeds[0], choice=choice)  # every combination must be a valid config
+
+    def warm_start_config(self):
+        """The DistillConfig of the warm start (on this comparison's model and task)."""
+        from mentor.offline.train import DistillConfig
+
+        try:
+            return load_config(DistillConfig, None, _overrides(
+                {"mode": "oracle", **self.warm_start, "model": self.model, "task": self.task}))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"warm_start: {err}") from None
 
     def is_offline(self, label: str) -> bool:
         return "mode" in self.methods[label]
@@ -257,6 +276,18 @@ def check_inputs(config: CompareConfig) -> None:
     check_model(config.model)
     for spec in (config.task, *config.levels.values(), *config.carry_over.values()):
         load_task(spec)
+
+
+def with_warm_start(config: CompareConfig, out: str | Path) -> CompareConfig:
+    """``config`` itself, or with a warm start: the warm start trained (or found finished) in OUT/warm_start,
+    and ``config`` with its best checkpoint as the model."""
+    if not config.warm_start:
+        return config
+    from mentor.offline.train import run_distill
+
+    folder = Path(out) / "warm_start"
+    run_distill(config.warm_start_config(), folder)
+    return dataclasses.replace(config, model=str(folder / "best"), warm_start={})
 
 
 def run_compare(config: CompareConfig, out: str | Path,

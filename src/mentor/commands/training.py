@@ -94,6 +94,7 @@ def compare_command(args) -> int:
         check_inputs,
         run_compare,
         token_advantage_section,
+        with_warm_start,
         write_report,
     )
 
@@ -104,6 +105,10 @@ def compare_command(args) -> int:
     out = Path(args.out)
     total = config.n_runs()
     with run_lock(out), progress_bar() as bar:
+        if config.warm_start:
+            with console().status(f"warm start of {config.model}: {config.warm_start_config().mode} into "
+                                  f"{out / 'warm_start'}"):
+                config = with_warm_start(config, out)
         task_id = bar.add(f"{total} runs ({config.workers} at a time)", total=total)
         done = []
 
