@@ -368,6 +368,14 @@ def render_prompt(
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra)
 
 
+def render_conversation(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """Render a conversation (``role``/``content`` turns, last one the user's) with the generation prompt;
+    without a chat template, the turns' texts one after another, each followed by a blank line."""
+    if _template_text(tokenizer) is None:
+        return "".join(f"{m['content']}\n\n" for m in messages)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     """Token ids of a rendered prompt, without a second BOS when the rendered text already starts with it."""
     bos = getattr(tokenizer, "bos_token", None)

@@ -67,7 +67,7 @@ from mentor.train.onpolicy_config import (  # noqa: F401 - the config and its ch
     SIGNAL_SPANS,
     OnPolicyConfig,
 )
-from mentor.train.onpolicy_loss import micro_losses
+from mentor.train.onpolicy_loss import critique_prediction_loss, micro_losses
 from mentor.train.rollouts import Critic, Row, attach_contexts, common_prefix, signal_tokens  # noqa: F401
 from mentor.train.teacher import SelfTeacher
 
@@ -122,8 +122,9 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
     # a loss term is a mean over the whole step's tokens; DDP averages the processes' gradients, so each
     # process's share is scaled by their number
     pg_total, sd_total = (max(n, 1) / ranks.world for n in ranks.total([sum(pg_count), sum(sd_count)]))
+    cp_count = [sum(len(rows[i].critique_ids or ()) for i in chunk) for chunk in chunks]  # critique_prediction
     totals: dict[str, float] = {}
-    for index, (chunk, n_pg, n_sd) in enumerate(zip(chunks, pg_count, sd_count)):
+    for index, (chunk, n_pg, n_sd, n_cp) in enumerate(zip(chunks, pg_count, sd_count, cp_count)):
         with ranks.no_sync(forward, skip=index < len(chunks) - 1):
             pg, sd, chunk_metrics = micro_losses(model, teacher, tokenizer, [rows[i] for i in chunk],
                                                  adv_B[chunk], config, times, forward)
@@ -132,6 +133,10 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
                 loss = loss + config.grpo_weight * pg * n_pg / pg_total
             if sd is not None and n_sd > 0:
                 loss = loss + (1 - config.grpo_weight) * sd * n_sd / sd_total
+            if n_cp:
+                cp, _, cp_metrics = critique_prediction_loss(forward, tokenizer, [rows[i] for i in chunk])
+                loss = loss + config.critique_prediction * cp * n_cp / sum(cp_count)
+                chunk_metrics.update(cp_metrics)
             if not torch.is_tensor(loss) and ranks.world > 1:  # every process's backward takes part in the reduction
                 loss = sd * 0.0
             if torch.is_tensor(loss):
@@ -141,6 +146,8 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
                 totals[key] = totals.get(key, 0.0) + value
             elif key.endswith("_min"):
                 totals[key] = min(totals.get(key, math.inf), value)
+            elif key.startswith("critique_"):
+                totals[key] = totals.get(key, 0.0) + value * n_cp / sum(cp_count)
             else:
                 share = n_pg / max(sum(pg_count), 1) if key.startswith("pg_") else n_sd / max(sum(sd_count), 1)
                 totals[key] = totals.get(key, 0.0) + value * share
@@ -253,6 +260,8 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
     if ranks.world > 1 and sampler is not None:
         raise ValueError("several training processes draw their rollouts from the engine generation_backend names "
                          "(one per process), not from a sampler passed in")
+    if ranks.world > 1 and config.critique_prediction > 0:  # two forwards of the DDP module before one backward
+        raise ValueError("critique_prediction runs on one training process")
     own = None
     if sampler is None and config.generation_backend == "vllm":
         sampler = own = engine_for(model, tokenizer, seed=config.seed, push=False)

@@ -63,6 +63,9 @@ class OnPolicyConfig:
     teacher_model: str = ""
     ema_decay: float = 0.999
     signal_span: str = "all"  # all tokens, or up to the first token where the rollout leaves the critique
+    # sd-critique: the weight of an auxiliary loss, the student's mean NLL of the critic's critique of its own
+    # attempt when asked for one after it (RLTF's feedback modelling); 0: off
+    critique_prediction: float = 0.0
     # GRPO
     clip: float = 0.2
     scale_by_std: bool = True
@@ -116,6 +119,9 @@ class OnPolicyConfig:
             raise ValueError(f"{self.method} with grpo_weight={self.grpo_weight} needs rollouts_per_prompt >= 2")
         if not 0 <= self.beta <= 1:
             raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        if self.critique_prediction < 0 or (self.critique_prediction > 0 and self.context != "critique"):
+            raise ValueError("critique_prediction is a weight >= 0 of sd-critique's auxiliary loss (the student "
+                             f"predicts the critique of its attempt), got {self.critique_prediction} with {self.method}")
         if self.method == "sd-none" and not self.teacher_model:
             raise ValueError("sd-none needs onpolicy.teacher_model: without a context the self-teacher is the "
                              "student itself and gives no signal")

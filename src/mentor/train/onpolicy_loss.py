@@ -113,6 +113,20 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
     return pg, sd, metrics
 
 
+def critique_prediction_loss(forward, tokenizer, rows: list[Row]) -> tuple[torch.Tensor | None, int, dict]:
+    """The student's mean NLL of the critic's critique of its own attempt, asked for after it (the rows with a
+    critique to predict): (loss or None, its tokens, metrics)."""
+    asked = [r for r in rows if r.critique_ids]
+    if not asked:
+        return None, 0, {}
+    targets = [r.critique_ids for r in asked]
+    logits_BTV, mask_BT = forward([encode_prompt(tokenizer, r.critique_prompt) for r in asked], targets)
+    tokens_BT = _padded(targets, mask_BT.shape[1], torch.long, mask_BT.device)
+    n = int(mask_BT.sum())
+    loss = -(token_logprobs(logits_BTV, tokens_BT) * mask_BT).sum() / max(n, 1)
+    return loss, n, {"critique_nll": float(loss.detach()), "critique_tokens": n}
+
+
 def _in_place(sub_BTX: torch.Tensor, rows: list[int], shape: torch.Size) -> torch.Tensor:
     """Rows ``rows`` of a batch of ``shape[0]`` rows and ``shape[1]`` completion columns, from the forward of
     those rows alone (its columns are the first of theirs), zero elsewhere."""

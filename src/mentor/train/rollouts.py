@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from mentor.contexts import build_context_prompt
-from mentor.models import render_prompt
+from mentor.models import render_conversation, render_prompt
 from mentor.records import Feedback, Problem
 from mentor.sampling import Sample
 from mentor.tasks import Task
@@ -31,6 +31,16 @@ class Row:
     teacher_prompt: str | None = None  # None: no teacher signal for this rollout
     keep_tokens: int | None = None  # signal_span: how many leading tokens carry the teacher signal
     overlap: float | None = None
+    # critique_prediction: the conversation in which the student is asked to critique its own attempt, and
+    # the critic's critique it learns to write there
+    critique_prompt: str | None = None
+    critique: str | None = None
+    critique_ids: list[int] | None = None  # the critique's tokens and EOS, what the auxiliary loss predicts
+
+
+#: what the student is asked after its attempt when it learns to predict the critique (RLTF's feedback modelling)
+CRITIQUE_REQUEST = ("Check your solution step by step: say which step is wrong, if any, fix it and recompute "
+                    "the rest.")
 
 
 def _padded(values: Sequence[Sequence], width: int, dtype, device) -> torch.Tensor:
@@ -65,6 +75,14 @@ def attach_contexts(rows: list[Row], task: Task, tokenizer, config: OnPolicyConf
                 counts["critic_unusable"] += 1
                 continue
             context["critique"] = feedback[i].critique
+            if config.critique_prediction > 0:
+                row.critique = feedback[i].critique
+                eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+                row.critique_ids = tokenizer.encode(row.critique, add_special_tokens=False) + eos
+                row.critique_prompt = render_conversation(tokenizer, [
+                    {"role": "user", "content": task.prompt(row.problem)},
+                    {"role": "assistant", "content": row.sample.text},
+                    {"role": "user", "content": CRITIQUE_REQUEST}])
         elif config.context == "success":
             group = rows[i - i % rollouts_per_prompt : i - i % rollouts_per_prompt + rollouts_per_prompt]
             winners = [r for r in group if r is not row and r.reward > 0]
