@@ -275,12 +275,17 @@ def train_onpolicy(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_
 
 
 def _teacher(model, tokenizer, config: OnPolicyConfig):
-    """The self-teacher, or the separate teacher ``config.teacher_model`` names."""
-    if not config.teacher_model:
+    """The self-teacher, the separate teacher ``config.teacher_model`` names, or several (``config.teachers``)."""
+    if not (config.teacher_model or config.teachers):
         return SelfTeacher(model, config.teacher, config.ema_decay)
     from mentor.train.separate_teacher import SeparateTeacher, load_separate_teacher
 
-    return SeparateTeacher(load_separate_teacher(config.teacher_model, model, tokenizer))
+    if config.teacher_model:
+        return SeparateTeacher(load_separate_teacher(config.teacher_model, model, tokenizer))
+    from mentor.train.teacher_panel import TeacherPanel
+
+    models = {name: load_separate_teacher(spec, model, tokenizer) for name, spec in config.teachers.items()}
+    return TeacherPanel(models, route=config.teacher_route, routes=config.teacher_routes, mix=config.teacher_mix)
 
 
 def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, critic, eval_set, progress,

@@ -61,6 +61,14 @@ class OnPolicyConfig:
     # a separate teacher in place of the self-teacher: a local folder, .gguf file or Hugging Face id that
     # shares the student's tokenizer (mentor.train.separate_teacher); it reads the method's context
     teacher_model: str = ""
+    # several separate teachers (mentor.train.teacher_panel): name -> model spec, and either teacher_route, a
+    # problem field (source, id, answer or meta.KEY) whose value (mapped by teacher_routes, value -> name, or
+    # itself a name) picks each prompt's teacher, or teacher_mix, name -> weight of a mixture of their
+    # distributions
+    teachers: dict[str, str] = field(default_factory=dict)
+    teacher_route: str = ""
+    teacher_routes: dict[str, str] = field(default_factory=dict)
+    teacher_mix: dict[str, float] = field(default_factory=dict)
     ema_decay: float = 0.999
     signal_span: str = "all"  # all tokens, or up to the first token where the rollout leaves the critique
     # sd-critique: the weight of an auxiliary loss, the student's mean NLL of the critic's critique of its own
@@ -122,9 +130,10 @@ class OnPolicyConfig:
         if self.critique_prediction < 0 or (self.critique_prediction > 0 and self.context != "critique"):
             raise ValueError("critique_prediction is a weight >= 0 of sd-critique's auxiliary loss (the student "
                              f"predicts the critique of its attempt), got {self.critique_prediction} with {self.method}")
-        if self.method == "sd-none" and not self.teacher_model:
+        if self.method == "sd-none" and not (self.teacher_model or self.teachers):
             raise ValueError("sd-none needs onpolicy.teacher_model: without a context the self-teacher is the "
                              "student itself and gives no signal")
+        self._check_teachers()
         if self.teacher_model and self.teacher != "initial":
             raise ValueError(f"teacher={self.teacher} is a kind of self-teacher; a separate teacher_model is frozen "
                              "(leave teacher=initial)")
@@ -132,6 +141,30 @@ class OnPolicyConfig:
             raise ValueError("blend=by-group routes each group to GRPO or to the self-teacher: it needs sd-reference "
                              f"or sd-critique with 0 < grpo_weight < 1, got {self.method} with grpo_weight="
                              f"{self.grpo_weight}")
+
+    def _check_teachers(self) -> None:
+        if not (self.teachers or self.teacher_route or self.teacher_routes or self.teacher_mix):
+            return
+        if len(self.teachers) < 2 or self.teacher_model:
+            raise ValueError("several teachers: onpolicy.teachers names two or more (name -> model), in place of "
+                             "teacher_model")
+        if bool(self.teacher_route) == bool(self.teacher_mix):
+            raise ValueError("several teachers need exactly one of teacher_route (a problem field that picks each "
+                             "prompt's teacher) and teacher_mix (name -> weight)")
+        if self.teacher_route and not (self.teacher_route in ("source", "id", "answer")
+                                       or self.teacher_route.startswith("meta.")):
+            raise ValueError(f"teacher_route must be source, id, answer or meta.KEY, got {self.teacher_route!r}")
+        unknown = (set(self.teacher_routes.values()) | set(self.teacher_mix)) - set(self.teachers)
+        if unknown:
+            raise ValueError(f"teacher_routes / teacher_mix name teachers not in teachers: {sorted(unknown)}")
+        if any(not weight > 0 for weight in self.teacher_mix.values()):
+            raise ValueError(f"teacher_mix weights must be > 0, got {self.teacher_mix}")
+        if self.teacher != "initial":
+            raise ValueError(f"teacher={self.teacher} is a kind of self-teacher; separate teachers are frozen")
+        if self.method == "sd-none":
+            return
+        if self.grpo_weight is not None and self.grpo_weight >= 1:
+            raise ValueError("several teachers teach through self-distillation: grpo_weight must be < 1")
 
     @property
     def context(self) -> str | None:

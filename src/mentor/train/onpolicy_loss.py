@@ -37,7 +37,8 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
     # pure self-distillation over the vocabulary (all of it, or the top k) never needs the student's logits: the
     # loss makes them a chunk at a time from the hidden states, with forward KL's closed-form gradient where it
     # applies (docs/methods.md, section 1)
-    fused = config.grpo_weight == 0 and config.divergence in ("full", "top-k") and plain_head(model) is not None
+    fused = (config.grpo_weight == 0 and config.divergence in ("full", "top-k") and plain_head(model) is not None
+             and not getattr(teacher, "mixes", False))  # a mixture of teachers needs their logits
     closed_form = config.divergence == "full" and config.beta == 0 and config.divergence_clip is None
     if fused:
         hidden_BTH, mask_BT = forward(prompts, completions, states=True)
@@ -64,48 +65,64 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
                                                  clip_high=config.clip, aggregation=config.aggregation)
         metrics.update({f"pg_{k}": v for k, v in pg_metrics.items()})
     if config.grpo_weight < 1 and any(r.teacher_prompt is not None for r in rows):  # else no signal to compute
-        start = time.time()
         # the teacher reads only the rows with a context; the others' places stay zero, under a zero mask
         asked = [i for i, r in enumerate(rows) if r.teacher_prompt is not None]
-        teacher_prompts = [encode_prompt(tokenizer, rows[i].teacher_prompt) for i in asked]
-        with torch.no_grad(), teacher.scoring(model) as scorer:
-            if fused:
-                teacher_hidden_BTH = _in_place(completion_states(scorer, teacher_prompts, [completions[i] for i in asked])[0],
-                                               asked, mask_BT.shape)
-                teacher_head = plain_head(scorer)
-            else:
-                teacher_BTV = _in_place(completion_logits(scorer, teacher_prompts, [completions[i] for i in asked])[0],
-                                        asked, mask_BT.shape)
-                if config.temperature != 1.0:
-                    teacher_BTV = teacher_BTV / config.temperature
-        times["teacher"] += time.time() - start
         sd_mask_BT = _padded([[1.0] * signal_tokens(r) for r in rows], mask_BT.shape[1], mask_BT.dtype, device)
-        if fused and closed_form:
-            sd, sd_metrics, logp_BT, teacher_logp_BT = fused_forward_kl(
-                hidden_BTH, head, teacher_hidden_BTH, teacher_head, tokens_BT, sd_mask_BT,
-                temperature=config.temperature)
-        elif fused:
-            sd, sd_metrics, logp_BT, teacher_logp_BT = generalized_jsd_from_states(
-                hidden_BTH, head, teacher_hidden_BTH, teacher_head, tokens_BT, sd_mask_BT, beta=config.beta,
-                temperature=config.temperature, top_k=config.top_k if config.divergence == "top-k" else None,
-                top_k_source=config.top_k_source, tail=config.tail and config.divergence == "top-k",
-                clip=config.divergence_clip, clip_mode=config.divergence_clip_mode)
-        else:
-            teacher_logp_BT = token_logprobs(teacher_BTV, tokens_BT)
-            if config.divergence == "sampled":
-                sd, sd_metrics = sampled_token_distill(logp_BT, teacher_logp_BT, sd_mask_BT)
+        groups = teacher.groups(rows, asked)  # one teacher: every asked row; several: each teacher's rows
+        parts = []
+        for key, members in groups.items():
+            group_mask_BT = torch.zeros_like(sd_mask_BT)
+            group_mask_BT[members] = sd_mask_BT[members]
+            if not group_mask_BT.any():
+                continue
+            start = time.time()
+            teacher_prompts = [encode_prompt(tokenizer, rows[i].teacher_prompt) for i in members]
+            group_completions = [completions[i] for i in members]
+            with torch.no_grad(), teacher.scoring(model, key) as scorer:
+                if fused:
+                    teacher_hidden_BTH = _in_place(completion_states(scorer, teacher_prompts, group_completions)[0],
+                                                   members, mask_BT.shape)
+                    teacher_head = plain_head(scorer)
+                elif getattr(teacher, "mixes", False):  # log-probabilities of the mixture, temperature applied
+                    teacher_BTV = _in_place(teacher.mixture_logits(teacher_prompts, group_completions,
+                                                                   config.temperature), members, mask_BT.shape)
+                else:
+                    teacher_BTV = _in_place(completion_logits(scorer, teacher_prompts, group_completions)[0],
+                                            members, mask_BT.shape)
+                    if config.temperature != 1.0:
+                        teacher_BTV = teacher_BTV / config.temperature
+            times["teacher"] += time.time() - start
+            if fused and closed_form:
+                part = fused_forward_kl(hidden_BTH, head, teacher_hidden_BTH, teacher_head, tokens_BT, group_mask_BT,
+                                        temperature=config.temperature)
+            elif fused:
+                part = generalized_jsd_from_states(
+                    hidden_BTH, head, teacher_hidden_BTH, teacher_head, tokens_BT, group_mask_BT, beta=config.beta,
+                    temperature=config.temperature, top_k=config.top_k if config.divergence == "top-k" else None,
+                    top_k_source=config.top_k_source, tail=config.tail and config.divergence == "top-k",
+                    clip=config.divergence_clip, clip_mode=config.divergence_clip_mode)
             else:
-                sd, sd_metrics = generalized_jsd(logits_BTV, teacher_BTV, sd_mask_BT, beta=config.beta,
-                                                 top_k=config.top_k if config.divergence == "top-k" else None,
-                                                 top_k_source=config.top_k_source,
-                                                 tail=config.tail and config.divergence == "top-k",
-                                                 clip=config.divergence_clip,
-                                                 clip_mode=config.divergence_clip_mode)
-        adv_T = (teacher_logp_BT - logp_BT.detach())[sd_mask_BT.bool()]
-        sd_metrics.update(adv_t_mean=float(adv_T.mean()) if adv_T.numel() else 0.0,
-                          adv_t_min=float(adv_T.min()) if adv_T.numel() else 0.0,
-                          adv_t_neg_frac=float((adv_T < -0.1).float().mean()) if adv_T.numel() else 0.0)
-        metrics.update({f"sd_{k}": v for k, v in sd_metrics.items()})
+                teacher_logp_BT = token_logprobs(teacher_BTV, tokens_BT)
+                if config.divergence == "sampled":
+                    part = (*sampled_token_distill(logp_BT, teacher_logp_BT, group_mask_BT), logp_BT, teacher_logp_BT)
+                else:
+                    part = (*generalized_jsd(logits_BTV, teacher_BTV, group_mask_BT, beta=config.beta,
+                                             top_k=config.top_k if config.divergence == "top-k" else None,
+                                             top_k_source=config.top_k_source,
+                                             tail=config.tail and config.divergence == "top-k",
+                                             clip=config.divergence_clip,
+                                             clip_mode=config.divergence_clip_mode), logp_BT, teacher_logp_BT)
+            parts.append((float(group_mask_BT.sum()), members, part))
+        if parts:
+            sd, sd_metrics, logp_BT, teacher_logp_BT = _combine(parts)
+            adv_T = (teacher_logp_BT - logp_BT.detach())[sd_mask_BT.bool() & _rows_mask(parts, sd_mask_BT)]
+            sd_metrics.update(adv_t_mean=float(adv_T.mean()) if adv_T.numel() else 0.0,
+                              adv_t_min=float(adv_T.min()) if adv_T.numel() else 0.0,
+                              adv_t_neg_frac=float((adv_T < -0.1).float().mean()) if adv_T.numel() else 0.0)
+            metrics.update({f"sd_{k}": v for k, v in sd_metrics.items()})
+        if len(groups) > 1 or sum(len(m) for m in groups.values()) < len(asked):  # several teachers
+            routed = [i for members in groups.values() for i in members]
+            metrics["teacher_unrouted_tokens"] = float(sd_mask_BT.sum() - sd_mask_BT[routed].sum())
     if pg is None and sd is None:
         # nothing to learn from these rows: a zero through this forward's outputs and the head, so that with
         # several processes this backward reduces the gradients of the same weights as the others' do
@@ -125,6 +142,38 @@ def critique_prediction_loss(forward, tokenizer, rows: list[Row]) -> tuple[torch
     n = int(mask_BT.sum())
     loss = -(token_logprobs(logits_BTV, tokens_BT) * mask_BT).sum() / max(n, 1)
     return loss, n, {"critique_nll": float(loss.detach()), "critique_tokens": n}
+
+
+def _combine(parts: list[tuple[float, list[int], tuple]]) -> tuple:
+    """One teacher group's (loss, metrics, student log-probs, teacher log-probs), or several groups' combined:
+    the loss and the metrics weighted by each group's tokens (a ``_min`` the smallest, a count summed), the
+    log-probs each from its own group's rows."""
+    if len(parts) == 1:
+        return parts[0][2]
+    total = sum(n for n, _, _ in parts)
+    sd, metrics = 0.0, {}
+    logp_BT = torch.zeros_like(parts[0][2][2].detach())
+    teacher_logp_BT = torch.zeros_like(parts[0][2][3])
+    for n, members, (loss, part_metrics, logp, teacher_logp) in parts:
+        sd = sd + loss * (n / total)
+        for key, value in part_metrics.items():
+            if key.endswith("tokens"):
+                metrics[key] = metrics.get(key, 0.0) + value
+            elif key.endswith("_min"):
+                metrics[key] = min(metrics.get(key, value), value)
+            else:
+                metrics[key] = metrics.get(key, 0.0) + value * n / total
+        logp_BT[members] = logp.detach()[members]
+        teacher_logp_BT[members] = teacher_logp[members]
+    return sd, metrics, logp_BT, teacher_logp_BT
+
+
+def _rows_mask(parts: list[tuple[float, list[int], tuple]], like_BT: torch.Tensor) -> torch.Tensor:
+    """True on the rows some teacher scored."""
+    mask = torch.zeros_like(like_BT, dtype=torch.bool)
+    for _, members, _ in parts:
+        mask[members] = True
+    return mask
 
 
 def _in_place(sub_BTX: torch.Tensor, rows: list[int], shape: torch.Size) -> torch.Tensor:

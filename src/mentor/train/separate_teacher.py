@@ -77,8 +77,11 @@ class SeparateTeacher:
     def __init__(self, model) -> None:
         self.copy = model
 
+    def groups(self, rows: list, asked: list[int]) -> dict[None, list[int]]:
+        return {None: list(asked)}
+
     @contextlib.contextmanager
-    def scoring(self, student) -> Iterator:
+    def scoring(self, student, key: None = None) -> Iterator:
         yield self.copy
 
     def update(self, student) -> None:

@@ -35,8 +35,12 @@ class SelfTeacher:
         # the EMA follows what the student trains (the adapter under LoRA, every weight otherwise)
         self._names = [n for n, p in model.named_parameters() if p.requires_grad]
 
+    def groups(self, rows: list, asked: list[int]) -> dict[None, list[int]]:
+        """The rows this teacher scores: every row asked about (several teachers route them)."""
+        return {None: list(asked)}
+
     @contextlib.contextmanager
-    def scoring(self, student) -> Iterator:
+    def scoring(self, student, key: None = None) -> Iterator:
         """The module to run for teacher log-probs (under ``torch.no_grad`` by the caller)."""
         if self.copy is not None:
             yield self.copy
