@@ -120,7 +120,7 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
                               adv_t_min=float(adv_T.min()) if adv_T.numel() else 0.0,
                               adv_t_neg_frac=float((adv_T < -0.1).float().mean()) if adv_T.numel() else 0.0)
             metrics.update({f"sd_{k}": v for k, v in sd_metrics.items()})
-        if len(groups) > 1 or sum(len(m) for m in groups.values()) < len(asked):  # several teachers
+        if teacher.kind == "panel":  # several teachers: the signal no teacher was routed to
             routed = [i for members in groups.values() for i in members]
             metrics["teacher_unrouted_tokens"] = float(sd_mask_BT.sum() - sd_mask_BT[routed].sum())
     if pg is None and sd is None:

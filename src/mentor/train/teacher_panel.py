@@ -63,7 +63,8 @@ class TeacherPanel:
 
     @contextlib.contextmanager
     def scoring(self, student, key: str | None = None) -> Iterator:
-        yield self.models[key]
+        """The routed teacher ``key``; a mixture (key None) scores through :meth:`mixture_logits`."""
+        yield None if key is None else self.models[key]
 
     def mixture_logits(self, prompts: list, completions: list, temperature: float) -> torch.Tensor:
         """``log sum_i w_i softmax(logits_i / T)`` over the completions: the mixture as log-probabilities."""
