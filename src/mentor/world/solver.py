@@ -186,13 +186,21 @@ def training_texts(config: WorldModelConfig, problems: list[Problem]) -> list[tu
 HELD_OUT_STEPS = range(1, 11)  # the lengths whose validation and test questions the solver never trains on
 
 
-def held_out_questions(config: WorldModelConfig, n: int = 1000) -> set[str]:
+def held_out_questions(config: WorldModelConfig, n: int = 1000) -> frozenset[str]:
     """The first ``n`` validation and test questions of the build's own world and of the world at every
-    single length (the difficulty levels and carry-over lengths evaluate on these), any number of inputs."""
-    worlds = [config.world] + [dataclasses.replace(config.world, steps=k, inputs=inputs)
-                               for k in HELD_OUT_STEPS for inputs in (config.world.inputs, 2)]
-    return {p.question for world in worlds for split in ("validation", "test")
-            for p in WorldTask(world).problems(split, n=n)}
+    single length (the difficulty levels and carry-over lengths evaluate on these), any number of inputs.
+    Kept per world for the process: they are tens of thousands of problems, the same for every build of
+    one world (builds that differ in seed or model size share them)."""
+    key = (json.dumps(asdict(config.world), sort_keys=True, default=str), n)
+    if key not in _HELD_OUT:
+        worlds = [config.world] + [dataclasses.replace(config.world, steps=k, inputs=inputs)
+                                   for k in HELD_OUT_STEPS for inputs in (config.world.inputs, 2)]
+        _HELD_OUT[key] = frozenset(p.question for world in worlds for split in ("validation", "test")
+                                   for p in WorldTask(world).problems(split, n=n))
+    return _HELD_OUT[key]
+
+
+_HELD_OUT: dict[tuple[str, int], frozenset[str]] = {}
 
 
 def train_problems(config: WorldModelConfig) -> list[Problem]:
@@ -300,15 +308,15 @@ def build_world_model(
 ) -> Path:
     """Train the base solver from scratch and save model, tokenizer and build record in ``out_dir``."""
     start = time.time()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "mentor_world.json").is_file():
+        raise FileExistsError(f"{out_dir} exists and is not a world-model build; choose an empty or new folder")
     torch.manual_seed(config.seed)
     problems = train_problems(config)
     triples = training_texts(config, problems)
     tokenizer = build_tokenizer([u + "\n" + p + c for u, p, c in triples], config.vocab_size)
     model = build_model(tokenizer, config)
     examples = [SFTExample(render_prompt(tokenizer, u) + p, c + EOS) for u, p, c in triples]
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "mentor_world.json").is_file():
-        raise FileExistsError(f"{out_dir} exists and is not a world-model build; choose an empty or new folder")
     tmp = out_dir.with_name(out_dir.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "train_log.jsonl").unlink(missing_ok=True)
