@@ -26,7 +26,7 @@ _CANNOT_START = "*/+.,)×÷·"
 _CANNOT_END = "*/+-−.,(×÷·"
 
 
-class ArithmeticError_(ValueError):
+class ExpressionError(ValueError):
     """An expression that cannot be read or evaluated (a parse error, a division by zero)."""
 
 
@@ -41,19 +41,19 @@ def normalise(text: str) -> str:
 
 
 def parse_expression(text: str) -> Node:
-    """The syntax tree of an arithmetic expression; :class:`ArithmeticError_` when it is not one."""
+    """The syntax tree of an arithmetic expression; :class:`ExpressionError` when it is not one."""
     source = normalise(text).translate(_UNICODE_OPS)
     tokens: list[tuple[str, str]] = []
     pos = 0
     while pos < len(source.rstrip()):
         match = _TOKEN.match(source, pos)
         if match is None:
-            raise ArithmeticError_(f"not arithmetic at {source[pos:pos + 10]!r}")
+            raise ExpressionError(f"not arithmetic at {source[pos:pos + 10]!r}")
         tokens.append(("num", match.group(1)) if match.group(1) else ("op", match.group(2)))
         pos = match.end()
     node, end = _sum(tokens, 0)
     if end != len(tokens):
-        raise ArithmeticError_(f"unexpected {tokens[end][1]!r} in {text!r}")
+        raise ExpressionError(f"unexpected {tokens[end][1]!r} in {text!r}")
     return node
 
 
@@ -75,7 +75,7 @@ def _product(tokens: list, i: int) -> tuple[Node, int]:
 
 def _unary(tokens: list, i: int) -> tuple[Node, int]:
     if i >= len(tokens):
-        raise ArithmeticError_("the expression ends early")
+        raise ExpressionError("the expression ends early")
     kind, value = tokens[i]
     if (kind, value) in (("op", "-"), ("op", "+")):
         node, j = _unary(tokens, i + 1)
@@ -85,9 +85,9 @@ def _unary(tokens: list, i: int) -> tuple[Node, int]:
     if value == "(":
         node, j = _sum(tokens, i + 1)
         if j >= len(tokens) or tokens[j] != ("op", ")"):
-            raise ArithmeticError_("an unclosed parenthesis")
+            raise ExpressionError("an unclosed parenthesis")
         return node, j + 1
-    raise ArithmeticError_(f"unexpected {value!r}")
+    raise ExpressionError(f"unexpected {value!r}")
 
 
 def evaluate(node: Node) -> Fraction:
@@ -98,7 +98,7 @@ def evaluate(node: Node) -> Fraction:
     _, op, left, right = node
     a, b = evaluate(left), evaluate(right)
     if op == "/" and b == 0:
-        raise ArithmeticError_("a division by zero")
+        raise ExpressionError("a division by zero")
     return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else a}[op]
 
 
@@ -176,7 +176,7 @@ def as_number(text: str | None) -> Fraction | None:
     cleaned = text.strip().strip("$").replace("\\!", "").replace(" ", "")
     try:
         return value_of(cleaned)
-    except ArithmeticError_:
+    except ExpressionError:
         return None
 
 
@@ -236,7 +236,7 @@ def _trim(segment: str, *, left: bool) -> str | None:
         try:
             parse_expression(segment)
             return segment
-        except ArithmeticError_:
+        except ExpressionError:
             cut = re.search(r"[\s,]+", segment) if left else None
             if cut is None:
                 if left:
@@ -277,7 +277,7 @@ def _close(chain: list[str], steps: list[Step]) -> None:
             trees = [parse_expression(e) for e in chain]
             if has_operator(trees[0]):
                 steps.append(Step(tuple(chain), tuple(evaluate(t) for t in trees)))
-        except ArithmeticError_:  # a division by zero: not a step that can be checked
+        except ExpressionError:  # a division by zero: not a step that can be checked
             pass
     chain.clear()
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 from mentor.feedback.arithmetic import (
-    ArithmeticError_,
+    ExpressionError,
     Step,
     as_number,
     evaluate,
@@ -55,7 +55,7 @@ def reference_steps(problem: Problem) -> list[tuple[str, Fraction]]:
     if expression:
         try:
             return solve_steps(expression)
-        except ArithmeticError_:
+        except ExpressionError:
             pass
     return [(step.expressions[0], step.value) for step in find_steps(problem.solution or "")]
 
@@ -76,7 +76,7 @@ def question_operands(problem: Problem) -> set[Fraction] | None:
         return None
     try:
         return {abs(v) for v in operands(parse_expression(expression))}
-    except ArithmeticError_:
+    except ExpressionError:
         return None
 
 
@@ -96,7 +96,7 @@ def _recompute(steps: Sequence[Step], wrong: Step) -> tuple[list[str], Fraction]
         tree = substitute(parse_expression(step.expressions[0]), carried)
         try:
             last = evaluate(tree)
-        except ArithmeticError_:  # the carried value makes a divisor zero: this route cannot go on
+        except ExpressionError:  # the carried value makes a divisor zero: this route cannot go on
             break
         if last != step.claimed:
             carried[step.claimed] = last

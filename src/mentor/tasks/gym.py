@@ -183,7 +183,7 @@ class GymTask(Task):
 def _reference(entry: dict) -> str | None:
     """A reference solution: the generator's own worked solution (gsm_symbolic's ``answer_cot``), else one
     mentor's solver writes for an arithmetic expression (chain_sum, basic_arithmetic), else None."""
-    from mentor.feedback.arithmetic import ArithmeticError_
+    from mentor.feedback.arithmetic import ExpressionError
     from mentor.feedback.arithmetic_critic import answer_line, reference_solution
 
     metadata = entry.get("metadata") or {}
@@ -194,7 +194,7 @@ def _reference(entry: dict) -> str | None:
     if isinstance(expression, str):
         try:
             solution = reference_solution(expression)
-        except ArithmeticError_:
+        except ExpressionError:
             return None
         return solution if solution.endswith(answer_line(str(entry["answer"]))) else None  # a solver's slip
     return None
