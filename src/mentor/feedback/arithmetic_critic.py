@@ -20,7 +20,6 @@ A missing step cannot be told apart from a step done in the head in free text, s
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 
@@ -37,6 +36,7 @@ from mentor.feedback.arithmetic import (
     substitute,
     write,
 )
+from mentor.feedback.function_critic import TraceByTraceCritic
 from mentor.feedback.headers import critique_header
 from mentor.records import Feedback, Problem
 
@@ -157,25 +157,19 @@ def _feedback(problem: Problem, case: str, error_step: int | None, verdicts: lis
     )
 
 
-class ArithmeticCritic:
+class ArithmeticCritic(TraceByTraceCritic):
     """``critique_many(problems, traces)`` for any task with numeric gold answers: the task's verifier says
     whether the final answer is right and marked, :func:`critique` does the rest. A problem whose gold
     answer is not a number gets an ``unusable`` Feedback (no teacher signal), counted in ``stats``."""
 
+    name = AUTHOR
+
     def __init__(self, verify: Callable[[Problem, str], object]) -> None:
+        super().__init__()
         self.verify = verify
-        self.stats: Counter[str] = Counter()
 
-    def critique(self, problem: Problem, trace: str) -> Feedback:
+    def feedback_on(self, problem: Problem, trace: str) -> Feedback | None:
         if as_number(problem.answer) is None:
-            self.stats["unusable"] += 1
-            return Feedback(problem_id=problem.id, critique="", case="unusable", author=AUTHOR)
+            return None
         verdict = self.verify(problem, trace)
-        feedback = critique(problem, trace, correct=verdict.correct, marked=verdict.format_ok)
-        self.stats[feedback.case] += 1
-        return feedback
-
-    def critique_many(self, problems: list[Problem], traces: list[str]) -> list[Feedback]:
-        if len(problems) != len(traces):
-            raise ValueError(f"{len(problems)} problems but {len(traces)} traces")
-        return [self.critique(p, t) for p, t in zip(problems, traces)]
+        return critique(problem, trace, correct=verdict.correct, marked=verdict.format_ok)

@@ -44,19 +44,23 @@ def load_critic_function(spec: str) -> CriticFunction:
     return function
 
 
-class FunctionCritic:
-    """``critique_many(problems, traces)`` from a function of one (problem, completion)."""
+class TraceByTraceCritic:
+    """``critique_many(problems, traces)`` from :meth:`feedback_on` one trace at a time (None: nothing to
+    say, an ``unusable`` Feedback), with ``stats`` counting the cases."""
 
-    def __init__(self, function: CriticFunction, name: str = "") -> None:
-        self.function, self.name = function, name or getattr(function, "__name__", "critic")
+    name = "critic"
+
+    def __init__(self) -> None:
         self.stats: Counter[str] = Counter()
 
+    def feedback_on(self, problem: Problem, trace: str) -> Feedback | None:
+        raise NotImplementedError
+
     def critique(self, problem: Problem, trace: str) -> Feedback:
-        feedback = self.function(problem, trace)
+        feedback = self.feedback_on(problem, trace)
         if feedback is None:
-            self.stats["unusable"] += 1
-            return Feedback(problem_id=problem.id, critique="", case="unusable", author=self.name)
-        if not isinstance(feedback, Feedback):
+            feedback = Feedback(problem_id=problem.id, critique="", case="unusable", author=self.name)
+        elif not isinstance(feedback, Feedback):
             raise TypeError(f"critic {self.name!r} returned {type(feedback).__name__}, not a Feedback or None")
         self.stats[feedback.case] += 1
         return feedback
@@ -65,3 +69,14 @@ class FunctionCritic:
         if len(problems) != len(traces):
             raise ValueError(f"{len(problems)} problems but {len(traces)} traces")
         return [self.critique(p, t) for p, t in zip(problems, traces)]
+
+
+class FunctionCritic(TraceByTraceCritic):
+    """``critique_many(problems, traces)`` from a function of one (problem, completion)."""
+
+    def __init__(self, function: CriticFunction, name: str = "") -> None:
+        super().__init__()
+        self.function, self.name = function, name or getattr(function, "__name__", "critic")
+
+    def feedback_on(self, problem: Problem, trace: str) -> Feedback | None:
+        return self.function(problem, trace)

@@ -68,21 +68,12 @@ def load_separate_teacher(spec: str, student, tokenizer):
     return teacher
 
 
-class SeparateTeacher:
-    """The teacher interface of :class:`~mentor.train.teacher.SelfTeacher` for another model: it scores, and
-    nothing about it changes during a run (no state in checkpoints)."""
+class FrozenTeacher:
+    """What a teacher that never changes during a run does after a step and in a checkpoint: nothing; and
+    the rows it scores: every row asked about (several teachers route them, :mod:`.teacher_panel`)."""
 
-    kind = "separate"
-
-    def __init__(self, model) -> None:
-        self.copy = model
-
-    def groups(self, rows: list, asked: list[int]) -> dict[None, list[int]]:
+    def groups(self, rows: list, asked: list[int]) -> dict[str | None, list[int]]:
         return {None: list(asked)}
-
-    @contextlib.contextmanager
-    def scoring(self, student, key: None = None) -> Iterator:
-        yield self.copy
 
     def update(self, student) -> None:
         pass
@@ -92,3 +83,16 @@ class SeparateTeacher:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         pass
+
+
+class SeparateTeacher(FrozenTeacher):
+    """The teacher interface of :class:`~mentor.train.teacher.SelfTeacher` for another model."""
+
+    kind = "separate"
+
+    def __init__(self, model) -> None:
+        self.copy = model
+
+    @contextlib.contextmanager
+    def scoring(self, student, key: None = None) -> Iterator:
+        yield self.copy

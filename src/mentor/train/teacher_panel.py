@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import torch
 
 from mentor.records import Problem
+from mentor.train.separate_teacher import FrozenTeacher
 
 
 def route_value(problem: Problem, field: str) -> str | None:
@@ -29,7 +30,7 @@ def route_value(problem: Problem, field: str) -> str | None:
     return None if value is None else str(value)
 
 
-class TeacherPanel:
+class TeacherPanel(FrozenTeacher):
     """Teachers by name, routed by a problem field or mixed with weights; the teacher interface of
     :class:`~mentor.train.teacher.SelfTeacher` with a key per group of rows."""
 
@@ -75,12 +76,3 @@ class TeacherPanel:
             logits_BTV = completion_logits(self.models[name], prompts, completions)[0]
             parts.append(torch.log_softmax(logits_BTV.float() / temperature, dim=-1) + torch.log(torch.tensor(weight)))
         return torch.logsumexp(torch.stack(parts), dim=0)
-
-    def update(self, student) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        pass
