@@ -11,6 +11,7 @@ needs the teachers' logits: it runs the logits path, never the fused one.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -74,5 +75,5 @@ class TeacherPanel(FrozenTeacher):
         parts = []
         for name, weight in self.mix.items():
             logits_BTV = completion_logits(self.models[name], prompts, completions)[0]
-            parts.append(torch.log_softmax(logits_BTV.float() / temperature, dim=-1) + torch.log(torch.tensor(weight)))
+            parts.append(torch.log_softmax(logits_BTV.float() / temperature, dim=-1) + math.log(weight))
         return torch.logsumexp(torch.stack(parts), dim=0)
