@@ -203,3 +203,18 @@ def test_a_critic_written_in_python_plugs_in_by_name(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="critic.function goes with critic.kind=function"):
         CriticConfig(function="my_critics:strict")
     sys.modules.pop("my_critics", None)
+
+
+def test_what_a_review_found_stays_fixed():
+    # two steps on one line, separated by a comma, are two steps, not one chain 5 + 3 = 8 = 16
+    assert [s.expressions for s in find_steps("5 + 3 = 8, 8 * 2 = 16")] == [("5 + 3", "8"), ("8 * 2", "16")]
+    assert [s.expressions for s in find_steps(".5 + .25 = .75")] == [(".5 + .25", ".75")]  # not "5 + .25 = 75"
+    assert render(Fraction(123456789123456789, 1000)) == "123456789123456.789"  # exact, not through a float
+    problem = Problem(id="p", question="q", answer="214", meta={"expression": "57 + 87 + 70"})
+    for text in ("57 + 87 = 144, 144 + 70 = 214 \\boxed{214}",
+                 "First 57 + 87 is 144.\n144 + 70 = 214\n\\boxed{214}"):  # a subtotal worked out in prose
+        assert _check(problem, text, correct=True).case == "correct", text
+    with pytest.raises(ValueError, match="fallback must be true or false"):
+        load_task("gym:chain_sum:fallback=no")
+    with pytest.raises(ValueError, match="size must be a whole number"):
+        load_task("gym:chain_sum:size=1e3")

@@ -22,7 +22,7 @@ _NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+")
 _TOKEN = re.compile(rf"\s*(?:({_NUMBER.pattern})|([-+*/()]))")
 # what an expression beside an "=" may be made of
 _EXPRESSION_CHARS = set("0123456789.,+-*/()×÷·− \t")
-_CANNOT_START = "*/+.,)×÷·"
+_CANNOT_START = "*/+,)×÷·"
 _CANNOT_END = "*/+-−.,(×÷·"
 
 
@@ -165,7 +165,9 @@ def render(value: Fraction) -> str:
         digits = 0
         while (value * 10**digits).denominator != 1:
             digits += 1
-        return f"{float(value):.{digits}f}"
+        scaled = abs(value.numerator * 10**digits // value.denominator)
+        whole, fraction = divmod(scaled, 10**digits)
+        return f"{'-' if value < 0 else ''}{whole}.{fraction:0{digits}d}"
     return f"{value.numerator}/{value.denominator}"
 
 
@@ -227,6 +229,8 @@ def _trim(segment: str, *, left: bool) -> str | None:
     segment = segment.strip()
     while segment:
         segment = segment.lstrip(_CANNOT_START + " ").rstrip(_CANNOT_END + " ")
+        while segment.startswith(".") and not segment[1:2].isdigit():  # a sentence's full stop, not ".5"
+            segment = segment[1:].lstrip(_CANNOT_START + " ")
         while segment.count("(") > segment.count(")") and segment.startswith("("):
             segment = segment[1:].lstrip()
         while segment.count(")") > segment.count("(") and segment.endswith(")"):
@@ -260,7 +264,7 @@ def find_steps(text: str) -> list[Step]:
                     continue
                 chain.append(left)
             # a piece between two "=" links them when it is arithmetic through and through
-            linked = i + 2 < len(pieces) and set(pieces[i + 1]) <= _EXPRESSION_CHARS
+            linked = i + 2 < len(pieces) and set(pieces[i + 1]) <= _EXPRESSION_CHARS and _parses(pieces[i + 1])
             right = _trim(pieces[i + 1] if linked else _run(pieces[i + 1], from_end=False), left=False)
             if right is not None:
                 chain.append(right)
@@ -268,6 +272,15 @@ def find_steps(text: str) -> list[Step]:
                 _close(chain, steps)
         _close(chain, steps)
     return steps
+
+
+def _parses(text: str) -> bool:
+    """True when the whole of ``text`` is one expression ("8, 8 * 2" between two "=" is two steps' ends)."""
+    try:
+        parse_expression(text.strip())
+        return bool(text.strip())
+    except ExpressionError:
+        return False
 
 
 def _close(chain: list[str], steps: list[Step]) -> None:

@@ -121,7 +121,10 @@ def critique(problem: Problem, completion: str, *, correct: bool, marked: bool) 
     right_lines: list[str] = []
     verdicts: list[str] = []
     for index, step in enumerate(steps):
-        kind = _check(step, None if allowed is None else allowed | {abs(v) for v in found})
+        # a number from nowhere is an error only when the answer is wrong: a right answer's number may have
+        # been worked out in prose or in the head
+        operands_known = None if allowed is None or (correct and marked) else allowed | {abs(v) for v in found}
+        kind = _check(step, operands_known)
         if kind == "ok":
             right_lines.append(step.text())
             verdicts.append("correct")

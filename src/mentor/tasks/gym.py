@@ -67,7 +67,11 @@ class GymTask(Task):
                 f"unknown reasoning-gym generator {name!r}; close names: {', '.join(close)} "
                 f"({len(names)} in all, see mentor.tasks.gym.generator_names())"
             )
-        self.name, self.size, self.config, self.fallback = name, size, config, bool(fallback)
+        if not isinstance(fallback, bool):
+            raise ValueError(f"gym fallback must be true or false, got {fallback!r}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"gym size must be a whole number >= 0, got {size!r}")
+        self.name, self.size, self.config, self.fallback = name, size, config, fallback
         self._datasets: dict[tuple[int, int], Any] = {}
         self._dataset(split_seed(name, "test", 0), 1)  # a bad config fails here, not at the first batch
 

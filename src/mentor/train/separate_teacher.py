@@ -27,10 +27,7 @@ def tokenizer_difference(student, teacher) -> str | None:
         token = min((t for t in a if a[t] != b.get(t)), key=lambda t: a[t])
         return (f"token {token!r} is id {a[token]} for the student and "
                 f"{b.get(token, 'absent')} for the teacher")
-    for name in ("eos_token_id", "bos_token_id"):
-        if getattr(student, name, None) != getattr(teacher, name, None):
-            return f"{name} is {getattr(student, name, None)} for the student, {getattr(teacher, name, None)} for the teacher"
-    return None
+    return None  # special tokens may differ (a base and an instruct model): the ids are what must agree
 
 
 def embedding_rows(model) -> int:

@@ -72,8 +72,9 @@ class TeacherPanel(FrozenTeacher):
         """``log sum_i w_i softmax(logits_i / T)`` over the completions: the mixture as log-probabilities."""
         from mentor.train.completions import completion_logits
 
-        parts = []
+        mixture = None  # summed one teacher at a time: one B x T x V tensor beside the one being added
         for name, weight in self.mix.items():
             logits_BTV = completion_logits(self.models[name], prompts, completions)[0]
-            parts.append(torch.log_softmax(logits_BTV.float() / temperature, dim=-1) + math.log(weight))
-        return torch.logsumexp(torch.stack(parts), dim=0)
+            part = torch.log_softmax(logits_BTV.float() / temperature, dim=-1) + math.log(weight)
+            mixture = part if mixture is None else torch.logaddexp(mixture, part)
+        return mixture
