@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -67,7 +66,7 @@ from mentor.train.onpolicy_config import (  # noqa: F401 - the config and its ch
     SIGNAL_SPANS,
     OnPolicyConfig,
 )
-from mentor.train.onpolicy_loss import critique_prediction_loss, micro_losses
+from mentor.train.onpolicy_loss import accumulate, critique_prediction_loss, micro_losses
 from mentor.train.rollouts import Critic, Row, attach_contexts, common_prefix, signal_tokens  # noqa: F401
 from mentor.train.teacher import SelfTeacher
 
@@ -142,15 +141,9 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
             if torch.is_tensor(loss):
                 loss.backward()
         for key, value in chunk_metrics.items():
-            if key.endswith("tokens"):
-                totals[key] = totals.get(key, 0.0) + value
-            elif key.endswith("_min"):
-                totals[key] = min(totals.get(key, math.inf), value)
-            elif key.startswith("critique_"):
-                totals[key] = totals.get(key, 0.0) + value * n_cp / sum(cp_count)
-            else:
-                share = n_pg / max(sum(pg_count), 1) if key.startswith("pg_") else n_sd / max(sum(sd_count), 1)
-                totals[key] = totals.get(key, 0.0) + value * share
+            share = (n_pg / max(sum(pg_count), 1) if key.startswith("pg_") else n_cp / max(sum(cp_count), 1)
+                     if key.startswith("critique_") else n_sd / max(sum(sd_count), 1))
+            accumulate(totals, key, value, share)
     grad_norm = clip_and_step(trained, optimizer, config.max_grad_norm)
     forward.eval()
     ranks.refresh(forward, model)

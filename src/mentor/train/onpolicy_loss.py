@@ -3,6 +3,7 @@ through the path its configuration needs (the fused closed form, the fused state
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -144,6 +145,17 @@ def critique_prediction_loss(forward, tokenizer, rows: list[Row]) -> tuple[torch
     return loss, n, {"critique_nll": float(loss.detach()), "critique_tokens": n}
 
 
+def accumulate(totals: dict[str, float], key: str, value: float, share: float) -> None:
+    """Add one part's metric to ``totals``: a count (``...tokens``) summed, a ``..._min`` the smallest, any
+    other a mean weighted by the part's ``share`` of what it is a mean over."""
+    if key.endswith("tokens"):
+        totals[key] = totals.get(key, 0.0) + value
+    elif key.endswith("_min"):
+        totals[key] = min(totals.get(key, math.inf), value)
+    else:
+        totals[key] = totals.get(key, 0.0) + value * share
+
+
 def _combine(parts: list[tuple[float, list[int], tuple]]) -> tuple:
     """One teacher group's (loss, metrics, student log-probs, teacher log-probs), or several groups' combined:
     the loss and the metrics weighted by each group's tokens (a ``_min`` the smallest, a count summed), the
@@ -157,12 +169,7 @@ def _combine(parts: list[tuple[float, list[int], tuple]]) -> tuple:
     for n, members, (loss, part_metrics, logp, teacher_logp) in parts:
         sd = sd + loss * (n / total)
         for key, value in part_metrics.items():
-            if key.endswith("tokens"):
-                metrics[key] = metrics.get(key, 0.0) + value
-            elif key.endswith("_min"):
-                metrics[key] = min(metrics.get(key, value), value)
-            else:
-                metrics[key] = metrics.get(key, 0.0) + value * n / total
+            accumulate(metrics, key, value, n / total)
         logp_BT[members] = logp.detach()[members]
         teacher_logp_BT[members] = teacher_logp[members]
     return sd, metrics, logp_BT, teacher_logp_BT

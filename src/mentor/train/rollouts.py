@@ -32,10 +32,9 @@ class Row:
     keep_tokens: int | None = None  # signal_span: how many leading tokens carry the teacher signal
     overlap: float | None = None
     # critique_prediction: the conversation in which the student is asked to critique its own attempt, and
-    # the critic's critique it learns to write there
+    # the critic's critique it learns to write there (its tokens and EOS)
     critique_prompt: str | None = None
-    critique: str | None = None
-    critique_ids: list[int] | None = None  # the critique's tokens and EOS, what the auxiliary loss predicts
+    critique_ids: list[int] | None = None
 
 
 #: what the student is asked after its attempt when it learns to predict the critique (RLTF's feedback modelling)
@@ -76,9 +75,8 @@ def attach_contexts(rows: list[Row], task: Task, tokenizer, config: OnPolicyConf
                 continue
             context["critique"] = feedback[i].critique
             if config.critique_prediction > 0:
-                row.critique = feedback[i].critique
                 eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-                row.critique_ids = tokenizer.encode(row.critique, add_special_tokens=False) + eos
+                row.critique_ids = tokenizer.encode(feedback[i].critique, add_special_tokens=False) + eos
                 row.critique_prompt = render_conversation(tokenizer, [
                     {"role": "user", "content": task.prompt(row.problem)},
                     {"role": "assistant", "content": row.sample.text},
