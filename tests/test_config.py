@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 
 import pytest
@@ -377,3 +378,34 @@ def test_derived_defaults_follow_the_overrides(tmp_path, overrides, expected):
     if method:  # the same from a YAML file
         path = write_yaml(tmp_path / "c.yaml", {"onpolicy": {"method": method}})
         assert load_config(TrainConfig, path).onpolicy.method == method
+
+
+def test_a_field_added_since_a_folder_was_written_resumes_while_it_keeps_its_default(tmp_path):
+    from mentor.config import default_values, record_config
+    from mentor.train.onpolicy_config import OnPolicyConfig
+
+    defaults = default_values(OnPolicyConfig)
+    current = dataclasses.asdict(OnPolicyConfig())
+    written_before = {k: v for k, v in current.items() if k != "teacher_model"}  # a folder from before the field
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(written_before))
+    record_config(path, current, defaults=defaults)  # the same run: resumes
+    with pytest.raises(ValueError, match=r"differs in teacher_model\)"):
+        record_config(path, {**current, "teacher_model": "other"}, defaults=defaults)
+    with pytest.raises(ValueError, match="differs in teacher_model"):
+        record_config(path, current)  # without the defaults every added key is a difference
+
+
+def test_default_values_nest_configs_and_leave_out_required_fields():
+    from mentor.config import default_values
+    from mentor.train.recipe import TrainConfig
+
+    values = default_values(TrainConfig)
+    assert values["onpolicy"]["lr"] == dataclasses.asdict(TrainConfig().onpolicy)["lr"]
+
+    @dataclass
+    class Needs:
+        name: str
+        size: int = 3
+
+    assert default_values(Needs) == {"size": 3}

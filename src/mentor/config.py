@@ -246,38 +246,61 @@ def save_config(config: Any, path: str | Path) -> Path:
     return path
 
 
-def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two nested mappings, sorted."""
+def differences(a: dict, b: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """The dotted keys whose values differ between two nested mappings, sorted. A key ``a`` lacks whose value
+    in ``b`` is its value in ``defaults`` is no difference: a field added since ``a`` was written, left at its
+    default, changes nothing a folder holds."""
+    defaults = defaults or {}
     out = []
     for k in sorted(set(a) | set(b)):
         if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            out += differences(a[k], b[k], f"{prefix}{k}.")
+            nested = defaults.get(k) if isinstance(defaults.get(k), dict) else None
+            out += differences(a[k], b[k], f"{prefix}{k}.", nested)
+        elif k not in a and k in b and k in defaults and b[k] == defaults[k]:
+            continue
         elif a.get(k) != b.get(k):
             out.append(prefix + k)
     return out
 
 
-def check_config(path: str | Path, values: dict, what: str = "a run") -> bool:
+def default_values(cls: type) -> dict:
+    """A config dataclass's defaults as plain values (nested configs nested), as a run folder records them;
+    fields without a default are left out."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return json.loads(json.dumps(out))
+
+
+def check_config(path: str | Path, values: dict, what: str = "a run", defaults: dict | None = None) -> bool:
     """Whether a run folder's resolved config is already there; one that differs from ``values`` is an error
-    naming what differs (a folder resumed with another configuration)."""
+    naming what differs (a folder resumed with another configuration). ``defaults`` (:func:`default_values`):
+    fields added since the folder was written count as unchanged while they keep their defaults."""
     path = Path(path)
     if not path.is_file():
         return False
     from mentor.records import read_json
 
-    changed = differences(read_json(path, f"the configuration of {what}"), json.loads(json.dumps(values)))
+    changed = differences(read_json(path, f"the configuration of {what}"), json.loads(json.dumps(values)),
+                          defaults=defaults)
     if changed:
         raise ValueError(f"{path.parent} holds {what} with another configuration (differs in "
                          f"{', '.join(changed)}); use a new folder")
     return True
 
 
-def record_config(path: str | Path, values: dict, what: str = "a run") -> None:
+def record_config(path: str | Path, values: dict, what: str = "a run", defaults: dict | None = None) -> None:
     """Write a run folder's resolved config, or check that the one already there is the same
     (:func:`check_config`)."""
     path = Path(path)
     values = json.loads(json.dumps(values))
-    if check_config(path, values, what):
+    if check_config(path, values, what, defaults):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(values, indent=2) + "\n")

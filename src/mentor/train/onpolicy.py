@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from mentor.config import record_config
+from mentor.config import default_values, record_config
 from mentor.contexts import build_context_prompt, completion_token_mismatch
 from mentor.evaluate import EvalConfig, check_contexts
 from mentor.losses import (
@@ -402,7 +402,7 @@ def _prepare_run_dir(run_dir: Path, config: OnPolicyConfig, model, optimizer, sc
     evaluations without improvement. Every process but the main one only reads."""
     write = ranks.is_main
     if write:
-        record_config(run_dir / "config.json", asdict(config))
+        record_config(run_dir / "config.json", asdict(config), defaults=default_values(OnPolicyConfig))
     state = load_checkpoint(run_dir / "checkpoint")
     if state is None:
         for name in ("metrics.jsonl", "evals.jsonl") if write else ():  # a run killed before its first checkpoint

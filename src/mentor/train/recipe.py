@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mentor.config import check_config, record_config
+from mentor.config import check_config, default_values, record_config
 from mentor.devices import check_placement, resolve_device, resolve_dtype, without_auto_placement
 from mentor.models import LoraSpec
 from mentor.train.distributed import is_main_process
@@ -116,12 +116,13 @@ def run_training(config: TrainConfig, out: str | Path, *, loaded=None,
     task = load_task(config.task)
     critic = build_critic(config.critic, out, task)  # an unreachable critic fails before anything is written
     recorded = without_auto_placement(asdict(config))
-    check_config(out / "train.json", recorded)  # the model, task, LoRA and critic must match on resume too
+    defaults = default_values(TrainConfig)
+    check_config(out / "train.json", recorded, defaults=defaults)  # the model, task, LoRA and critic must match on resume too
     device = resolve_device(config.device)
     model, tokenizer = loaded or load_model(config.model, dtype=resolve_dtype(config.dtype, device, training=True),
                                             device=device)
     if is_main_process():
-        record_config(out / "train.json", recorded)  # written once every input has loaded
+        record_config(out / "train.json", recorded, defaults=defaults)  # written once every input has loaded
     if config.lora:
         model = apply_lora(model, LoraSpec(r=config.lora_r, alpha=config.lora_alpha), seed=config.onpolicy.seed)
     result = train_onpolicy(model, tokenizer, task, config.onpolicy, run_dir=out,
