@@ -436,3 +436,18 @@ def test_a_warm_start_is_trained_once_and_is_every_runs_model(tmp_path):
         CompareConfig(warm_start={"no_such_option": 1})
     with pytest.raises(ValueError, match="warm_start"):
         CompareConfig(warm_start={"mode": "telepathy"})
+
+
+def test_a_local_teacher_without_a_model_is_the_comparisons_own_model():
+    from mentor.experiments import CompareConfig, generate_with_own_model
+
+    rft = {"RFT": {"mode": "rft"}}
+    own = CompareConfig(model="runs/warm/best", methods=rft, generate={"group_size": 4, "teacher": {"kind": "local"}})
+    assert generate_with_own_model(own) == {"group_size": 4, "teacher": {"kind": "local", "model": "runs/warm/best"}}
+    named = CompareConfig(methods=rft, generate={"teacher": {"kind": "local", "model": "smollm2"}})
+    assert generate_with_own_model(named)["teacher"]["model"] == "smollm2"
+    simulated = CompareConfig(methods=rft, generate={"teacher": {"kind": "simulated"}})
+    assert generate_with_own_model(simulated) == simulated.generate
+    assert own.generate_config().teacher.model == "runs/warm/best"
+    with pytest.raises(ValueError, match="generate: .*group_size"):
+        CompareConfig(methods=rft, generate={"group_size": 0})

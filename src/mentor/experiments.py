@@ -46,7 +46,8 @@ class CompareConfig:
     shared: dict = field(default_factory=dict)
     # offline methods: a method entry with a ``mode`` (advdistill | sft | rft) trains on teacher data that
     # ``generate`` (GenerateConfig overrides) writes once into OUT/data, with ``distill`` (DistillConfig
-    # overrides) shared by every offline run
+    # overrides) shared by every offline run; a local teacher without a model is the comparison's own model
+    # (after any warm start): RFT on the student's own samples
     generate: dict = field(default_factory=dict)
     distill: dict = field(default_factory=dict)
     # MAPD methods (``mode: mapd`` with an ``ablation``) train on the build folders of one MAPD pipeline
@@ -96,6 +97,8 @@ class CompareConfig:
             raise ValueError(f"warm_start must be a mapping of distill options, got {self.warm_start!r}")
         if self.warm_start:
             self.warm_start_config()  # a bad option is named before any run starts
+        if self.generate:
+            self.generate_config()
         for label in self.methods:
             if not isinstance(label, str) or not LABEL.fullmatch(label) or label in RESERVED:
                 raise ValueError(f"method label {label!r} must be a plain name (letters, digits, '.', '_', '+', "
@@ -114,6 +117,15 @@ class CompareConfig:
                 {"mode": "oracle", **self.warm_start, "model": self.model, "task": self.task}))
         except (TypeError, ValueError) as err:
             raise ValueError(f"warm_start: {err}") from None
+
+    def generate_config(self):
+        """The GenerateConfig of the offline methods' teacher data (``generate`` on this task)."""
+        from mentor.offline.generate import GenerateConfig
+
+        try:
+            return load_config(GenerateConfig, None, _overrides({"task": self.task, **generate_with_own_model(self)}))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"generate: {err}") from None
 
     def is_offline(self, label: str) -> bool:
         return "mode" in self.methods[label]
@@ -290,6 +302,14 @@ def with_warm_start(config: CompareConfig, out: str | Path) -> CompareConfig:
     return dataclasses.replace(config, model=str(folder / "best"), warm_start={})
 
 
+def generate_with_own_model(config: CompareConfig) -> dict:
+    """``config.generate``, with the comparison's model as a local teacher that names none."""
+    teacher = config.generate.get("teacher", {})
+    if teacher.get("kind") != "local" or teacher.get("model"):
+        return config.generate
+    return {**config.generate, "teacher": {**teacher, "model": config.model}}
+
+
 def run_compare(config: CompareConfig, out: str | Path,
                 on_done: Callable[[str, int, dict], None] | None = None) -> dict[str, list[dict]]:
     """Run (or resume) every method x seed; returns the summaries by method label. Offline methods first
@@ -300,10 +320,9 @@ def run_compare(config: CompareConfig, out: str | Path,
     (out / "compare.yaml").write_text(dump_yaml(asdict(config)))
     modes = {config.methods[label].get("mode") for label in config.methods if config.is_offline(label)}
     if modes - {"mapd", "oracle"}:
-        from mentor.offline.generate import GenerateConfig, run_generate
+        from mentor.offline.generate import run_generate
 
-        run_generate(load_config(GenerateConfig, None, _overrides({"task": config.task, **config.generate})),
-                     out / "data")
+        run_generate(config.generate_config(), out / "data")
     if "mapd" in modes:
         from mentor.offline.mapd_run import MapdConfig, run_pipeline
 
