@@ -218,3 +218,21 @@ def test_what_a_review_found_stays_fixed():
         load_task("gym:chain_sum:fallback=no")
     with pytest.raises(ValueError, match="size must be a whole number"):
         load_task("gym:chain_sum:size=1e3")
+
+
+@pytest.mark.parametrize("name, text, case, step, kind", TRACES, ids=[t[0] for t in TRACES])
+def test_each_step_starts_where_its_equation_is_written_and_the_answers_part_after_the_last(
+        name, text, case, step, kind):
+    feedback = _check(QUESTION, text, correct=case == "correct", marked="boxed" in text)
+    steps = find_steps(text)
+    assert len(feedback.step_starts) == len(steps) + 1
+    for start, found in zip(feedback.step_starts, steps):
+        assert text[start:].startswith(found.expressions[0])
+    answer_part = {"right": "The answer is \\boxed{5}.", "no steps": text, "incomplete": "then we add"}
+    assert text[feedback.step_starts[-1]:] == answer_part.get(name, text.split("\n")[-1])
+
+
+def test_a_step_after_latex_on_its_line_starts_at_the_line():
+    text = "We get $3 \\times 2 = 6$ and\n$5 - 6 = -1$"
+    first, second = find_steps(text)
+    assert first.start == 0 and text[second.start:].startswith("5 - 6")

@@ -60,3 +60,24 @@ def test_aggregate_by_error_pools_tokens_by_position_relative_to_the_error():
     assert agg.prefix == pytest.approx((0.0 + 1.0 + 0.5 + 0.5) / 4)
     assert (agg.first_error, agg.after) == (-2.0, -4.0)
     assert math.isnan(aggregate_by_error([], [], []).prefix)
+
+
+def test_free_form_steps_follow_the_critics_step_starts_with_a_real_tokenizer():
+    from mentor.analysis.token_advantage import prefix_texts, steps_from_starts
+    from mentor.feedback.arithmetic_critic import critique
+    from mentor.models import gguf_to_folder, smollm2_gguf_path
+    from mentor.records import Problem
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_to_folder(smollm2_gguf_path()))
+    trace = "First, 12 + 7 = 19.\nThen 19 * 2 = 39, so\n39 - 5 = 34.\nThe answer is \\boxed{34}."
+    problem = Problem("p", "Calculate (12 + 7) * 2 - 5.", "33", meta={"expression": "(12 + 7) * 2 - 5"})
+    feedback = critique(problem, trace, correct=False, marked=True)
+    assert feedback.first_error_step == 2 and len(feedback.step_starts) == 4
+    ids = tokenizer(trace, add_special_tokens=False)["input_ids"]
+    steps = steps_from_starts(prefix_texts(tokenizer, ids), feedback.step_starts)
+    pieces: dict[int, str] = {}
+    for token, step in zip(ids, steps):
+        pieces[step] = pieces.get(step, "") + tokenizer.decode([token])
+    # SmolLM2 writes a digit's space as a token of its own: it stays with the text before the step
+    assert pieces == {0: "First, ", 1: "12 + 7 = 19.\nThen ", 2: "19 * 2 = 39, so\n",
+                      3: "39 - 5 = 34.\n", 4: "The answer is \\boxed{34}."}

@@ -122,6 +122,9 @@ class Feedback:
     sample_index: int = 0
     corrected: str = ""  # the corrected solution inside the critique, when the critic writes one
     error_kind: str = ""  # what the first error is, where the critic says (the arithmetic critic's kinds)
+    # where each step of ``first_error_step``'s count begins in the rollout (character offsets), the last the
+    # text after the last step; empty where the steps are tags in the text (the world's <step_k>)
+    step_starts: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.case not in FEEDBACK_CASES:

@@ -26,6 +26,7 @@ from mentor.analysis.token_advantage import (
     completion_logprobs,
     pooled_mean_sem,
     prefix_texts,
+    steps_from_starts,
     token_advantages,
     token_steps,
 )
@@ -204,12 +205,15 @@ def analyze_rollouts(model, tokenizer, task, problems_by_id: Mapping[str, Proble
             located = feedback.case == "correct" or first_error is not None
         else:
             first_error, located = None, correct  # a verified-correct rollout has no wrong step
-        # the step after the corrected trace's last is its answer line: an error there is no step's
-        at_answer = bool(first_error and feedback is not None and feedback.corrected
-                         and first_error == feedback.corrected.count("<step_") + 1)
+        starts = feedback.step_starts if usable else []  # a free-form critic's steps, else the <step_k> tags
+        # the step after the last is the answer's part: an error there is no step's
+        last = len(starts) if starts else (feedback.corrected.count("<step_") + 1 if feedback is not None else 0)
+        at_answer = bool(first_error and feedback is not None and (starts or feedback.corrected)
+                         and first_error == last)
         student = render_prompt(tokenizer, task.prompt(problem))
         texts = prefix_texts(tokenizer, ids)  # decoded once for both the steps and the pieces
-        steps, pieces = token_steps(tokenizer, ids, texts), token_pieces(tokenizer, ids, texts)
+        steps = steps_from_starts(texts, starts) if starts else token_steps(tokenizer, ids, texts)
+        pieces = token_pieces(tokenizer, ids, texts)
         student_logp = None  # one student pass serves every context
         for kind in contexts:
             if kind == "critique" and not usable:

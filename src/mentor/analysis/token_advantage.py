@@ -70,6 +70,15 @@ def token_steps(tokenizer, completion_ids: Sequence[int], texts: Sequence[str] |
     return steps
 
 
+def steps_from_starts(texts: Sequence[str], starts: Sequence[int]) -> list[int]:
+    """The step each token belongs to in free-form text whose k-th step begins at character ``starts[k-1]``
+    (a critic's ``Feedback.step_starts``): 0 before the first; a token belongs to the step whose start it
+    reaches (its text ends past the start). ``texts``: :func:`prefix_texts`."""
+    import bisect
+
+    return [bisect.bisect_left(starts, len(text)) for text in texts]
+
+
 @dataclass
 class StepAggregate:
     """Mean A_t over tokens on the correct prefix, on the first wrong step, and after it."""

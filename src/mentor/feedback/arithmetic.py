@@ -184,10 +184,12 @@ def as_number(text: str | None) -> Fraction | None:
 
 @dataclass(frozen=True)
 class Step:
-    """One claimed equation chain ``E0 = E1 = ... = En``: its expressions and their exact values."""
+    """One claimed equation chain ``E0 = E1 = ... = En``: its expressions and their exact values; ``start``
+    where it begins in the text it was found in (its line's start where LaTeX was rewritten on the line)."""
 
     expressions: tuple[str, ...]
     values: tuple[Fraction, ...]
+    start: int = 0
 
     @property
     def value(self) -> Fraction:
@@ -254,23 +256,30 @@ def _trim(segment: str, *, left: bool) -> str | None:
 def find_steps(text: str) -> list[Step]:
     """Every claimed equation chain in ``text`` whose first expression holds an operator, in order."""
     steps: list[Step] = []
-    for line in normalise(text).splitlines():
+    line_start = 0
+    for original in text.splitlines(keepends=True):
+        line = normalise(original)
         pieces = line.split("=")
         chain: list[str] = []
+        start = line_start
         for i in range(len(pieces) - 1):  # the i-th "=" sits between pieces i and i + 1
             if not chain:
                 left = _trim(_run(pieces[i], from_end=True), left=True)
                 if left is None:
                     continue
                 chain.append(left)
+                piece_start = sum(len(p) + 1 for p in pieces[:i])
+                found = line.rfind(left, piece_start, piece_start + len(pieces[i]))
+                start = line_start + (found if line == original and found >= 0 else 0)
             # a piece between two "=" links them when it is arithmetic through and through
             linked = i + 2 < len(pieces) and set(pieces[i + 1]) <= _EXPRESSION_CHARS and _parses(pieces[i + 1])
             right = _trim(pieces[i + 1] if linked else _run(pieces[i + 1], from_end=False), left=False)
             if right is not None:
                 chain.append(right)
             if right is None or not linked:
-                _close(chain, steps)
-        _close(chain, steps)
+                _close(chain, steps, start)
+        _close(chain, steps, start)
+        line_start += len(original)
     return steps
 
 
@@ -283,13 +292,13 @@ def _parses(text: str) -> bool:
         return False
 
 
-def _close(chain: list[str], steps: list[Step]) -> None:
+def _close(chain: list[str], steps: list[Step], start: int) -> None:
     """Add the chain to ``steps`` when it is a step (two or more expressions, an operator in the first)."""
     if len(chain) >= 2:
         try:
             trees = [parse_expression(e) for e in chain]
             if has_operator(trees[0]):
-                steps.append(Step(tuple(chain), tuple(evaluate(t) for t in trees)))
+                steps.append(Step(tuple(chain), tuple(evaluate(t) for t in trees), start))
         except ExpressionError:  # a division by zero: not a step that can be checked
             pass
     chain.clear()

@@ -115,6 +115,7 @@ def critique(problem: Problem, completion: str, *, correct: bool, marked: bool) 
     on its final answer (right; found behind an answer marker)."""
     gold = as_number(problem.answer)
     steps = find_steps(completion)
+    starts = step_starts(completion, steps)
     allowed = question_operands(problem)
     reference = reference_steps(problem)
     found: set[Fraction] = set()  # what the right steps found
@@ -134,18 +135,27 @@ def critique(problem: Problem, completion: str, *, correct: bool, marked: bool) 
         lines, last = _recompute(steps[index + 1:], step) if kind == "arithmetic" else ([], None)
         if last is None or last != gold:
             lines = _rest_from_reference(reference, found)
-        return _feedback(problem, "incorrect", index + 1, verdicts, [*right_lines, *lines], gold, kind)
+        return _feedback(problem, "incorrect", index + 1, verdicts, [*right_lines, *lines], gold, kind, starts)
     if correct and marked:
-        return _feedback(problem, "correct", None, verdicts, right_lines, None, "")
+        return _feedback(problem, "correct", None, verdicts, right_lines, None, "", starts)
     done = bool(steps) and steps[-1].claimed == gold
     lines = [*right_lines, *([] if done else _rest_from_reference(reference, found))]
     if not marked:
-        return _feedback(problem, "incomplete", len(steps) + 1, verdicts, lines, gold, "incomplete")
-    return _feedback(problem, "incorrect", len(steps) + 1, verdicts, lines, gold, "answer")
+        return _feedback(problem, "incomplete", len(steps) + 1, verdicts, lines, gold, "incomplete", starts)
+    return _feedback(problem, "incorrect", len(steps) + 1, verdicts, lines, gold, "answer", starts)
+
+
+def step_starts(completion: str, steps: list) -> list[int]:
+    """Where each step begins in ``completion``, then where the text after the last step's line begins
+    (the answer's part; all of it when there is no step)."""
+    if not steps:
+        return [0]
+    line_end = completion.find("\n", steps[-1].start)
+    return [s.start for s in steps] + [len(completion) if line_end < 0 else line_end + 1]
 
 
 def _feedback(problem: Problem, case: str, error_step: int | None, verdicts: list[str], lines: list[str],
-              gold: Fraction | None, kind: str) -> Feedback:
+              gold: Fraction | None, kind: str, starts: list[int]) -> Feedback:
     answer = render(gold) if gold is not None else problem.answer
     corrected = "\n".join([*lines, answer_line(answer)]) if case != "correct" else "\n".join(lines)
     return Feedback(
@@ -157,6 +167,7 @@ def _feedback(problem: Problem, case: str, error_step: int | None, verdicts: lis
         first_error_step=error_step,
         step_verdicts=verdicts,
         error_kind=kind,
+        step_starts=starts,
     )
 
 
