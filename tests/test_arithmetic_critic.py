@@ -228,11 +228,23 @@ def test_each_step_starts_where_its_equation_is_written_and_the_answers_part_aft
     assert len(feedback.step_starts) == len(steps) + 1
     for start, found in zip(feedback.step_starts, steps):
         assert text[start:].startswith(found.expressions[0])
-    answer_part = {"right": "The answer is \\boxed{5}.", "no steps": text, "incomplete": "then we add"}
-    assert text[feedback.step_starts[-1]:] == answer_part.get(name, text.split("\n")[-1])
+    answer_part = text if not steps else text[text.rindex(steps[-1].text()) + len(steps[-1].text()):]
+    assert text[feedback.step_starts[-1]:] == answer_part
 
 
-def test_a_step_after_latex_on_its_line_starts_at_the_line():
-    text = "We get $3 \\times 2 = 6$ and\n$5 - 6 = -1$"
-    first, second = find_steps(text)
-    assert first.start == 0 and text[second.start:].startswith("5 - 6")
+@pytest.mark.parametrize("text, spans, answer_part", [
+    ("$2 \\times 3 = 7$ and $7 + 1 = 8$\nThe answer is \\boxed{8}.", ["2 \\times 3 = 7", "7 + 1 = 8"],
+     "$\nThe answer is \\boxed{8}."),
+    ("2 * 3 = 6\n6 + 1 = 7, so the answer is \\boxed{8}.", ["2 * 3 = 6", "6 + 1 = 7"],
+     ", so the answer is \\boxed{8}."),
+    ("2 * 3 = 6\r6 + 1 = 7\rThe answer is \\boxed{9}.", ["2 * 3 = 6", "6 + 1 = 7"], "\rThe answer is \\boxed{9}."),
+    ("So 2 + 3 = 5, then $5 \\times 2 = 10$", ["2 + 3 = 5", "5 \\times 2 = 10"], "$"),
+])
+def test_steps_span_their_own_text_through_latex_line_endings_and_an_answer_on_the_same_line(
+        text, spans, answer_part):
+    steps = find_steps(text)
+    assert [text[s.start:s.end] for s in steps] == spans
+    feedback = _check(QUESTION, text, marked=True)
+    assert text[feedback.step_starts[-1]:] == answer_part
+
+

@@ -80,4 +80,4 @@ def test_free_form_steps_follow_the_critics_step_starts_with_a_real_tokenizer():
         pieces[step] = pieces.get(step, "") + tokenizer.decode([token])
     # SmolLM2 writes a digit's space as a token of its own: it stays with the text before the step
     assert pieces == {0: "First, ", 1: "12 + 7 = 19.\nThen ", 2: "19 * 2 = 39, so\n",
-                      3: "39 - 5 = 34.\n", 4: "The answer is \\boxed{34}."}
+                      3: "39 - 5 = 34", 4: ".\nThe answer is \\boxed{34}."}

@@ -43,9 +43,10 @@ def token_advantages(model, tokenizer, student_prompt: str, teacher_prompt: str,
 
 
 def prefix_texts(tokenizer, completion_ids: Sequence[int]) -> list[str]:
-    """The decoded text of every prefix of the completion (token i's entry ends with token i)."""
-    return [tokenizer.decode(list(completion_ids[: i + 1]), skip_special_tokens=False)
-            for i in range(len(completion_ids))]
+    """The decoded text of every prefix of the completion (token i's entry ends with token i), decoded as the
+    samplers decode a completion (no clean-up of spaces), so a critic's character offsets fit."""
+    return [tokenizer.decode(list(completion_ids[: i + 1]), skip_special_tokens=False,
+                             clean_up_tokenization_spaces=False) for i in range(len(completion_ids))]
 
 
 def token_steps(tokenizer, completion_ids: Sequence[int], texts: Sequence[str] | None = None) -> list[int]:

@@ -33,11 +33,24 @@ class ExpressionError(ValueError):
 Node = tuple  # ("num", Fraction, text) | ("neg", Node) | ("bin", op, Node, Node)
 
 
+_LATEX_PATTERN = re.compile("|".join(re.escape(latex) for latex in _LATEX))
+
+
 def normalise(text: str) -> str:
     """``text`` with LaTeX's operators written as characters (``\\times`` -> ``×``)."""
-    for latex, char in _LATEX.items():
-        text = text.replace(latex, char)
-    return text
+    return _LATEX_PATTERN.sub(lambda m: _LATEX[m.group()], text)
+
+
+def normalise_with_offsets(text: str) -> tuple[str, list[int]]:
+    """:func:`normalise`'s text and, for each of its characters (and its end), where it was in ``text``."""
+    pieces, offsets, pos = [], [], 0
+    for match in _LATEX_PATTERN.finditer(text):
+        pieces += [text[pos:match.start()], _LATEX[match.group()]]
+        offsets += [*range(pos, match.start()), match.start()]
+        pos = match.end()
+    pieces.append(text[pos:])
+    offsets += [*range(pos, len(text)), len(text)]
+    return "".join(pieces), offsets
 
 
 def parse_expression(text: str) -> Node:
@@ -185,11 +198,12 @@ def as_number(text: str | None) -> Fraction | None:
 @dataclass(frozen=True)
 class Step:
     """One claimed equation chain ``E0 = E1 = ... = En``: its expressions and their exact values; ``start``
-    where it begins in the text it was found in (its line's start where LaTeX was rewritten on the line)."""
+    and ``end``: where it begins and ends in the text it was found in."""
 
     expressions: tuple[str, ...]
     values: tuple[Fraction, ...]
     start: int = 0
+    end: int = 0
 
     @property
     def value(self) -> Fraction:
@@ -256,30 +270,30 @@ def _trim(segment: str, *, left: bool) -> str | None:
 def find_steps(text: str) -> list[Step]:
     """Every claimed equation chain in ``text`` whose first expression holds an operator, in order."""
     steps: list[Step] = []
-    line_start = 0
-    for original in text.splitlines(keepends=True):
-        line = normalise(original)
+    normalised, offsets = normalise_with_offsets(text)
+    line_start = 0  # in the normalised text
+    for line in normalised.splitlines(keepends=True):
         pieces = line.split("=")
+        piece_starts = [line_start + sum(len(p) + 1 for p in pieces[:i]) for i in range(len(pieces))]
         chain: list[str] = []
-        start = line_start
+        span = [0, 0]  # where the chain begins and ends, in the normalised text
         for i in range(len(pieces) - 1):  # the i-th "=" sits between pieces i and i + 1
             if not chain:
                 left = _trim(_run(pieces[i], from_end=True), left=True)
                 if left is None:
                     continue
                 chain.append(left)
-                piece_start = sum(len(p) + 1 for p in pieces[:i])
-                found = line.rfind(left, piece_start, piece_start + len(pieces[i]))
-                start = line_start + (found if line == original and found >= 0 else 0)
+                span[0] = piece_starts[i] + pieces[i].rfind(left)
             # a piece between two "=" links them when it is arithmetic through and through
             linked = i + 2 < len(pieces) and set(pieces[i + 1]) <= _EXPRESSION_CHARS and _parses(pieces[i + 1])
             right = _trim(pieces[i + 1] if linked else _run(pieces[i + 1], from_end=False), left=False)
             if right is not None:
                 chain.append(right)
+                span[1] = piece_starts[i + 1] + pieces[i + 1].find(right) + len(right)
             if right is None or not linked:
-                _close(chain, steps, start)
-        _close(chain, steps, start)
-        line_start += len(original)
+                _close(chain, steps, offsets[span[0]], offsets[span[1]])
+        _close(chain, steps, offsets[span[0]], offsets[span[1]])
+        line_start += len(line)
     return steps
 
 
@@ -292,13 +306,13 @@ def _parses(text: str) -> bool:
         return False
 
 
-def _close(chain: list[str], steps: list[Step], start: int) -> None:
+def _close(chain: list[str], steps: list[Step], start: int, end: int) -> None:
     """Add the chain to ``steps`` when it is a step (two or more expressions, an operator in the first)."""
     if len(chain) >= 2:
         try:
             trees = [parse_expression(e) for e in chain]
             if has_operator(trees[0]):
-                steps.append(Step(tuple(chain), tuple(evaluate(t) for t in trees), start))
+                steps.append(Step(tuple(chain), tuple(evaluate(t) for t in trees), start, end))
         except ExpressionError:  # a division by zero: not a step that can be checked
             pass
     chain.clear()

@@ -146,12 +146,9 @@ def critique(problem: Problem, completion: str, *, correct: bool, marked: bool) 
 
 
 def step_starts(completion: str, steps: list) -> list[int]:
-    """Where each step begins in ``completion``, then where the text after the last step's line begins
-    (the answer's part; all of it when there is no step)."""
-    if not steps:
-        return [0]
-    line_end = completion.find("\n", steps[-1].start)
-    return [s.start for s in steps] + [len(completion) if line_end < 0 else line_end + 1]
+    """Where each step begins in ``completion``, then where the answer's part begins: the end of the last
+    step's equation (all of the text when there is no step)."""
+    return [s.start for s in steps] + [steps[-1].end if steps else 0]
 
 
 def _feedback(problem: Problem, case: str, error_step: int | None, verdicts: list[str], lines: list[str],
