@@ -4,6 +4,7 @@ one (the CPU and float32 here), explicit choices are checked before anything loa
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,3 +100,32 @@ def test_a_load_that_names_no_device_goes_to_the_accelerator(fake_gpu, monkeypat
     monkeypatch.setattr(mentor.loading, "prepare_policy", lambda model, tokenizer, **kwargs: seen.update(kwargs))
     mentor.loading.load_model("world")
     assert seen["device"] == torch.device("cuda") and seen["dtype"] == torch.float32
+
+
+def test_compare_places_every_run_score_and_warm_start_where_its_settings_say(fake_gpu, monkeypatch):
+    """compare's device and dtype reach its on-policy runs, offline runs, warm start and scores; training
+    stays float32 under auto, scoring takes bf16 on a GPU."""
+    from mentor import experiments, feedback_map
+    from mentor.experiments import CompareConfig
+
+    seen = []
+
+    def loader(spec, *, dtype=torch.float32, device="cpu", lora=None):
+        seen.append((dtype, torch.device(device)))
+        raise Loaded
+
+    monkeypatch.setattr("mentor.loading.load_model", loader)
+    config = CompareConfig(task="world:steps=2", methods={"GRPO": {"method": "grpo"}, "SFT": {"mode": "oracle"}},
+                           warm_start={"sft": {"steps": 1}})
+    run, args = experiments._job(config, "GRPO", 0, Path("/nowhere"), {})
+    with pytest.raises(Loaded):
+        run(*args)
+    with pytest.raises(Loaded):
+        feedback_map._score("world", "world:steps=2", 1, 1, 1.0, 8, 0, config.device, config.dtype)
+    assert seen == [(torch.float32, torch.device("cuda")), (torch.bfloat16, torch.device("cuda"))]
+    bf16 = CompareConfig(task="world:steps=2", methods=config.methods, warm_start=config.warm_start,
+                         device="cpu", dtype="bfloat16")
+    assert (bf16.run_config("SFT", 0).device, bf16.run_config("SFT", 0).dtype) == ("cpu", "bfloat16")
+    assert bf16.warm_start_config().dtype == "bfloat16"
+    with pytest.raises(ValueError, match="float16 cannot train"):
+        CompareConfig(dtype="float16")

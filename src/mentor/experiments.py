@@ -74,8 +74,13 @@ class CompareConfig:
     # reference solutions), trained once into OUT/warm_start; its best checkpoint on validation is then the
     # comparison's model, so the report's base is the warm-started model (say so where it is quoted)
     warm_start: dict = field(default_factory=dict)
+    device: str = "auto"  # every run, warm start and evaluation: auto (the accelerator when there is one) | cpu | cuda[:N]
+    dtype: str = "auto"  # auto (float32 to train; bfloat16 to score on a GPU that supports it) | float32 | bfloat16
 
     def __post_init__(self) -> None:
+        from mentor.devices import check_placement
+
+        check_placement(self.device, self.dtype, training=True)
         if not self.seeds or not self.methods:
             raise ValueError("compare needs at least one seed and one method")
         if len(set(self.seeds)) != len(self.seeds) or not all(isinstance(s, int) and s >= 0 for s in self.seeds):
@@ -114,7 +119,8 @@ class CompareConfig:
 
         try:
             return load_config(DistillConfig, None, _overrides(
-                {"mode": "oracle", **self.warm_start, "model": self.model, "task": self.task}))
+                {"mode": "oracle", "device": self.device, "dtype": self.dtype, **self.warm_start, "model": self.model,
+                 "task": self.task}))
         except (TypeError, ValueError) as err:
             raise ValueError(f"warm_start: {err}") from None
 
@@ -162,7 +168,8 @@ class CompareConfig:
                 data = f"{out}/mapd/build-{ablation}" if method["mode"] == "mapd" else f"{out}/data"
                 searched = {("sft.lr" if key == "lr" else key): value for key, value in choice.items()}
                 return load_config(DistillConfig, None, _overrides(self.distill) + _overrides(
-                    {**method, **searched, "model": self.model, "task": self.task, "data": data, "seed": seed}))
+                    {"device": self.device, "dtype": self.dtype, **method, **searched, "model": self.model,
+                     "task": self.task, "data": data, "seed": seed}))
             # checked and coerced as a config file's keys are: an unknown key or a value of the wrong type is
             # named, as methods.LABEL.KEY, before any run starts
             return OnPolicyConfig(**checked_values(OnPolicyConfig, {**self.shared, **method, **choice, "seed": seed},
@@ -182,19 +189,20 @@ def _overrides(values: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _run_one(model: str, task: str, config: dict, run_dir: str, threads: int) -> dict:
+def _run_one(model: str, task: str, config: dict, run_dir: str, threads: int, device: str = "auto",
+             dtype: str = "auto") -> dict:
     """One training run in its own process (or inline); returns its summary. ``threads``: torch threads
     (0: leave as they are)."""
     import torch
 
-    from mentor.loading import load_model
+    from mentor.loading import load_placed
     from mentor.tasks import load_task
     from mentor.train.onpolicy import run_summary, train_onpolicy
 
     if threads:
         torch.set_num_threads(threads)
     start = time.time()
-    policy, tokenizer = load_model(model)
+    policy, tokenizer = load_placed(model, device, dtype, training=True)
     onpolicy = OnPolicyConfig(**config)
     result = train_onpolicy(policy, tokenizer, load_task(task), onpolicy, run_dir=run_dir)
     summary = run_summary(onpolicy, result)
@@ -219,7 +227,7 @@ def _job(config: CompareConfig, label: str, seed: int, out: Path, choice: dict) 
     if config.is_offline(label):
         return _run_offline, (asdict(config.run_config(label, seed, str(out), choice)), run_dir, threads)
     return _run_one, (config.model, config.task, asdict(config.run_config(label, seed, choice=choice)), run_dir,
-                      threads)
+                      threads, config.device, config.dtype)
 
 
 def candidate_name(choice: dict) -> str:
@@ -483,10 +491,10 @@ def token_advantage_section(config: CompareConfig, out: Path) -> str:
     if config.analysis_problems < 1:
         return ""
     from mentor.analysis.report import aggregate_table, run_analysis, sample_rollouts
-    from mentor.loading import load_model
+    from mentor.loading import load_placed
     from mentor.tasks import load_task
 
-    model, tokenizer = load_model(config.model)
+    model, tokenizer = load_placed(config.model, config.device, config.dtype)
     task = load_task(config.task)
     problems = task.problems("test", n=config.analysis_problems)
     shared = config.run_config(next(iter(config.methods)), config.seeds[0], str(out))

@@ -43,17 +43,18 @@ def level_labels(config: CompareConfig) -> list[str]:
     return list(config.levels) or [""]
 
 
-def _score(model: str, task: str, n: int, k: int, temperature: float, max_new_tokens: int, threads: int) -> dict:
+def _score(model: str, task: str, n: int, k: int, temperature: float, max_new_tokens: int, threads: int,
+           device: str = "auto", dtype: str = "auto") -> dict:
     """Avg@k and the fully correct trace rate (with standard errors) of one model on a task's test split."""
     import torch
 
     from mentor.evaluate import EvalConfig, evaluate
-    from mentor.loading import load_model
+    from mentor.loading import load_placed
     from mentor.tasks import load_task
 
     if threads:
         torch.set_num_threads(threads)
-    policy, tokenizer = load_model(model)
+    policy, tokenizer = load_placed(model, device, dtype)
     spec = load_task(task)
     summary, _ = evaluate(policy, tokenizer, spec, spec.problems("test", n=n), EvalConfig(
         n_problems=n, k=k, temperature=temperature, max_new_tokens=max_new_tokens, seed=0))
@@ -72,12 +73,15 @@ def scores(config: CompareConfig, jobs: list[tuple[Path, str, str, int, int, int
     todo = []
     for cache, *job in jobs:
         key = [*job, temperature, weights_fingerprint(job[0])]  # a rebuilt or retrained model is scored anew
+        if config.dtype != "auto":
+            key.append(config.dtype)
         cached = json.loads(cache.read_text()) if cache.is_file() else {}
         out.append(cached.get("summary") if cached.get("job") == key else None)
         if out[-1] is None:
             todo.append((len(out) - 1, cache, key))
     threads = 1 if config.workers > 1 else 0
-    calls = [(model, task, n, k, temperature, max_new, threads) for _, _, (model, task, n, k, max_new, *_) in todo]
+    calls = [(model, task, n, k, temperature, max_new, threads, config.device, config.dtype)
+             for _, _, (model, task, n, k, max_new, *_) in todo]
     with contextlib.ExitStack() as stack:
         if config.workers > 1 and len(calls) > 1:
             pool = stack.enter_context(ProcessPoolExecutor(config.workers, mp_context=get_context("spawn"),

@@ -33,6 +33,15 @@ def load_model(spec: str, *, dtype: torch.dtype = torch.float32, device: str | t
     return load_policy(spec, dtype=dtype, device=device, lora=lora)
 
 
+def load_placed(spec: str, device: str = "auto", dtype: str = "auto", *, training: bool = False) -> tuple[Any, Any]:
+    """:func:`load_model` with the ``device`` and ``dtype`` settings of a config (``auto``: the accelerator
+    when there is one; float32 to train, bfloat16 to sample on a GPU that supports it)."""
+    from mentor.devices import resolve_device, resolve_dtype
+
+    placed = resolve_device(device)
+    return load_model(spec, dtype=resolve_dtype(dtype, placed, training=training), device=placed)
+
+
 def check_model(spec: str) -> None:
     """A model spec checked without loading it (``mentor.models.check_model_spec``; the world always loads)."""
     if spec != WORLD:
