@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mentor.config import check_at_most
+from mentor.config import check_at_most, default_values, differences
 from mentor.devices import check_placement, resolve_device, resolve_dtype, without_auto_placement
 from mentor.evaluate import EvalConfig
 from mentor.offline.distill import DISTILL_MODES, distillation_examples
@@ -167,8 +167,9 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     resolved = json.loads(json.dumps(without_auto_placement(asdict(config))))
     if config.eval_backend == "local":
         resolved.pop("eval_backend")  # folders made before the field existed stay finished
-    if (out / "summary.json").is_file() and (out / "config.json").is_file() and read_json(
-            out / "config.json", "a distill run's config") == resolved:
+    if (out / "summary.json").is_file() and (out / "config.json").is_file() and not differences(
+            read_json(out / "config.json", "a distill run's config"), resolved,
+            defaults=default_values(DistillConfig)):  # fields added since, at their defaults, change nothing
         return read_json(out / "summary.json", "a distill run's summary")  # finished with this configuration
     task = load_task(config.task)  # every input is checked before the run folder is written to
     problems = task.problems(config.eval_split, n=config.eval_problems)
