@@ -138,7 +138,11 @@ def test_compare_writes_the_paper_table_and_resumes(tmp_path, capsys, workers):
     assert results["Oracle"][0]["sequences"] == 8  # 2 steps x 4 correct traces
     if workers == 1:  # a second call finds every run finished and reproduces the report
         assert main(["compare", "--out", str(out), *COMPARE, *NO_SEARCH]) == 0
-        assert json.loads((out / "results.json").read_text())["GRPO"][0]["final"] == results["GRPO"][0]["final"]
+        again = json.loads((out / "results.json").read_text())
+        assert again["GRPO"][0]["final"] == results["GRPO"][0]["final"]
+        # the budget's time is the time the runs spent, not the seconds a second call took to find them
+        assert again["GRPO"][0]["train_seconds"] == results["GRPO"][0]["train_seconds"] > 0
+        assert "| of which training |" in (out / "report.md").read_text()
 
 
 def _children(pid: int) -> set[int]:

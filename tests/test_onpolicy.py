@@ -189,6 +189,22 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, teacher):
     assert scores(resumed.evals) == scores(straight.evals) and resumed.best["step"] == straight.best["step"]
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
     assert summary["rollouts"] == 12 and scores([summary["final"]]) == scores([straight.final])
+    # the time spent is the time of every step and evaluation, the ones before the kill included
+    steps = sum(v for m in lines for k, v in m.items() if k.startswith("time_"))
+    assert summary["train_seconds"] == pytest.approx(steps, abs=0.05) and summary["train_seconds"] > 0
+    assert summary["eval_seconds"] >= sum(e["seconds"] for e in resumed.evals) - 0.05
+
+
+def test_run_seconds_counts_steps_and_evaluations_and_the_best_weights_only_when_scored_apart():
+    from mentor.train.onpolicy import run_seconds
+
+    history = [{"time_generate": 1.0, "time_update": 2.0, "reward": 0.5}, {"time_generate": 0.5, "time_critic": 0.25}]
+    evals = [{"seconds": 3.0}, {"seconds": 4.0}]
+    same_step = {"final": {"step": 2, "seconds": 10.0}, "best": {"step": 2, "seconds": 10.0}}
+    apart = {"final": {"step": 2, "seconds": 10.0}, "best": {"step": 1, "seconds": 9.0}}
+    assert run_seconds(history, evals, same_step) == {"train_seconds": 3.8, "eval_seconds": 17.0}
+    assert run_seconds(history, evals, apart) == {"train_seconds": 3.8, "eval_seconds": 26.0}
+    assert run_seconds([], [], None) == {"train_seconds": 0.0, "eval_seconds": 0.0}
 
 
 class _Payload:

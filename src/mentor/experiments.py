@@ -443,14 +443,19 @@ def test_table(results: dict[str, list[dict]], k: int) -> str:
 
 def budget_table(results: dict[str, list[dict]]) -> str:
     """Steps and what they consumed: student rollouts (on-policy) or teacher sequences trained on (offline)."""
-    lines = ["| method | steps | prompts | rollouts / sequences | generated tokens | wall time per run |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | steps | prompts | rollouts / sequences | generated tokens | wall time per run | of which training |",
+             "|---|---|---|---|---|---|---|"]
     for label, runs in results.items():
         first = runs[0]
-        seconds = statistics.fmean(r.get("seconds", 0.0) for r in runs)
         tokens = f"{statistics.fmean(r['generated_tokens'] for r in runs):.0f}" if "generated_tokens" in first else "-"
         used = first.get("rollouts", first.get("sequences", "-"))
-        lines.append(f"| {label} | {first['steps']} | {first.get('prompts', '-')} | {used} | {tokens} | {seconds:.0f} s |")
+        if all("train_seconds" in r for r in runs):  # summed over the sessions that ran it (on-policy runs)
+            wall = statistics.fmean(r["train_seconds"] + r["eval_seconds"] for r in runs)
+            training = f"{statistics.fmean(r['train_seconds'] for r in runs):.0f} s"
+        else:
+            wall, training = statistics.fmean(r.get("seconds", 0.0) for r in runs), "-"
+        lines.append(f"| {label} | {first['steps']} | {first.get('prompts', '-')} | {used} | {tokens} | {wall:.0f} s "
+                     f"| {training} |")
     return "\n".join(lines)
 
 

@@ -448,6 +448,20 @@ def run_summary(config: OnPolicyConfig, result: OnPolicyResult) -> dict:
         "rollouts": sum(m["rollouts"] for m in history),
         "generated_tokens": sum(m["generated_tokens"] for m in history),
         "stopped_early": result.stopped_early, "best": result.best, "final": result.final, "test": result.test,
+        **run_seconds(history, result.evals, result.test),
         "evaluation": asdict(eval_config(config)),
         "test_evaluation": asdict(eval_config(config, True)) if config.test_problems else None,
     }
+
+
+def run_seconds(history: list[dict], evals: list[dict], test: dict | None) -> dict[str, float]:
+    """The time a run spent, summed over every process that ran a part of it (a resumed run counts the steps
+    and evaluations its checkpoint restored, not the seconds it took to reload them): its steps (generation,
+    critic, teacher and update) and its evaluations (held-out and test)."""
+    train = sum(value for metrics in history for key, value in metrics.items() if key.startswith("time_"))
+    scored = [e.get("seconds", 0.0) for e in evals]
+    if test:  # the best weights scored apart from the final ones only when they differ
+        scored += [test[which].get("seconds", 0.0) for which in ("final", "best")
+                   if which == "final" or test["best"].get("step") != test["final"].get("step")]
+    return {"train_seconds": round(train, 1), "eval_seconds": round(sum(scored), 1)}
+
