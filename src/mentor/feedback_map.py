@@ -206,18 +206,17 @@ def plot_map(rows: list[dict], path: Path, k: int) -> Path:
         ys = [100 * r["methods"][method]["gain"] for r in ordered]
         errors = [100 * r["methods"][method]["gain_se"] for r in ordered]
         ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=method)
-    for r in ordered:
-        ax.annotate(r["level"], (100 * r["rate"], 0), textcoords="offset points", xytext=(0, -14), ha="center",
-                    fontsize=8, color="gray")
+    levels = ax.secondary_xaxis("top")  # the levels' names over their rates, clear of the curves
+    levels.set_xticks([100 * r["rate"] for r in ordered], labels=[r["level"] for r in ordered], fontsize=8)
     ax.axhline(0, color="gray", lw=0.8)
-    ax.set_xlabel("base model's fully correct traces on validation (%): sparse reward <- -> dense reward")
+    ax.set_xlabel("base model's fully correct traces on validation (%)\nsparse reward <-        -> dense reward")
     ax.set_ylabel(f"test Avg@{k} gain over the base (points)")
     ax.set_title("Which feedback teaches when: gain over the base by difficulty\n"
                  "(mean over seeds; bars: one standard error)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend beside the axes stays in the picture
     plt.close(fig)
     return path
 
