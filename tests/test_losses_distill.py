@@ -654,3 +654,52 @@ def test_clipped_pg_validates():
         clipped_policy_gradient(logp, logp, adv, mask, aggregation="seq-sum")
     with pytest.raises(ValueError, match="clip"):
         clipped_policy_gradient(logp, logp, adv, mask, clip_low=-0.1)
+
+
+# ----- a teacher known only by its top k (a served teacher's prompt log-probs) ---------------------------------
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("tail", [True, False])
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_sparse_teacher_equals_top_k_of_the_dense_teacher_value_and_gradient(beta, tail, clip):
+    from mentor.losses import sparse_teacher_divergence
+
+    torch.manual_seed(0)
+    s = torch.randn(3, 7, 50, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(3, 7, 50, dtype=torch.float64) * 2
+    mask = torch.rand(3, 7) > 0.3
+    k = 6
+    logp_t = t.log_softmax(-1)
+    top = logp_t.topk(k, dim=-1)
+    mode = "position" if clip else "term"
+    dense, dense_m = generalized_jsd(s, t, mask, beta=beta, top_k=k, tail=tail, clip=clip, clip_mode=mode, chunk=3)
+    (g_dense,) = torch.autograd.grad(dense, s)
+    sparse, sparse_m = sparse_teacher_divergence(s, top.indices, top.values, mask, beta=beta, tail=tail, clip=clip,
+                                                 clip_mode=mode, chunk=3)
+    (g_sparse,) = torch.autograd.grad(sparse, s)
+    assert float(sparse.detach()) == pytest.approx(float(dense.detach()), rel=1e-9, abs=1e-12) and float(dense.detach()) > 0
+    assert torch.allclose(g_sparse, g_dense, rtol=1e-7, atol=1e-12)
+    assert sparse_m == pytest.approx(dense_m)
+
+
+def test_sparse_teacher_whose_top_k_holds_all_its_mass_leaves_an_empty_tail():
+    from mentor.losses import sparse_teacher_divergence
+
+    s = torch.tensor([[[0.0, 1.0, 2.0, 3.0]]])
+    ids = torch.tensor([[[3, 2]]])
+    half = torch.tensor([[[math.log(0.5), math.log(0.5)]]])  # a teacher sure it is one of two tokens
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    loss, _ = sparse_teacher_divergence(s, ids, half, mask)
+    p = s.log_softmax(-1)[0, 0]
+    # forward KL over (id 3, id 2, tail): the tail's term is 0 * log(0 / q) = 0
+    expected = 0.5 * (math.log(0.5) - float(p[3])) + 0.5 * (math.log(0.5) - float(p[2]))
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_sparse_teacher_rejects_mismatched_shapes():
+    from mentor.losses import sparse_teacher_divergence
+
+    with pytest.raises(ValueError, match="shape mismatch"):
+        sparse_teacher_divergence(torch.zeros(2, 3, 5), torch.zeros(2, 3, 2, dtype=torch.long), torch.zeros(2, 3, 3),
+                                  torch.ones(2, 3))

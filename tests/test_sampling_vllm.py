@@ -446,3 +446,42 @@ def test_openai_sampler_against_vllm_serve_answers_as_the_local_model(policy, pr
     # the server applied the folder's chat template: the answers are world traces (world 6's solver stops
     # early on a share of them, so each is checked for its start, not for an answer line)
     assert all(s.text.startswith("<step_1> ") for group in chatted for s in group)
+
+
+# ----- a teacher behind `vllm serve`: its prompt log-probs score the student's tokens (issue 22, part 2) -------
+
+
+def test_a_served_teacher_gives_the_local_teachers_loss_and_refuses_another_tokenizer(tmp_path):
+    from mentor.tasks import load_task
+    from mentor.train.served_teacher import connect_served_teacher
+    from serving import vllm_serve
+
+    teacher, tokenizer = load_world_folder(SHIPPED_DIR)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a teacher unlike the student, so that the loss is far from zero
+        for p in teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    folder = tmp_path / "teacher"
+    teacher.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    task = load_task("world")
+    base = {"method": "sd-none", "steps": 1, "prompts_per_step": 3, "top_k": 5, "eval_problems": 2, "eval_k": 1,
+            "max_new_tokens": 100, "lr": 1e-4}
+    losses = {}
+    with vllm_serve(str(folder), tmp_path / "vllm.log", name="teacher") as base_url:
+        for divergence in ("top-k", "sampled"):
+            for where in ("local", "served"):
+                served = {"teacher_base_url": base_url, "teacher_model": "teacher"} if where == "served" else {
+                    "teacher_model": str(folder)}
+                model, _ = load_world_folder(SHIPPED_DIR)
+                config = OnPolicyConfig(**base, divergence=divergence, **served)
+                losses[divergence, where] = train_onpolicy(model, tokenizer, task, config).history[0]["sd_loss"]
+        _, other = load_world_folder(SHIPPED_DIR)
+        other.add_tokens(["12 + 30"])  # three of the probe's ids become one new id for this student
+        with pytest.raises(ValueError, match="does not share the student's tokenizer"):
+            connect_served_teacher(base_url, "teacher", other, top_k=5, api_key_env="NO_KEY", timeout_s=30,
+                                   max_retries=0)
+    print("sd_loss at step 0, local and served teacher:", losses)
+    for divergence in ("top-k", "sampled"):
+        local, served = losses[divergence, "local"], losses[divergence, "served"]
+        assert abs(local) > 1e-3 and served == pytest.approx(local, abs=1e-4), (divergence, local, served)

@@ -114,3 +114,51 @@ def test_refusals(world, teachers):
         OnPolicyConfig(method="sd-none")
     with pytest.raises(ValueError, match="a separate teacher_model is frozen"):
         OnPolicyConfig(method="sd-reference", teacher_model=teachers["moved"], teacher="ema")
+
+
+# ----- a served teacher (its loss against the local teacher's: tests/test_sampling_vllm.py, on `vllm serve`) ---
+
+
+def test_prompt_logprobs_are_read_at_the_completion_positions():
+    from mentor.train.served_teacher import prompt_logprobs_body, read_prompt_logprobs
+
+    assert prompt_logprobs_body("m", [1, 2, 3], 2) == {"model": "m", "prompt": [1, 2, 3], "max_tokens": 1,
+                                                       "temperature": 0.0, "prompt_logprobs": 2}
+    # vLLM's answer: no entry for the first prompt token, then the top k of each position plus its own token
+    answer = {"choices": [{"prompt_logprobs": [
+        None,
+        {"7": {"logprob": -0.1, "rank": 1}, "8": {"logprob": -2.5, "rank": 2}},
+        {"9": {"logprob": -0.2, "rank": 1}, "4": {"logprob": -1.9, "rank": 2}, "5": {"logprob": -6.0, "rank": 40}},
+    ]}]}
+    own, ids, logps = read_prompt_logprobs(answer, start=1, tokens=[8, 5], k=2)
+    assert own == [-2.5, -6.0] and ids == [[7, 8], [9, 4]] and logps == [[-0.1, -2.5], [-0.2, -1.9]]
+    with pytest.raises(ValueError, match="lacks token 3"):
+        read_prompt_logprobs(answer, start=1, tokens=[3], k=2)
+    with pytest.raises(ValueError, match="positions"):
+        read_prompt_logprobs(answer, start=2, tokens=[9, 9], k=2)
+    with pytest.raises(ValueError, match="gives 2 ids"):
+        read_prompt_logprobs(answer, start=1, tokens=[8], k=3)
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    ({"teacher_model": ""}, "needs onpolicy.teacher_model"),
+    ({"divergence": "full"}, "top-k log-probs, not its logits"),
+    ({"top_k_source": "student"}, "top-k log-probs, not its logits"),
+    ({"temperature": 0.7}, "temperature 1"),
+    ({"teacher_timeout_s": 0}, "teacher_timeout_s"),
+])
+def test_a_served_teacher_is_refused_where_its_numbers_cannot_serve(extra, match):
+    settings = {"method": "sd-none", "teacher_base_url": "http://127.0.0.1:9", "teacher_model": "t",
+                "divergence": "top-k", **extra}
+    with pytest.raises(ValueError, match=match):
+        OnPolicyConfig(**settings)
+
+
+def test_a_served_teacher_that_is_down_is_one_line_before_the_first_step(world):
+    from mentor.sampling.openai_compatible import SamplerError
+
+    model, tokenizer = world
+    config = OnPolicyConfig(method="sd-none", teacher_base_url="http://127.0.0.1:9", teacher_model="t",
+                            divergence="top-k", **FAST)
+    with pytest.raises(SamplerError, match="cannot reach http://127.0.0.1:9"):
+        train_onpolicy(model, tokenizer, load_task("world"), config)

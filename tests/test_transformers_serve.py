@@ -18,8 +18,8 @@ def test_chat_against_transformers_serve_then_from_cache(served_smollm2, tmp_pat
     base_url, model, _ = served_smollm2
     sampler = OpenAISampler(base_url, model, cache_path=tmp_path / "requests.sqlite", max_retries=1)
     sent = []
-    request = sampler._request
-    sampler._request = lambda endpoint, body: sent.append(endpoint) or request(endpoint, body)
+    request = sampler.post
+    sampler.post = lambda endpoint, body, parse: sent.append(endpoint) or request(endpoint, body, parse)
     messages = [[{"role": "user", "content": "What is 2+3?"}]]
     params = SamplingParams(n=2, temperature=0.7, max_new_tokens=16, seed=0)
     try:

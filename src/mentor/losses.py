@@ -84,6 +84,12 @@ def _chunk_divergence(s_BCV, t_BCV, m_BC, *, beta, temperature, top_k, from_teac
             logs, logt = s_NV.gather(-1, ids_NK).log_softmax(-1), t_NV.gather(-1, ids_NK).log_softmax(-1)
     else:
         logs, logt = s_NV.log_softmax(-1), t_NV.log_softmax(-1)
+    return _bucket_divergence(logs, logt, beta=beta, clip=clip, clip_mode=clip_mode)
+
+
+def _bucket_divergence(logs, logt, *, beta, clip, clip_mode):
+    """The summed divergence of aligned log-probabilities (N x buckets: the vocabulary, or k ids and a tail),
+    and the number of clipped terms or positions."""
     # the endpoints are explicit: through the mixture, beta = 0 or 1 would give 0 * KL(.||.) = 0
     if beta == 0.0:
         terms = _kl_terms(logt, logs)  # forward KL(T || S)
@@ -403,6 +409,55 @@ def generalized_jsd(
     for div, clipped in _in_chunks(fn, tensors, 1, chunk, checkpointed):
         total, n_clipped = total + div, n_clipped + clipped
     return _mean_with_metrics(total, n_clipped, mask_BT, student_logits_BTV.shape[-1], top_k, tail, clip, clip_mode)
+
+
+def sparse_teacher_divergence(
+    student_logits_BTV: torch.Tensor,
+    teacher_ids_BTK: torch.Tensor,
+    teacher_logp_BTK: torch.Tensor,
+    mask_BT: torch.Tensor,
+    *,
+    beta: float = 0.0,
+    tail: bool = True,
+    clip: float | None = None,
+    clip_mode: str = "term",
+    chunk: int = 128,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`generalized_jsd` with ``top_k`` from the teacher, for a teacher known only by its k most likely
+    ids and their log-probabilities at each position (a served teacher's prompt log-probs): the student's
+    log-probs are taken at the same ids, with ``tail`` one more bucket each for the remaining mass (the
+    teacher's: ``log(1 - sum_k p)``), else both renormalised over the k ids. The teacher's numbers are at
+    temperature 1, so the student's logits are too. With the teacher's own top-k this equals
+    ``generalized_jsd(student, teacher, top_k=k, tail=tail)``, gradient included."""
+    _check_divergence(beta, 1.0, teacher_ids_BTK.shape[-1], "teacher", tail, clip, chunk, clip_mode)
+    if teacher_ids_BTK.shape != teacher_logp_BTK.shape or teacher_ids_BTK.shape[:2] != mask_BT.shape \
+            or student_logits_BTV.shape[:2] != mask_BT.shape:
+        raise ValueError(f"shape mismatch: student {tuple(student_logits_BTV.shape)}, teacher ids "
+                         f"{tuple(teacher_ids_BTK.shape)}, log-probs {tuple(teacher_logp_BTK.shape)}, mask "
+                         f"{tuple(mask_BT.shape)}")
+
+    def piece(s_BCV, ids_BCK, logt_BCK, m_BC):
+        dtype = torch.promote_types(s_BCV.dtype, torch.float32)
+        logp_NV = s_BCV[m_BC].to(dtype).clamp(min=-1e30).log_softmax(-1)
+        ids_NK, logt_NK = ids_BCK[m_BC], logt_BCK[m_BC].to(dtype)
+        if tail:
+            logs = _with_tail(logp_NV, ids_NK)
+            # the teacher's remaining mass; a top-k that already holds all of it leaves a bucket of ~0
+            rest_N1 = torch.log1p(-logt_NK.exp().sum(-1, keepdim=True).clamp(max=1.0 - 1e-7))
+            logt = torch.cat([logt_NK, rest_N1], dim=-1)
+        else:
+            logs, logt = logp_NV.gather(-1, ids_NK).log_softmax(-1), logt_NK.log_softmax(-1)
+        return _bucket_divergence(logs, logt, beta=float(beta), clip=clip, clip_mode=clip_mode)
+
+    checkpointed = torch.is_grad_enabled() and student_logits_BTV.requires_grad
+    mask_BT = mask_BT.bool()
+    total = student_logits_BTV.new_zeros((), dtype=torch.promote_types(student_logits_BTV.dtype, torch.float32))
+    n_clipped = total.new_zeros(())
+    tensors = (student_logits_BTV, teacher_ids_BTK, teacher_logp_BTK.detach(), mask_BT)
+    for div, clipped in _in_chunks(piece, tensors, 1, chunk, checkpointed):
+        total, n_clipped = total + div, n_clipped + clipped
+    return _mean_with_metrics(total, n_clipped, mask_BT, student_logits_BTV.shape[-1], teacher_ids_BTK.shape[-1],
+                              tail, clip, clip_mode)
 
 
 def _in_chunks(fn: Callable, tensors: tuple[torch.Tensor, ...], dim: int, chunk: int, checkpointed: bool):

@@ -230,19 +230,21 @@ class OpenAISampler:
         if self._cache is not None and (cached := self._cache.get(key)) is not None:
             self._count("cache_hits")
             return cached
-        sample = self._request(endpoint, body)
+        sample = self.post(endpoint, body, _sample_of)
         if self._cache is not None:
             self._cache.put(key, sample)
         return sample
 
-    def _request(self, endpoint: str, body: dict[str, Any]) -> Sample:
+    def post(self, endpoint: str, body: dict[str, Any], parse: Callable[[dict], Any]) -> Any:
+        """POST ``body`` to ``endpoint`` with the retries above; ``parse`` reads the JSON answer (a KeyError,
+        IndexError, TypeError or ValueError there is a malformed body, retried)."""
         url = self.base_url + endpoint
         for attempt in range(self.max_retries + 1):
             if self._limiter is not None:
                 self._limiter.wait()
             self._count("requests")
             try:
-                return self._post(url, body)
+                return self._post(url, body, parse)
             except _Retryable as error:
                 if attempt == self.max_retries:
                     self._count("failures")
@@ -258,8 +260,8 @@ class OpenAISampler:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _post(self, url: str, body: dict[str, Any]) -> Sample:
-        """One attempt: a Sample, ``_Retryable``, or ``SamplerError`` for a non-retryable status."""
+    def _post(self, url: str, body: dict[str, Any], parse: Callable[[dict], Any]) -> Any:
+        """One attempt: what ``parse`` reads, ``_Retryable``, or ``SamplerError`` for a non-retryable status."""
         key = os.environ.get(self.api_key_env, "")
         headers = {"Content-Type": "application/json"}
         if key:
@@ -294,16 +296,21 @@ class OpenAISampler:
         finally:
             watchdog.cancel()
         try:
-            choice = json.loads(raw)["choices"][0]
-            text = choice["message"]["content"] if "message" in choice else choice["text"]
-            if not isinstance(text, str):
-                raise TypeError(f"text is {type(text).__name__}")
+            return parse(json.loads(raw))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
             if watchdog.fired:  # the shut socket read as a response that simply ended
                 raise _Retryable(_past_deadline(url, self.timeout_s), cause="connection") from None
             raise _Retryable(f"malformed response body ({type(error).__name__}: {error})", cause="bad_body") from None
-        finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        return Sample(text, [], [], finish)
+
+
+def _sample_of(answer: dict) -> Sample:
+    """The first choice of a completions or chat answer as a Sample (text and finish reason)."""
+    choice = answer["choices"][0]
+    text = choice["message"]["content"] if "message" in choice else choice["text"]
+    if not isinstance(text, str):
+        raise TypeError(f"text is {type(text).__name__}")
+    finish = "length" if choice.get("finish_reason") == "length" else "stop"
+    return Sample(text, [], [], finish)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -273,6 +273,12 @@ def _teacher(model, tokenizer, config: OnPolicyConfig):
         return SelfTeacher(model, config.teacher, config.ema_decay)
     from mentor.train.separate_teacher import SeparateTeacher, load_separate_teacher
 
+    if config.teacher_base_url:
+        from mentor.train.served_teacher import connect_served_teacher
+
+        return connect_served_teacher(config.teacher_base_url, config.teacher_model, tokenizer, top_k=config.top_k,
+                                      api_key_env=config.teacher_api_key_env, timeout_s=config.teacher_timeout_s,
+                                      max_retries=3)
     if config.teacher_model:
         return SeparateTeacher(load_separate_teacher(config.teacher_model, model, tokenizer))
     from mentor.train.teacher_panel import TeacherPanel

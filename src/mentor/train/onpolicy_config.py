@@ -61,6 +61,12 @@ class OnPolicyConfig:
     # a separate teacher in place of the self-teacher: a local folder, .gguf file or Hugging Face id that
     # shares the student's tokenizer (mentor.train.separate_teacher); it reads the method's context
     teacher_model: str = ""
+    # a teacher behind vLLM's OpenAI-compatible server (mentor.train.served_teacher): its root URL, with
+    # teacher_model the served model's name; it gives top-k log-probs, so divergence=top-k (k = top_k) or
+    # sampled, at temperature 1. The API key is read from the environment variable teacher_api_key_env
+    teacher_base_url: str = ""
+    teacher_api_key_env: str = "OPENAI_API_KEY"
+    teacher_timeout_s: float = 120.0
     # several separate teachers (mentor.train.teacher_panel): name -> model spec, and either teacher_route, a
     # problem field (source, id, answer or meta.KEY) whose value (mapped by teacher_routes, value -> name, or
     # itself a name) picks each prompt's teacher, or teacher_mix, name -> weight of a mixture of their
@@ -134,6 +140,7 @@ class OnPolicyConfig:
             raise ValueError("sd-none needs onpolicy.teacher_model: without a context the self-teacher is the "
                              "student itself and gives no signal")
         self._check_teachers()
+        self._check_served_teacher()
         if self.teacher_model and self.teacher != "initial":
             raise ValueError(f"teacher={self.teacher} is a kind of self-teacher; a separate teacher_model is frozen "
                              "(leave teacher=initial)")
@@ -141,6 +148,21 @@ class OnPolicyConfig:
             raise ValueError("blend=by-group routes each group to GRPO or to the self-teacher: it needs sd-reference "
                              f"or sd-critique with 0 < grpo_weight < 1, got {self.method} with grpo_weight="
                              f"{self.grpo_weight}")
+
+    def _check_served_teacher(self) -> None:
+        if not self.teacher_base_url:
+            return
+        if not self.teacher_model or self.teachers:
+            raise ValueError("a served teacher needs onpolicy.teacher_model, the model's name on the server at "
+                             "teacher_base_url (and no onpolicy.teachers)")
+        if self.divergence not in ("top-k", "sampled") or self.top_k_source != "teacher":
+            raise ValueError("a served teacher gives its top-k log-probs, not its logits: use divergence=top-k "
+                             f"(top_k_source=teacher) or divergence=sampled, got divergence={self.divergence}")
+        if self.temperature != 1.0:
+            raise ValueError("a served teacher's log-probs are at temperature 1 (vLLM's raw log-probs): train at "
+                             f"temperature=1, got {self.temperature}")
+        if not self.teacher_timeout_s > 0:
+            raise ValueError(f"teacher_timeout_s must be > 0, got {self.teacher_timeout_s}")
 
     def _check_teachers(self) -> None:
         if not (self.teachers or self.teacher_route or self.teacher_routes or self.teacher_mix):

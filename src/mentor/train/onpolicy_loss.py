@@ -14,6 +14,7 @@ from mentor.losses import (
     generalized_jsd,
     generalized_jsd_from_states,
     sampled_token_distill,
+    sparse_teacher_divergence,
     token_logprobs,
 )
 from mentor.models import encode_prompt
@@ -39,7 +40,8 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
     # loss makes them a chunk at a time from the hidden states, with forward KL's closed-form gradient where it
     # applies (docs/methods.md, section 1)
     fused = (config.grpo_weight == 0 and config.divergence in ("full", "top-k") and plain_head(model) is not None
-             and not getattr(teacher, "mixes", False))  # a mixture of teachers needs their logits
+             and not getattr(teacher, "mixes", False)  # a mixture of teachers needs their logits
+             and getattr(teacher, "kind", None) != "served")  # a served one gives its top k, read against logits
     closed_form = config.divergence == "full" and config.beta == 0 and config.divergence_clip is None
     if fused:
         hidden_BTH, mask_BT = forward(prompts, completions, states=True)
@@ -79,6 +81,12 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
             start = time.time()
             teacher_prompts = [encode_prompt(tokenizer, rows[i].teacher_prompt) for i in members]
             group_completions = [completions[i] for i in members]
+            if teacher.kind == "served":
+                part = _served_part(teacher, teacher_prompts, group_completions, members, logits_BTV, logp_BT,
+                                    group_mask_BT, config)
+                times["teacher"] += time.time() - start
+                parts.append((float(group_mask_BT.sum()), members, part))
+                continue
             with torch.no_grad(), teacher.scoring(model, key) as scorer:
                 if fused:
                     teacher_hidden_BTH = _in_place(completion_states(scorer, teacher_prompts, group_completions)[0],
@@ -129,6 +137,22 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
         # several processes this backward reduces the gradients of the same weights as the others' do
         sd = (hidden_BTH.sum() + head.sum()) * 0.0 if fused else logits_BTV.sum() * 0.0
     return pg, sd, metrics
+
+
+def _served_part(teacher, prompts: list[list[int]], completions: list[list[int]], members: list[int],
+                 logits_BTV: torch.Tensor, logp_BT: torch.Tensor, group_mask_BT: torch.Tensor,
+                 config: OnPolicyConfig) -> tuple:
+    """One group's (loss, metrics, student log-probs, teacher log-probs) from a served teacher's numbers: its
+    log-probs of the student's tokens (sampled-token loss) or its top k (top-k divergence)."""
+    shape = group_mask_BT.shape
+    own_BT, ids_BTK, top_BTK = teacher.score(prompts, completions, shape[1], group_mask_BT.device)
+    teacher_logp_BT = _in_place(own_BT[..., None], members, shape)[..., 0]
+    if config.divergence == "sampled":
+        return (*sampled_token_distill(logp_BT, teacher_logp_BT, group_mask_BT), logp_BT, teacher_logp_BT)
+    loss = sparse_teacher_divergence(logits_BTV, _in_place(ids_BTK, members, shape), _in_place(top_BTK, members, shape),
+                                     group_mask_BT, beta=config.beta, tail=config.tail, clip=config.divergence_clip,
+                                     clip_mode=config.divergence_clip_mode)
+    return (*loss, logp_BT, teacher_logp_BT)
 
 
 def critique_prediction_loss(forward, tokenizer, rows: list[Row]) -> tuple[torch.Tensor | None, int, dict]:
