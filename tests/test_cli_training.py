@@ -239,7 +239,8 @@ def test_compare_rejects_a_bad_method_before_running(tmp_path):
 
 
 OFFLINE = ["seeds=[0]", "search={}", "methods.Oracle.oracle_problems=6", "generate.n_problems=6", "generate.group_size=4", "distill.sft.steps=4",
-           "distill.sft.batch_size=4", "distill.eval_every=2", "distill.eval_problems=4", "distill.eval_k=2"]
+           "distill.sft.batch_size=4", "distill.eval_every=2", "distill.eval_problems=4", "distill.eval_k=2",
+           "distill.test_problems=4", "distill.max_new_tokens=120"]  # the shipped 300 x 8 test would be most of the time
 
 
 def test_compare_runs_offline_methods_on_one_teacher_dataset(tmp_path):
@@ -297,7 +298,7 @@ def test_compare_runs_the_mapd_pipeline_once_for_its_ablations(tmp_path):
     config = DEFAULT_CONFIG.parent / "compare_world_mapd.yaml"
     assert main(["compare", "--out", str(out), str(config), "seeds=[0]", "search={}", "mapd.n_problems=10",
                  "distill.sft.steps=2", "distill.sft.batch_size=4", "distill.eval_problems=3", "distill.eval_k=1",
-                 "workers=1"]) == 0
+                 "distill.test_problems=3", "distill.max_new_tokens=120", "workers=1"]) == 0
     report = (out / "report.md").read_text()
     for label, ablation in (("MAPD", "committee"), ("single-teacher", "single"), ("no-explanation", "no-explanation")):
         assert f"| {label} |" in report
