@@ -32,6 +32,14 @@ def test_route_values():
         route_value(problem, "question")
 
 
+def test_world_problems_carry_their_length_for_routing():
+    problems = load_task("world:steps=2-4,inputs=2-3").problems("train", n=40)
+    for problem in problems:
+        assert route_value(problem, "meta.steps") == str(len(problem.meta["defs"]))
+        assert route_value(problem, "meta.n_inputs") == str(len(problem.meta["inputs"]))
+    assert {route_value(p, "meta.steps") for p in problems} == {"2", "3", "4"}
+
+
 def test_routing_between_two_copies_of_one_teacher_is_that_teacher(teachers, tmp_path):  # noqa: F811
     one = _first(tmp_path, "one", teacher_model=teachers["moved"])
     routed = _first(tmp_path, "routed", teachers={"a": teachers["moved"], "b": teachers["moved"]},

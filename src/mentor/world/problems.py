@@ -384,7 +384,9 @@ class WorldTask(Task):
                     answer=str(wp.answer),
                     solution=alternative_solution(wp, rng),
                     source=self.name,
-                    meta={**wp.to_meta(), "config": asdict(self.config)},
+                    # steps and n_inputs: what a problem's length is, for routing it (teacher_route=meta.steps)
+                    meta={**wp.to_meta(), "steps": len(wp.defs), "n_inputs": len(wp.inputs),
+                          "config": asdict(self.config)},
                 )
             )
         return out
