@@ -501,6 +501,21 @@ def sampled_token_distill(
 # ----- GRPO ---------------------------------------------------------------------------------------------
 
 
+def truncated_importance_weights(trainer_logp_BT: torch.Tensor, behaviour_logp_BT: torch.Tensor, mask_BT: torch.Tensor,
+                                 cap: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """min(pi_trainer / pi_behaviour, cap) per token, from the log-probs (the log-ratio clamped at log cap before
+    the exponential, so no ratio overflows): the rollout correction for tokens another copy of the weights drew
+    (an older version, or an engine with its own kernels). Masked positions get 1."""
+    if not cap > 0:
+        raise ValueError(f"the importance weight cap must be > 0, got {cap}")
+    mask_BT = mask_BT.bool()
+    log_ratio_BT = (trainer_logp_BT.detach() - behaviour_logp_BT).clamp(max=math.log(cap)).masked_fill(~mask_BT, 0.0)
+    weight_BT = log_ratio_BT.exp()
+    n = mask_BT.sum().clamp(min=1)
+    return weight_BT, {"is_weight_mean": float(weight_BT[mask_BT].sum() / n),
+                       "is_truncated_frac": float(((log_ratio_BT >= math.log(cap)) & mask_BT).sum() / n)}
+
+
 def group_advantages(
     rewards_BG: torch.Tensor, eps: float = 1e-6, scale_by_std: bool = True
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -537,11 +552,14 @@ def clipped_policy_gradient(
     clip_low: float = 0.2,
     clip_high: float = 0.2,
     aggregation: str = "token-mean",
+    weight_BT: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate: - min(r A, clip(r, 1 - clip_low, 1 + clip_high) A), r = exp(logp - old_logp).
 
     ``token-mean`` averages over all unmasked tokens of the batch (long sequences weigh more);
     ``sequence-mean`` averages within each sequence, then over the sequences that have any token.
+    ``weight_BT`` (detached) multiplies each token's term: the truncated importance weight of tokens drawn by
+    other weights than the trainer's (:func:`truncated_importance_weights`).
     """
     if aggregation not in ("token-mean", "sequence-mean"):
         raise ValueError(f"aggregation must be 'token-mean' or 'sequence-mean', got {aggregation!r}")
@@ -553,7 +571,10 @@ def clipped_policy_gradient(
     adv_BT = advantages_B.detach().to(ratio_BT.dtype)[:, None].expand_as(ratio_BT)
     unclipped_BT = -adv_BT * ratio_BT
     clipped_BT = -adv_BT * ratio_BT.clamp(1.0 - clip_low, 1.0 + clip_high)
-    per_token_BT = torch.maximum(unclipped_BT, clipped_BT).masked_fill(~mask_BT, 0.0)
+    per_token_BT = torch.maximum(unclipped_BT, clipped_BT)
+    if weight_BT is not None:
+        per_token_BT = per_token_BT * weight_BT.detach().to(per_token_BT.dtype)
+    per_token_BT = per_token_BT.masked_fill(~mask_BT, 0.0)
     len_B = mask_BT.sum(dim=1)
     if aggregation == "token-mean":
         loss = per_token_BT.sum() / len_B.sum().clamp(min=1)

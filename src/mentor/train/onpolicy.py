@@ -76,28 +76,39 @@ log = logging.getLogger("mentor")
 # ----- one step ------------------------------------------------------------------------------------------
 
 
+def step_sampling(task: Task, tokenizer, problems: list[Problem], config: OnPolicyConfig, step: int
+                  ) -> tuple[list[str], SamplingParams]:
+    """The prompts of a step's problems and how they are sampled (each step its own seed)."""
+    prompts = [render_prompt(tokenizer, task.prompt(p)) for p in problems]
+    params = SamplingParams(n=config.rollouts_per_prompt, temperature=config.temperature, top_p=config.top_p,
+                            max_new_tokens=config.max_new_tokens, seed=config.seed * 100_003 + step)
+    return prompts, params
+
+
 def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, problems: list[Problem], optimizer,
                config: OnPolicyConfig, step: int, critic: Critic, sampler=None, ranks: Ranks | None = None,
-               forward=None) -> dict:
+               forward=None, drawn: tuple[list, int] | None = None) -> dict:
     """One on-policy step on ``problems`` (sample, score, context, loss, update); returns its metrics.
     ``sampler`` draws the rollouts (default: mentor's decode loop on ``model``); one that holds its own copy
     of the weights must have ``model``'s current ones. With several processes (``ranks``, ``forward`` its
     DDP-wrapped or sharded loss forward, ``model`` then the whole copy :meth:`Ranks.wrap` gives) each draws and
     scores its share of the prompts, whole groups, and the summed gradient is that of the whole batch; the
-    metrics are the whole batch's, on every process."""
+    metrics are the whole batch's, on every process. ``drawn``: the step's rollouts drawn ahead (generation that
+    overlaps training, :mod:`.async_rollouts`) and how many updates old their weights were."""
     ranks = ranks or Ranks()
     forward = forward or CompletionForward(model)
     trained = policy_of(forward)  # ``model`` itself, or under FSDP the sharded model ``model`` is a whole copy of
     times = dict.fromkeys(("generate", "critic", "teacher", "update"), 0.0)
     start = time.time()
     offset, problems = ranks.share(problems)
-    prompts = [render_prompt(tokenizer, task.prompt(p)) for p in problems]
-    params = SamplingParams(n=config.rollouts_per_prompt, temperature=config.temperature, top_p=config.top_p,
-                            max_new_tokens=config.max_new_tokens, seed=config.seed * 100_003 + step)
+    prompts, params = step_sampling(task, tokenizer, problems, config, step)
     model.eval()
-    # each prompt is seeded by its place in the whole step's batch: the rollouts do not depend on the processes
-    samples = (sampler or LocalSampler(model, tokenizer, batch_size=64)).generate(
-        prompts, params, indices=range(offset, offset + len(prompts)))
+    if drawn is not None:  # drawn ahead in another process: the time is the wait for them
+        samples, staleness = drawn
+    else:
+        # each prompt is seeded by its place in the whole step's batch: the rollouts do not depend on the processes
+        samples = (sampler or LocalSampler(model, tokenizer, batch_size=64)).generate(
+            prompts, params, indices=range(offset, offset + len(prompts)))
     times["generate"] = time.time() - start
     rows = [Row(problem, prompt, s, task.verify(problem, s.text).reward)
             for problem, prompt, group in zip(problems, prompts, samples) for s in group]
@@ -152,6 +163,8 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
     metrics.update(totals, step=step, reward=float(rewards_BG.mean()), rollouts=len(rows), grad_norm=grad_norm,
                    generated_tokens=generated, tokens_per_s=generated / max(times["generate"], 1e-9),
                    **counts, **{f"time_{k}": round(v, 4) for k, v in times.items()})
+    if drawn is not None:
+        metrics["staleness"] = staleness
     # what each process's means are over, for combining them across processes: the rollouts by default
     weights = {"pg": sum(pg_count), "sd": sum(sd_count), "rows": len(rows)}
     if config.grpo_weight < 1:
@@ -345,45 +358,55 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
 
     if start == 0 and not result.evals:
         record_eval(0)
-    for step in range(start, config.steps):
-        if stop_after is not None and step >= stop_after:
-            return result
-        batch = pool[step * config.prompts_per_step : (step + 1) * config.prompts_per_step]
-        metrics = train_step(model, teacher, tokenizer, task, batch, optimizer, config, step, critic, sampler, ranks,
-                             forward)
-        optimizer_state = None
-        if engine is not None:
-            engine.load_weights(model)
-        if teacher is not None:
-            teacher.update(model)
-        metrics["lr"] = scheduler.get_last_lr()[0]
-        scheduler.step()
-        for warning in guards.check(step + 1, metrics):
-            log.warning(warning)
-            metrics.setdefault("warnings", []).append(warning)
-        result.history.append(metrics)
-        if writer is not None:
-            append_jsonl(writer / "metrics.jsonl", metrics)
-        if trackers is not None:
-            trackers.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step + 1)
-        if progress is not None and ranks.is_main:
-            progress(step + 1, metrics)
-        done = step + 1 == config.steps
-        if (config.eval_every and (step + 1) % config.eval_every == 0) or done:
-            result.stopped_early = record_eval(step + 1) and not done
-        if run_dir is not None and ((step + 1) % config.save_every == 0 or done or result.stopped_early):
-            optimizer_state = ranks.optimizer_state(forward, optimizer)  # every process: FSDP gathers it
-        if writer is not None and optimizer_state is not None:
-            save_checkpoint(writer / "checkpoint", model=model, optimizer_state=optimizer_state, scheduler=scheduler,
-                            teacher_state=teacher.state_dict() if teacher else {}, step=step + 1,
-                            loop_state={"history": result.history, "evals": result.evals, "best": result.best,
-                                        "bad_evals": bad_evals, "guards": guards.state_dict(),
-                                        "stopped_early": result.stopped_early,
-                                        "best_weights": result.best_weights})
-        if result.stopped_early:
-            log.warning(f"early stopping at step {step + 1}: no better avg@{config.eval_k} in "
-                        f"{config.early_stopping_patience} evaluations")
-            break
+    def batch_of(step: int) -> list[Problem]:
+        return pool[step * config.prompts_per_step : (step + 1) * config.prompts_per_step]
+
+    ahead = _rollouts_ahead(model, tokenizer, task, config, ranks, start, batch_of)
+    try:
+        for step in range(start, config.steps):
+            if stop_after is not None and step >= stop_after:
+                return result
+            drawn = ahead.take(step) if ahead is not None else None
+            metrics = train_step(model, teacher, tokenizer, task, batch_of(step), optimizer, config, step, critic,
+                                 sampler, ranks, forward, drawn)
+            optimizer_state = None
+            if ahead is not None:
+                ahead.push(model, step + 1)
+            if engine is not None:
+                engine.load_weights(model)
+            if teacher is not None:
+                teacher.update(model)
+            metrics["lr"] = scheduler.get_last_lr()[0]
+            scheduler.step()
+            for warning in guards.check(step + 1, metrics):
+                log.warning(warning)
+                metrics.setdefault("warnings", []).append(warning)
+            result.history.append(metrics)
+            if writer is not None:
+                append_jsonl(writer / "metrics.jsonl", metrics)
+            if trackers is not None:
+                trackers.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step + 1)
+            if progress is not None and ranks.is_main:
+                progress(step + 1, metrics)
+            done = step + 1 == config.steps
+            if (config.eval_every and (step + 1) % config.eval_every == 0) or done:
+                result.stopped_early = record_eval(step + 1) and not done
+            if run_dir is not None and ((step + 1) % config.save_every == 0 or done or result.stopped_early):
+                optimizer_state = ranks.optimizer_state(forward, optimizer)  # every process: FSDP gathers it
+            if writer is not None and optimizer_state is not None:
+                save_checkpoint(writer / "checkpoint", model=model, optimizer_state=optimizer_state, scheduler=scheduler,
+                                teacher_state=teacher.state_dict() if teacher else {}, step=step + 1,
+                                loop_state={"history": result.history, "evals": result.evals, "best": result.best,
+                                            "bad_evals": bad_evals, "guards": guards.state_dict(),
+                                            "stopped_early": result.stopped_early,
+                                            "best_weights": result.best_weights})
+            if result.stopped_early:
+                log.warning(f"early stopping at step {step + 1}: no better avg@{config.eval_k} in "
+                            f"{config.early_stopping_patience} evaluations")
+                break
+    finally:
+        if ahead is not None:
+            ahead.close()
     if config.test_problems and ranks.is_main:
         # a finished run resumed again keeps the test scores its summary holds (the weights are the same)
         finished = run_dir is not None and start >= config.steps and (run_dir / "summary.json").is_file()
@@ -400,6 +423,22 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
         (writer / "summary.json").write_text(json.dumps(run_summary(config, result), indent=2) + "\n")
     ranks.wait()  # the others leave once the main process has written everything
     return result
+
+
+def _rollouts_ahead(model, tokenizer, task: Task, config: OnPolicyConfig, ranks: Ranks, start: int, batch_of):
+    """With ``async_generation``, the generator process that draws the steps' rollouts ahead; else None."""
+    if not config.async_generation or start >= config.steps:
+        return None
+    if ranks.world > 1:
+        raise ValueError("async_generation runs on one training process")
+    from mentor.train.async_rollouts import AsyncRollouts
+
+    def schedule(step: int):
+        prompts, params = step_sampling(task, tokenizer, batch_of(step), config, step)
+        return prompts, params, range(len(prompts))
+
+    return AsyncRollouts(model, tokenizer, schedule, config.steps - 1, start=start,
+                         max_staleness=config.max_staleness, threads=config.generator_threads)
 
 
 def _prepare_run_dir(run_dir: Path, config: OnPolicyConfig, model, optimizer, scheduler, teacher, guards,

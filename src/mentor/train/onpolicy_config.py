@@ -40,6 +40,14 @@ class OnPolicyConfig:
     # local: mentor's own decode loop; vllm: a vLLM engine colocated in the process, built once from the
     # model's folder, the weights pushed into it after every optimizer step (needs vllm installed)
     generation_backend: str = "local"
+    # generation that overlaps training (mentor.train.async_rollouts): a step's rollouts drawn by mentor's loop
+    # in another process while the step before trains, from weights at most max_staleness updates old (0: the
+    # synchronous run); generator_threads: its torch threads (0: as many as the trainer's). GRPO weights tokens
+    # drawn by other weights (async, or the vLLM engine) by min(pi_trainer / pi_generator, tis_cap)
+    async_generation: bool = False
+    max_staleness: int = 1
+    generator_threads: int = 0
+    tis_cap: float = 2.0
     # optimisation
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -107,6 +115,9 @@ class OnPolicyConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.async_generation and self.generation_backend != "local":
+            raise ValueError("async_generation draws with mentor's loop in another process; with the "
+                             f"{self.generation_backend} backend leave it off")
         check_backend(self.generation_backend, "generation_backend")
         if self.grpo_weight is None:
             self.grpo_weight = 1.0 if self.method == "grpo" else 0.0
@@ -140,6 +151,9 @@ class OnPolicyConfig:
             raise ValueError("sd-none needs onpolicy.teacher_model: without a context the self-teacher is the "
                              "student itself and gives no signal")
         self._check_teachers()
+        if self.max_staleness < 0 or self.generator_threads < 0 or not self.tis_cap > 0:
+            raise ValueError("max_staleness and generator_threads must be >= 0 and tis_cap > 0, got "
+                             f"{self.max_staleness}, {self.generator_threads}, {self.tis_cap}")
         self._check_served_teacher()
         if self.teacher_model and self.teacher != "initial":
             raise ValueError(f"teacher={self.teacher} is a kind of self-teacher; a separate teacher_model is frozen "

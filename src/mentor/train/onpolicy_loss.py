@@ -16,6 +16,7 @@ from mentor.losses import (
     sampled_token_distill,
     sparse_teacher_divergence,
     token_logprobs,
+    truncated_importance_weights,
 )
 from mentor.models import encode_prompt
 from mentor.train.completions import completion_logits, completion_states, plain_head
@@ -62,10 +63,16 @@ def micro_losses(model, teacher: SelfTeacher | None, tokenizer, rows: list[Row],
         # more for an engine with its own kernels, whose numbers then give way to the trainer's in the ratio
         mismatch = (logp_BT.detach() - old_BT).abs()[mask_BT.bool()]
         metrics["pg_logp_mismatch"] = float(mismatch.mean()) if mismatch.numel() else 0.0
-        if config.generation_backend != "local":
+        weight_BT = None
+        if config.generation_backend != "local" or (config.async_generation and config.max_staleness > 0):
+            # drawn by other weights (an engine's kernels, or an older version): the trainer's log-probs are the
+            # ratio's reference, and each token is weighted by the truncated importance weight
+            weight_BT, is_metrics = truncated_importance_weights(logp_BT, old_BT, mask_BT, config.tis_cap)
+            metrics.update({f"pg_{k}": v for k, v in is_metrics.items()})
             old_BT = logp_BT.detach()
         pg, pg_metrics = clipped_policy_gradient(logp_BT, old_BT, adv_B.to(device), mask_BT, clip_low=config.clip,
-                                                 clip_high=config.clip, aggregation=config.aggregation)
+                                                 clip_high=config.clip, aggregation=config.aggregation,
+                                                 weight_BT=weight_BT)
         metrics.update({f"pg_{k}": v for k, v in pg_metrics.items()})
     if config.grpo_weight < 1 and any(r.teacher_prompt is not None for r in rows):  # else no signal to compute
         # the teacher reads only the rows with a context; the others' places stay zero, under a zero mask

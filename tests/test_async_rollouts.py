@@ -1,0 +1,66 @@
+"""Generation that overlaps training (issue 22, part 4): a step's rollouts drawn in another process while the
+step before trains, from weights at most ``max_staleness`` updates old."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mentor.losses import clipped_policy_gradient, truncated_importance_weights
+from mentor.tasks import load_task
+from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy
+from mentor.world.solver import SHIPPED_DIR, load_world_folder
+
+FAST = {"steps": 3, "prompts_per_step": 2, "rollouts_per_prompt": 4, "lr": 1e-3, "eval_problems": 2, "eval_k": 1,
+        "max_new_tokens": 100, "eval_every": 0, "test_problems": 0}
+
+
+def _run(method: str, **extra):
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    result = train_onpolicy(model, tokenizer, load_task("world:steps=2"), OnPolicyConfig(method=method, **FAST, **extra))
+    return {n: p.detach().clone() for n, p in model.named_parameters()}, result.history
+
+
+@pytest.mark.parametrize("method", ["grpo", "sd-critique"])
+def test_staleness_zero_is_the_synchronous_run_in_another_process(method):
+    weights, history = _run(method)
+    async_weights, async_history = _run(method, async_generation=True, max_staleness=0)
+    assert [m["generated_tokens"] for m in async_history] == [m["generated_tokens"] for m in history]
+    assert [m["reward"] for m in async_history] == [m["reward"] for m in history]
+    assert all(m["staleness"] == 0 for m in async_history)
+    assert all(torch.equal(weights[n], async_weights[n]) for n in weights)
+
+
+def test_staleness_one_draws_each_step_but_the_first_from_the_weights_one_update_old():
+    _, history = _run("grpo", async_generation=True, max_staleness=1)
+    assert [m["staleness"] for m in history] == [0, 1, 1]
+    # GRPO weighs the stale tokens by the truncated importance weight, logged
+    assert all(0 < m["pg_is_weight_mean"] <= 2.0 for m in history)
+
+
+def test_truncated_importance_weights_are_capped_ratios_and_weight_the_surrogate():
+    trainer = torch.tensor([[0.0, -1.0, -2.0]])
+    behaviour = torch.tensor([[-1.0, -1.0, -0.5]])
+    mask = torch.tensor([[True, True, False]])
+    weights, metrics = truncated_importance_weights(trainer, behaviour, mask, cap=2.0)
+    assert weights[0].tolist() == pytest.approx([2.0, 1.0, 1.0])  # e^1 capped at 2; the masked position 1
+    assert metrics == pytest.approx({"is_weight_mean": 1.5, "is_truncated_frac": 0.5})
+    logp = torch.tensor([[-0.5, -1.0, -2.0]], requires_grad=True)
+    plain, _ = clipped_policy_gradient(logp, logp.detach(), torch.tensor([1.0]), mask)
+    weighted, _ = clipped_policy_gradient(logp, logp.detach(), torch.tensor([1.0]), mask, weight_BT=weights)
+    assert float(plain.detach()) == pytest.approx(-1.0) and float(weighted.detach()) == pytest.approx(-1.5)
+    with pytest.raises(ValueError, match="cap must be > 0"):
+        truncated_importance_weights(trainer, behaviour, mask, cap=0.0)
+    assert math.isfinite(float(truncated_importance_weights(trainer + 1e4, behaviour, mask, 2.0)[0].max()))
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    ({"generation_backend": "vllm"}, "async_generation draws with mentor's loop"),
+    ({"max_staleness": -1}, "max_staleness"),
+    ({"tis_cap": 0.0}, "tis_cap"),
+])
+def test_bad_async_settings_are_refused(extra, match):
+    with pytest.raises(ValueError, match=match):
+        OnPolicyConfig(async_generation=True, **extra)
