@@ -36,6 +36,7 @@ def test_staleness_zero_is_the_synchronous_run_in_another_process(method):
 def test_staleness_one_draws_each_step_but_the_first_from_the_weights_one_update_old():
     _, history = _run("grpo", async_generation=True, max_staleness=1)
     assert [m["staleness"] for m in history] == [0, 1, 1]
+    assert history[0]["time_generate"] > 0.01  # the first step waits for its rollouts: the wait is its generation
     # GRPO weighs the stale tokens by the truncated importance weight, logged
     assert all(0 < m["pg_is_weight_mean"] <= 2.0 for m in history)
 

@@ -18,6 +18,7 @@ the guards, metrics to JSON lines and accelerate trackers, and checkpoints that 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -87,14 +88,15 @@ def step_sampling(task: Task, tokenizer, problems: list[Problem], config: OnPoli
 
 def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, problems: list[Problem], optimizer,
                config: OnPolicyConfig, step: int, critic: Critic, sampler=None, ranks: Ranks | None = None,
-               forward=None, drawn: tuple[list, int] | None = None) -> dict:
+               forward=None, draw: Callable[[], tuple[list, int]] | None = None) -> dict:
     """One on-policy step on ``problems`` (sample, score, context, loss, update); returns its metrics.
     ``sampler`` draws the rollouts (default: mentor's decode loop on ``model``); one that holds its own copy
     of the weights must have ``model``'s current ones. With several processes (``ranks``, ``forward`` its
     DDP-wrapped or sharded loss forward, ``model`` then the whole copy :meth:`Ranks.wrap` gives) each draws and
     scores its share of the prompts, whole groups, and the summed gradient is that of the whole batch; the
-    metrics are the whole batch's, on every process. ``drawn``: the step's rollouts drawn ahead (generation that
-    overlaps training, :mod:`.async_rollouts`) and how many updates old their weights were."""
+    metrics are the whole batch's, on every process. ``draw``: gives the step's rollouts drawn ahead (generation
+    that overlaps training, :mod:`.async_rollouts`) and how many updates old their weights were; the wait for them
+    is the step's generation time."""
     ranks = ranks or Ranks()
     forward = forward or CompletionForward(model)
     trained = policy_of(forward)  # ``model`` itself, or under FSDP the sharded model ``model`` is a whole copy of
@@ -103,8 +105,8 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
     offset, problems = ranks.share(problems)
     prompts, params = step_sampling(task, tokenizer, problems, config, step)
     model.eval()
-    if drawn is not None:  # drawn ahead in another process: the time is the wait for them
-        samples, staleness = drawn
+    if draw is not None:  # drawn ahead in another process: the time is the wait for them
+        samples, staleness = draw()
     else:
         # each prompt is seeded by its place in the whole step's batch: the rollouts do not depend on the processes
         samples = (sampler or LocalSampler(model, tokenizer, batch_size=64)).generate(
@@ -163,7 +165,7 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
     metrics.update(totals, step=step, reward=float(rewards_BG.mean()), rollouts=len(rows), grad_norm=grad_norm,
                    generated_tokens=generated, tokens_per_s=generated / max(times["generate"], 1e-9),
                    **counts, **{f"time_{k}": round(v, 4) for k, v in times.items()})
-    if drawn is not None:
+    if draw is not None:
         metrics["staleness"] = staleness
     # what each process's means are over, for combining them across processes: the rollouts by default
     weights = {"pg": sum(pg_count), "sd": sum(sd_count), "rows": len(rows)}
@@ -366,9 +368,9 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
         for step in range(start, config.steps):
             if stop_after is not None and step >= stop_after:
                 return result
-            drawn = ahead.take(step) if ahead is not None else None
+            draw = functools.partial(ahead.take, step) if ahead is not None else None
             metrics = train_step(model, teacher, tokenizer, task, batch_of(step), optimizer, config, step, critic,
-                                 sampler, ranks, forward, drawn)
+                                 sampler, ranks, forward, draw)
             optimizer_state = None
             if ahead is not None:
                 ahead.push(model, step + 1)
