@@ -45,9 +45,9 @@ class OnPolicyConfig:
     # synchronous run); generator_threads: its torch threads (0: as many as the trainer's). GRPO weights tokens
     # drawn by other weights (async, or the vLLM engine) by min(pi_trainer / pi_generator, tis_cap)
     async_generation: bool = False
-    max_staleness: int = 1
-    generator_threads: int = 0
-    tis_cap: float = 2.0
+    max_staleness: int = 1  # async: a step's rollouts come from weights at most this many updates old
+    generator_threads: int = 0  # async: the generator process's torch threads (0: as many as the trainer's)
+    tis_cap: float = 2.0  # GRPO: the cap of the truncated importance weight of tokens drawn by other weights
     # optimisation
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -73,8 +73,8 @@ class OnPolicyConfig:
     # teacher_model the served model's name; it gives top-k log-probs, so divergence=top-k (k = top_k) or
     # sampled, at temperature 1. The API key is read from the environment variable teacher_api_key_env
     teacher_base_url: str = ""
-    teacher_api_key_env: str = "OPENAI_API_KEY"
-    teacher_timeout_s: float = 120.0
+    teacher_api_key_env: str = "OPENAI_API_KEY"  # the environment variable that holds the served teacher's key
+    teacher_timeout_s: float = 120.0  # the served teacher: seconds a request may take, whole
     # several separate teachers (mentor.train.teacher_panel): name -> model spec, and either teacher_route, a
     # problem field (source, id, answer or meta.KEY) whose value (mapped by teacher_routes, value -> name, or
     # itself a name) picks each prompt's teacher, or teacher_mix, name -> weight of a mixture of their
