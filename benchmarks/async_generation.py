@@ -12,9 +12,10 @@ within every repetition (the order rotates each time):
 - **async, 1 + 1**: ``async_generation=true max_staleness=1``, the trainer on one thread and the generator
   process on another (one core each), the rollouts of step n+1 drawn while step n trains.
 
-A step's wall time is the sum of its timed parts (``time_generate``, which under async is the wait for the
-rollouts drawn ahead, ``time_critic``, ``time_teacher``, ``time_update``); the first step of every run is left
-out (it fills the pipeline, and warms every setting up). The machine must be otherwise idle: run it alone.
+A step's wall time is the wall clock between the ends of consecutive steps (the trainer's progress callback),
+so it holds everything the loop does between them: the wait for the rollouts, the update, and under async the
+push of the weights to the generator. The first step of every run is left out (it fills the pipeline, and
+warms every setting up). The machine must be otherwise idle: run it alone.
 The table gives each setting's median tokens/s over the repetitions and its ratio to "sync, 1 thread".
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import torch
 
@@ -44,9 +46,10 @@ def run(setting: dict, args) -> tuple[float, int]:
                             rollouts_per_prompt=args.rollouts, max_new_tokens=args.max_new_tokens, lr=1e-4,
                             eval_every=0, eval_problems=1, eval_k=1, test_problems=0, async_generation=setting["async"],
                             max_staleness=1, generator_threads=1)
-    history = train_onpolicy(model, tokenizer, load_task(args.task), config).history[1:]
-    seconds = sum(v for m in history for k, v in m.items() if k.startswith("time_"))
-    return seconds, sum(m["generated_tokens"] for m in history)
+    ends: list[float] = []
+    history = train_onpolicy(model, tokenizer, load_task(args.task), config,
+                             progress=lambda step, metrics: ends.append(time.perf_counter())).history
+    return ends[-1] - ends[0], sum(m["generated_tokens"] for m in history[1:])
 
 
 def main() -> None:

@@ -65,3 +65,21 @@ def test_truncated_importance_weights_are_capped_ratios_and_weight_the_surrogate
 def test_bad_async_settings_are_refused(extra, match):
     with pytest.raises(ValueError, match=match):
         OnPolicyConfig(async_generation=True, **extra)
+
+
+def test_a_run_stopped_and_resumed_draws_from_the_restored_weights_and_leaves_no_generator(tmp_path):
+    import multiprocessing
+    import time
+
+    config = OnPolicyConfig(method="grpo", async_generation=True, max_staleness=1,
+                            **{**FAST, "steps": 4, "save_every": 1})
+    task = load_task("world:steps=2")
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    start = time.monotonic()
+    train_onpolicy(model, tokenizer, task, config, run_dir=tmp_path / "run", stop_after=2)
+    assert time.monotonic() - start < 60 and not multiprocessing.active_children()  # stopped, not waited out
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    resumed = train_onpolicy(model, tokenizer, task, config, run_dir=tmp_path / "run")
+    # after the resume the first step is drawn from the restored weights, the next one update behind again
+    assert [m["staleness"] for m in resumed.history] == [0, 1, 0, 1]
+    assert not multiprocessing.active_children()

@@ -132,16 +132,19 @@ def test_prompt_logprobs_are_read_at_the_completion_positions():
     ]}]}
     own, ids, logps = read_prompt_logprobs(answer, start=1, tokens=[8, 5], k=2)
     assert own == [-2.5, -6.0] and ids == [[7, 8], [9, 4]] and logps == [[-0.1, -2.5], [-0.2, -1.9]]
-    with pytest.raises(ValueError, match="lacks token 3"):
+    from mentor.sampling.openai_compatible import SamplerError
+
+    # an answer that does not fit what was asked is not retried: it would not change
+    with pytest.raises(SamplerError, match="lacks token 3"):
         read_prompt_logprobs(answer, start=1, tokens=[3], k=2)
-    with pytest.raises(ValueError, match="positions"):
+    with pytest.raises(SamplerError, match="positions"):
         read_prompt_logprobs(answer, start=2, tokens=[9, 9], k=2)
-    with pytest.raises(ValueError, match="gives 2 ids"):
+    with pytest.raises(SamplerError, match="gives 2 ids"):
         read_prompt_logprobs(answer, start=1, tokens=[8], k=3)
 
 
 @pytest.mark.parametrize(("extra", "match"), [
-    ({"teacher_model": ""}, "needs onpolicy.teacher_model"),
+    ({"teacher_model": "", "method": "sd-reference"}, "a served teacher needs onpolicy.teacher_model"),
     ({"divergence": "full"}, "top-k log-probs, not its logits"),
     ({"top_k_source": "student"}, "top-k log-probs, not its logits"),
     ({"temperature": 0.7}, "temperature 1"),

@@ -21,6 +21,7 @@ def world_build(args) -> int:
             raise FileExistsError(f"{out} holds a world model built with another config; use --force or another --out")
         console().print(f"world model already built at {out} (use --force to rebuild)")
         return 0
+    console().print(build_estimate(config.sft.steps))
     start = time.time()
     with progress_bar() as bar:
         task = bar.add("training the world's base solver", total=config.sft.steps)
@@ -32,6 +33,17 @@ def world_build(args) -> int:
     save_config(config, out / "world_config.yaml")
     console().print(f"built in {time.time() - start:.0f}s -> {out}")
     return 0
+
+
+def build_estimate(steps: int) -> str:
+    """What a build of ``steps`` steps should take, from the shipped build's own record (its steps and seconds)."""
+    from mentor.records import read_json
+    from mentor.world.solver import SHIPPED_DIR
+
+    shipped = read_json(SHIPPED_DIR / "mentor_world.json", "the shipped world model's record")
+    seconds = shipped["seconds"] / shipped["config"]["sft"]["steps"] * steps
+    return (f"{steps:,} training steps: about {seconds / 60:.0f} minutes on a 2-core CPU at the shipped model's size "
+            f"(its build took {shipped['seconds']:,.0f} s for {shipped['config']['sft']['steps']:,} steps)")
 
 
 def world_show(args) -> int:

@@ -17,6 +17,7 @@ weights drew them) and states the staleness in its metrics.
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable
 
 import torch
@@ -24,7 +25,7 @@ import torch
 from mentor.sampling import SamplingParams
 
 
-def _generator(model, tokenizer, threads: int, inbox, outbox) -> None:
+def _generator(model, tokenizer, threads: int, version: int, inbox, outbox) -> None:
     """The generator process: apply weights, answer requests, in the order they come; stop on None."""
     from mentor.sampling.local import LocalSampler
     from mentor.train.checkpoint import restore_weights
@@ -32,7 +33,6 @@ def _generator(model, tokenizer, threads: int, inbox, outbox) -> None:
     torch.set_num_threads(threads)
     model.eval()
     sampler = LocalSampler(model, tokenizer, batch_size=64)
-    version = 0
     while (message := inbox.get()) is not None:
         kind, payload = message
         if kind == "weights":
@@ -62,12 +62,15 @@ class AsyncRollouts:
             raise ValueError(f"max_staleness must be >= 0, got {max_staleness}")
         self.schedule, self.last_step, self.max_staleness = schedule, last_step, max_staleness
         self.version = start  # the updates the generator's weights have seen
-        self.requested = start - 1
+        self.requested = self.taken = start - 1
         self.ready: dict[int, tuple[int, list]] = {}
         context = mp.get_context("spawn")
         self._inbox, self._outbox = context.Queue(), context.Queue()
-        own = copy.deepcopy(model).cpu() if next(model.parameters()).device.type != "cpu" else copy.deepcopy(model)
-        self._process = context.Process(target=_generator, args=(own, tokenizer, threads or torch.get_num_threads(),
+        if next(model.parameters()).device.type != "cpu":
+            raise ValueError("async_generation draws with mentor's loop on the CPU, beside a trainer on the CPU; on "
+                             "an accelerator use generation_backend=vllm")
+        self._process = context.Process(target=_generator, args=(copy.deepcopy(model), tokenizer,
+                                                                 threads or torch.get_num_threads(), start,
                                                                  self._inbox, self._outbox), daemon=True)
         self._process.start()
         self._send_requests()
@@ -89,12 +92,13 @@ class AsyncRollouts:
                 raise RuntimeError(f"the generator process died (exit code {self._process.exitcode})")
             try:
                 got, version, samples = self._outbox.get(timeout=5)
-            except Exception:  # queue.Empty: look at the process again
+            except queue.Empty:  # look at the process again
                 continue
             if isinstance(samples, Exception):
                 raise samples
             self.ready[got] = (version, samples)
         version, samples = self.ready.pop(step)
+        self.taken = max(self.taken, step)
         return samples, step - version
 
     def push(self, model, version: int) -> None:
@@ -107,13 +111,20 @@ class AsyncRollouts:
         self._send_requests()
 
     def close(self) -> None:
+        """Stop the generator: at once when it still has rollouts to draw that nobody will read (an early stop,
+        an error), else after it has read the stop message."""
         if self._process.is_alive():
-            self._inbox.put(None)
+            if self.requested > self.taken:
+                self._process.terminate()
+            else:
+                self._inbox.put(None)
             self._process.join(timeout=30)
             if self._process.is_alive():
                 self._process.kill()
-        self._inbox.close()
-        self._outbox.close()
+                self._process.join()
+        for channel in (self._inbox, self._outbox):
+            channel.cancel_join_thread()  # what was never read is dropped, not waited for
+            channel.close()
 
     def __enter__(self) -> AsyncRollouts:
         return self

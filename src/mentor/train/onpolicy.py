@@ -165,8 +165,9 @@ def train_step(model, teacher: SelfTeacher | None, tokenizer, task: Task, proble
     metrics.update(totals, step=step, reward=float(rewards_BG.mean()), rollouts=len(rows), grad_norm=grad_norm,
                    generated_tokens=generated, tokens_per_s=generated / max(times["generate"], 1e-9),
                    **counts, **{f"time_{k}": round(v, 4) for k, v in times.items()})
-    if draw is not None:
+    if draw is not None:  # the generation ran beside the last step: its rate is not tokens over the wait
         metrics["staleness"] = staleness
+        del metrics["tokens_per_s"]
     # what each process's means are over, for combining them across processes: the rollouts by default
     weights = {"pg": sum(pg_count), "sd": sum(sd_count), "rows": len(rows)}
     if config.grpo_weight < 1:
@@ -363,8 +364,9 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
     def batch_of(step: int) -> list[Problem]:
         return pool[step * config.prompts_per_step : (step + 1) * config.prompts_per_step]
 
-    ahead = _rollouts_ahead(model, tokenizer, task, config, ranks, start, batch_of)
+    ahead = None
     try:
+        ahead = _rollouts_ahead(model, tokenizer, task, config, ranks, start, stop_after, batch_of)
         for step in range(start, config.steps):
             if stop_after is not None and step >= stop_after:
                 return result
@@ -372,7 +374,7 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
             metrics = train_step(model, teacher, tokenizer, task, batch_of(step), optimizer, config, step, critic,
                                  sampler, ranks, forward, draw)
             optimizer_state = None
-            if ahead is not None:
+            if ahead is not None and step + 1 < config.steps:
                 ahead.push(model, step + 1)
             if engine is not None:
                 engine.load_weights(model)
@@ -427,7 +429,8 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
     return result
 
 
-def _rollouts_ahead(model, tokenizer, task: Task, config: OnPolicyConfig, ranks: Ranks, start: int, batch_of):
+def _rollouts_ahead(model, tokenizer, task: Task, config: OnPolicyConfig, ranks: Ranks, start: int,
+                    stop_after: int | None, batch_of):
     """With ``async_generation``, the generator process that draws the steps' rollouts ahead; else None."""
     if not config.async_generation or start >= config.steps:
         return None
@@ -439,8 +442,9 @@ def _rollouts_ahead(model, tokenizer, task: Task, config: OnPolicyConfig, ranks:
         prompts, params = step_sampling(task, tokenizer, batch_of(step), config, step)
         return prompts, params, range(len(prompts))
 
-    return AsyncRollouts(model, tokenizer, schedule, config.steps - 1, start=start,
-                         max_staleness=config.max_staleness, threads=config.generator_threads)
+    last = min(config.steps, stop_after if stop_after is not None else config.steps) - 1
+    return AsyncRollouts(model, tokenizer, schedule, last, start=start, max_staleness=config.max_staleness,
+                         threads=config.generator_threads)
 
 
 def _prepare_run_dir(run_dir: Path, config: OnPolicyConfig, model, optimizer, scheduler, teacher, guards,

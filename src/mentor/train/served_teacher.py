@@ -32,20 +32,22 @@ def prompt_logprobs_body(model: str, token_ids: list[int], k: int) -> dict:
 def read_prompt_logprobs(answer: dict, start: int, tokens: list[int], k: int
                          ) -> tuple[list[float], list[list[int]], list[list[float]]]:
     """From a prompt-log-probs answer, at the positions ``start, start + 1, ...`` of ``tokens``: the
-    log-probability of each token, and the k most likely ids and their log-probabilities. A position that
-    lacks its own token or k entries is a malformed answer (ValueError)."""
+    log-probability of each token, and the k most likely ids and their log-probabilities. An answer that
+    lacks positions, a position's own token or k entries will not change on a retry: SamplerError."""
+    from mentor.sampling.openai_compatible import SamplerError
+
     entries = answer["choices"][0]["prompt_logprobs"]
     if len(entries) < start + len(tokens):
-        raise ValueError(f"prompt_logprobs has {len(entries)} positions, {start + len(tokens)} asked")
+        raise SamplerError(f"prompt_logprobs has {len(entries)} positions, {start + len(tokens)} asked")
     own, ids, logps = [], [], []
     for position, token in enumerate(tokens):
         entry = entries[start + position]
         if not entry or str(token) not in entry:
-            raise ValueError(f"prompt_logprobs lacks token {token} at position {start + position}")
+            raise SamplerError(f"prompt_logprobs lacks token {token} at position {start + position}")
         own.append(float(entry[str(token)]["logprob"]))
         ranked = sorted(((float(v["logprob"]), int(i)) for i, v in entry.items()), reverse=True)[:k]
         if len(ranked) < k:
-            raise ValueError(f"prompt_logprobs gives {len(ranked)} ids at position {start + position}, {k} asked")
+            raise SamplerError(f"prompt_logprobs gives {len(ranked)} ids at position {start + position}, {k} asked")
         ids.append([i for _, i in ranked])
         logps.append([lp for lp, _ in ranked])
     return own, ids, logps
