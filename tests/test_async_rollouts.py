@@ -26,7 +26,9 @@ def _run(method: str, **extra):
 @pytest.mark.parametrize("method", ["grpo", "sd-critique"])
 def test_staleness_zero_is_the_synchronous_run_in_another_process(method):
     weights, history = _run(method)
-    async_weights, async_history = _run(method, async_generation=True, max_staleness=0)
+    # the generator at the trainer's thread count, and the trainer keeping all of its own: bit for bit
+    async_weights, async_history = _run(method, async_generation=True, max_staleness=0,
+                                        generator_threads=torch.get_num_threads())
     assert [m["generated_tokens"] for m in async_history] == [m["generated_tokens"] for m in history]
     assert [m["reward"] for m in async_history] == [m["reward"] for m in history]
     assert all(m["staleness"] == 0 for m in async_history)
@@ -83,3 +85,22 @@ def test_a_run_stopped_and_resumed_draws_from_the_restored_weights_and_leaves_no
     # after the resume the first step is drawn from the restored weights, the next one update behind again
     assert [m["staleness"] for m in resumed.history] == [0, 1, 0, 1]
     assert not multiprocessing.active_children()
+
+
+def test_by_default_the_generator_and_the_trainer_split_the_threads_and_the_trainer_gets_them_back():
+    from mentor.sampling import SamplingParams
+    from mentor.train.async_rollouts import AsyncRollouts
+
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        prompts = ["<q> a = 3 </q>"]
+        params = SamplingParams(n=1, temperature=1.0, max_new_tokens=4, seed=0)
+        with AsyncRollouts(model, tokenizer, lambda step: (prompts, params, range(1)), 0) as rollouts:
+            assert rollouts.threads == 2 and torch.get_num_threads() == 2
+            samples, staleness = rollouts.take(0)
+            assert len(samples) == 1 and staleness == 0
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)

@@ -205,6 +205,19 @@ def test_run_seconds_counts_steps_and_evaluations_and_the_best_weights_only_when
     assert run_seconds(history, evals, same_step) == {"train_seconds": 3.8, "eval_seconds": 17.0}
     assert run_seconds(history, evals, apart) == {"train_seconds": 3.8, "eval_seconds": 26.0}
     assert run_seconds([], [], None) == {"train_seconds": 0.0, "eval_seconds": 0.0}
+    # no best weights kept (best at step 1, final at 2): test_scores copies the final score, which took no time
+    copied = {"final": {"step": 2, "seconds": 10.0}, "best": {"step": 1, "seconds": 0.0}}
+    assert run_seconds(history, evals, copied) == {"train_seconds": 3.8, "eval_seconds": 17.0}
+
+
+def test_a_best_score_copied_from_the_final_one_says_it_took_no_time():
+    from mentor.evaluate import EvalConfig
+    from mentor.train.common import test_scores
+
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    config = EvalConfig(n_problems=2, k=1, max_new_tokens=8, split="test")
+    scores = test_scores(model, tokenizer, load_task("world"), config, 3, {"step": 1}, None)
+    assert scores["best"]["step"] == 1 and scores["best"]["seconds"] == 0.0 and scores["final"]["seconds"] > 0
 
 
 class _Payload:

@@ -452,6 +452,7 @@ def test_openai_sampler_against_vllm_serve_answers_as_the_local_model(policy, pr
 
 
 def test_a_served_teacher_gives_the_local_teachers_loss_and_refuses_another_tokenizer(tmp_path):
+    from mentor.sampling.openai_compatible import SamplerError
     from mentor.tasks import load_task
     from mentor.train.served_teacher import connect_served_teacher
     from serving import vllm_serve
@@ -480,6 +481,9 @@ def test_a_served_teacher_gives_the_local_teachers_loss_and_refuses_another_toke
         other.add_tokens(["12 + 30"])  # three of the probe's ids become one new id for this student
         with pytest.raises(ValueError, match="does not share the student's tokenizer"):
             connect_served_teacher(base_url, "teacher", other, top_k=5, api_key_env="NO_KEY", timeout_s=30,
+                                   max_retries=0)
+        with pytest.raises(SamplerError, match="max-logprobs"):  # above vLLM's 20: refused before the first step
+            connect_served_teacher(base_url, "teacher", tokenizer, top_k=50, api_key_env="NO_KEY", timeout_s=30,
                                    max_retries=0)
     print("sd_loss at step 0, local and served teacher:", losses)
     for divergence in ("top-k", "sampled"):

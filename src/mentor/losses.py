@@ -400,14 +400,8 @@ def generalized_jsd(
         n_tokens = mask_BT.sum().clamp(min=1).to(total.dtype)
         loss = total / n_tokens
         return loss, {"loss": float(loss.detach()), "tokens": float(mask_BT.sum())}
-    checkpointed = torch.is_grad_enabled() and student_logits_BTV.requires_grad
     mask_BT = mask_BT.bool()
-    dtype = torch.promote_types(student_logits_BTV.dtype, torch.float32)
-    total = student_logits_BTV.new_zeros((), dtype=dtype)
-    n_clipped = total.new_zeros(())
-    tensors = (student_logits_BTV, teacher_logits_BTV.detach(), mask_BT)
-    for div, clipped in _in_chunks(fn, tensors, 1, chunk, checkpointed):
-        total, n_clipped = total + div, n_clipped + clipped
+    total, n_clipped = _summed_over_chunks(fn, (student_logits_BTV, teacher_logits_BTV.detach(), mask_BT), chunk)
     return _mean_with_metrics(total, n_clipped, mask_BT, student_logits_BTV.shape[-1], top_k, tail, clip, clip_mode)
 
 
@@ -449,13 +443,9 @@ def sparse_teacher_divergence(
             logs, logt = logp_NV.gather(-1, ids_NK).log_softmax(-1), logt_NK.log_softmax(-1)
         return _bucket_divergence(logs, logt, beta=float(beta), clip=clip, clip_mode=clip_mode)
 
-    checkpointed = torch.is_grad_enabled() and student_logits_BTV.requires_grad
     mask_BT = mask_BT.bool()
-    total = student_logits_BTV.new_zeros((), dtype=torch.promote_types(student_logits_BTV.dtype, torch.float32))
-    n_clipped = total.new_zeros(())
-    tensors = (student_logits_BTV, teacher_ids_BTK, teacher_logp_BTK.detach(), mask_BT)
-    for div, clipped in _in_chunks(piece, tensors, 1, chunk, checkpointed):
-        total, n_clipped = total + div, n_clipped + clipped
+    total, n_clipped = _summed_over_chunks(piece, (student_logits_BTV, teacher_ids_BTK, teacher_logp_BTK.detach(),
+                                                   mask_BT), chunk)
     return _mean_with_metrics(total, n_clipped, mask_BT, student_logits_BTV.shape[-1], teacher_ids_BTK.shape[-1],
                               tail, clip, clip_mode)
 
@@ -466,6 +456,19 @@ def _in_chunks(fn: Callable, tensors: tuple[torch.Tensor, ...], dim: int, chunk:
     for start in range(0, tensors[0].shape[dim], chunk):
         args = tuple(x.narrow(dim, start, min(chunk, x.shape[dim] - start)) for x in tensors)
         yield checkpoint(fn, *args, use_reentrant=False) if checkpointed else fn(*args)
+
+
+def _summed_over_chunks(fn: Callable, tensors: tuple[torch.Tensor, ...], chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The divergence and clipped count that ``fn`` returns for each ``chunk`` of positions (dim 1 of B x T x ...
+    ``tensors``, the first the student's logits), summed in at least float32; checkpointed when the logits
+    need a gradient."""
+    logits = tensors[0]
+    checkpointed = torch.is_grad_enabled() and logits.requires_grad
+    total = logits.new_zeros((), dtype=torch.promote_types(logits.dtype, torch.float32))
+    n_clipped = total.new_zeros(())
+    for div, clipped in _in_chunks(fn, tensors, 1, chunk, checkpointed):
+        total, n_clipped = total + div, n_clipped + clipped
+    return total, n_clipped
 
 
 def _mean_with_metrics(total: torch.Tensor, n_clipped: torch.Tensor, mask: torch.Tensor, V: int, top_k: int | None,

@@ -6,8 +6,9 @@ v = the number of updates); the rollouts of step m are asked for once version ``
 pushed, so they come from weights at most ``max_staleness`` updates old. Messages reach the generator in the
 order they were sent, so a request is always served with every version pushed before it. With
 ``max_staleness=0`` a step's rollouts are asked for only after the update before it: the synchronous run, in
-another process (the same samples: each row's generator is seeded by (seed, prompt, sample), and the generator
-uses as many torch threads as the trainer unless told otherwise).
+another process (the same samples: each row's generator is seeded by (seed, prompt, sample); bit for bit when
+the generator is given the trainer's thread count). By default the machine's torch threads are split: the
+generator takes half (at least one) and the trainer the rest until the generator stops.
 
 What the trainer does with stale rollouts: GRPO weights each token by a truncated importance weight
 ``min(pi_trainer / pi_generator, tis_cap)`` (its log-ratio clamped), the rollout correction of TRL and verl;
@@ -69,8 +70,12 @@ class AsyncRollouts:
         if next(model.parameters()).device.type != "cpu":
             raise ValueError("async_generation draws with mentor's loop on the CPU, beside a trainer on the CPU; on "
                              "an accelerator use generation_backend=vllm")
-        self._process = context.Process(target=_generator, args=(copy.deepcopy(model), tokenizer,
-                                                                 threads or torch.get_num_threads(), start,
+        self._trainer_threads = torch.get_num_threads()  # restored on close
+        if not threads:  # split the cores: half to the generator, the rest to the trainer
+            threads = max(1, self._trainer_threads // 2)
+            torch.set_num_threads(max(1, self._trainer_threads - threads))
+        self.threads = threads
+        self._process = context.Process(target=_generator, args=(copy.deepcopy(model), tokenizer, threads, start,
                                                                  self._inbox, self._outbox), daemon=True)
         self._process.start()
         self._send_requests()
@@ -112,7 +117,8 @@ class AsyncRollouts:
 
     def close(self) -> None:
         """Stop the generator: at once when it still has rollouts to draw that nobody will read (an early stop,
-        an error), else after it has read the stop message."""
+        an error), else after it has read the stop message; the trainer gets its threads back."""
+        torch.set_num_threads(self._trainer_threads)
         if self._process.is_alive():
             if self.requested > self.taken:
                 self._process.terminate()

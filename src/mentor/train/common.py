@@ -83,7 +83,7 @@ def test_scores(model, tokenizer, task, config, final_step: int, best: dict | No
                                       f"{config.split}: final weights (step {final_step})", engine)}
     best_step = best["step"] if best else final_step
     if best_weights is None or best_step == final_step:
-        scores["best"] = {**scores["final"], "step": best_step}
+        scores["best"] = {**scores["final"], "step": best_step, "seconds": 0.0}  # the final score, not scored again
         return scores
     final_weights = trainable_state(model)
     restore_weights(model, best_weights)

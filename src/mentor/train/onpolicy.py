@@ -294,7 +294,7 @@ def _teacher(model, tokenizer, config: OnPolicyConfig):
 
         return connect_served_teacher(config.teacher_base_url, config.teacher_model, tokenizer, top_k=config.top_k,
                                       api_key_env=config.teacher_api_key_env, timeout_s=config.teacher_timeout_s,
-                                      max_retries=3)
+                                      max_retries=config.teacher_max_retries)
     if config.teacher_model:
         return SeparateTeacher(load_separate_teacher(config.teacher_model, model, tokenizer))
     from mentor.train.teacher_panel import TeacherPanel
@@ -511,7 +511,7 @@ def run_seconds(history: list[dict], evals: list[dict], test: dict | None) -> di
     critic, teacher and update) and its evaluations (held-out and test)."""
     train = sum(value for metrics in history for key, value in metrics.items() if key.startswith("time_"))
     scored = [e.get("seconds", 0.0) for e in evals]
-    if test:  # the best weights scored apart from the final ones only when they differ
+    if test:  # the best weights' score, unless it is the final one's (at the same step, or copied: 0 seconds)
         scored += [test[which].get("seconds", 0.0) for which in ("final", "best")
                    if which == "final" or test["best"].get("step") != test["final"].get("step")]
     return {"train_seconds": round(train, 1), "eval_seconds": round(sum(scored), 1)}

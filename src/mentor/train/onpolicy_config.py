@@ -42,11 +42,11 @@ class OnPolicyConfig:
     generation_backend: str = "local"
     # generation that overlaps training (mentor.train.async_rollouts): a step's rollouts drawn by mentor's loop
     # in another process while the step before trains, from weights at most max_staleness updates old (0: the
-    # synchronous run); generator_threads: its torch threads (0: as many as the trainer's). GRPO weights tokens
+    # synchronous run); generator_threads: its torch threads (0: the cores split with the trainer). GRPO weights tokens
     # drawn by other weights (async, or the vLLM engine) by min(pi_trainer / pi_generator, tis_cap)
     async_generation: bool = False
     max_staleness: int = 1  # async: a step's rollouts come from weights at most this many updates old
-    generator_threads: int = 0  # async: the generator process's torch threads (0: as many as the trainer's)
+    generator_threads: int = 0  # async: the generator's torch threads (0: half the trainer's, which keeps the rest)
     tis_cap: float = 2.0  # GRPO: the cap of the truncated importance weight of tokens drawn by other weights
     # optimisation
     lr: float = 1e-4
@@ -75,6 +75,7 @@ class OnPolicyConfig:
     teacher_base_url: str = ""
     teacher_api_key_env: str = "OPENAI_API_KEY"  # the environment variable that holds the served teacher's key
     teacher_timeout_s: float = 120.0  # the served teacher: seconds a request may take, whole
+    teacher_max_retries: int = 3  # the served teacher: retries of a failed request (connection, 5xx, 429)
     # several separate teachers (mentor.train.teacher_panel): name -> model spec, and either teacher_route, a
     # problem field (source, id, answer or meta.KEY) whose value (mapped by teacher_routes, value -> name, or
     # itself a name) picks each prompt's teacher, or teacher_mix, name -> weight of a mixture of their
@@ -177,6 +178,8 @@ class OnPolicyConfig:
                              f"temperature=1, got {self.temperature}")
         if not self.teacher_timeout_s > 0:
             raise ValueError(f"teacher_timeout_s must be > 0, got {self.teacher_timeout_s}")
+        if self.teacher_max_retries < 0:
+            raise ValueError(f"teacher_max_retries must be >= 0, got {self.teacher_max_retries}")
 
     def _check_teachers(self) -> None:
         if not (self.teachers or self.teacher_route or self.teacher_routes or self.teacher_mix):

@@ -103,8 +103,9 @@ class ServedTeacher(FrozenTeacher):
 def connect_served_teacher(base_url: str, model: str, tokenizer, *, top_k: int, api_key_env: str,
                            timeout_s: float, max_retries: int):
     """A :class:`ServedTeacher` for the server at ``base_url``, its tokenizer checked against the student's
-    (a mismatch is refused with one line before the first step)."""
-    from mentor.sampling.openai_compatible import OpenAISampler, check_reachable
+    and one top-``top_k`` scoring request made (a mismatch, or a k above the server's ``--max-logprobs``, is
+    refused with one line before the first step)."""
+    from mentor.sampling.openai_compatible import OpenAISampler, SamplerError, check_reachable
 
     check_reachable(base_url)
     client = OpenAISampler(base_url, model, api_key_env=api_key_env, timeout_s=timeout_s, max_retries=max_retries)
@@ -112,4 +113,12 @@ def connect_served_teacher(base_url: str, model: str, tokenizer, *, top_k: int, 
     if difference:
         raise ValueError(f"the served teacher {model!r} at {base_url} does not share the student's tokenizer: "
                          f"{difference} (a served teacher must read the student's tokens)")
-    return ServedTeacher(client, top_k)
+    teacher = ServedTeacher(client, top_k)
+    probe = list(tokenizer(PROBE, add_special_tokens=False)["input_ids"])
+    try:
+        teacher.score([probe[:1]], [probe[1:]], len(probe) - 1, "cpu")
+    except SamplerError as error:
+        raise SamplerError(f"the served teacher {model!r} at {base_url} cannot score a completion with its top "
+                           f"{top_k} log-probs ({error}); vLLM serves at most --max-logprobs of them (20 unless "
+                           f"set): lower onpolicy.top_k or raise the server's") from error
+    return teacher
