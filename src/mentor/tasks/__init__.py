@@ -5,7 +5,9 @@
 - ``gym:NAME`` or ``gym:NAME:min_terms=2,max_terms=4,size=1000,fallback=true`` (a reasoning-gym generator
   with its config's settings, scored by reasoning-gym; ``a|b`` is a tuple such as ``operators=+|-``);
 - a local file or folder (GSM8K, MATH, prompt/completion or messages format);
-- ``hf:NAME`` or ``hf:NAME:CONFIG`` (a Hugging Face dataset, when the Hub is reachable).
+- ``hf:NAME`` or ``hf:NAME:CONFIG`` (a Hugging Face dataset, when the Hub is reachable);
+- ``mix:SPEC;SPEC;...`` (several of the above as one task, their problems in turn, each problem's ``source``
+  naming its task: ``mix:world:steps=2;world:steps=4,inputs=2``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ def _number(value: str) -> int | float | bool | str:
 def load_task(spec: str) -> Task:
     """A Task from a short spec string (see the module docstring); unknown specs are a clear error."""
     kind, _, rest = spec.partition(":")
+    if kind == "mix":
+        from mentor.tasks.mixture import MixtureTask
+
+        parts = [part.strip() for part in rest.split(";")]
+        if any(not part or part.startswith("mix:") for part in parts):
+            raise ValueError(f"mix: takes tasks separated by ';' (none empty, none a mixture), got {spec!r}")
+        return MixtureTask([load_task(part) for part in parts])
     if kind == "world":
         from mentor.world.problems import WorldConfig, WorldTask
 
