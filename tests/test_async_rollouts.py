@@ -104,3 +104,23 @@ def test_by_default_the_generator_and_the_trainer_split_the_threads_and_the_trai
         assert torch.get_num_threads() == 4
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_generator_that_cannot_start_leaves_no_process_and_the_threads_as_they_were():
+    import multiprocessing
+
+    from mentor.train.async_rollouts import AsyncRollouts
+
+    model, tokenizer = load_world_folder(SHIPPED_DIR)
+    before = torch.get_num_threads()
+
+    def schedule(step):
+        raise RuntimeError("no prompts today")
+
+    torch.set_num_threads(4)
+    try:
+        with pytest.raises(RuntimeError, match="no prompts today"):
+            AsyncRollouts(model, tokenizer, schedule, 3)
+        assert torch.get_num_threads() == 4 and not multiprocessing.active_children()
+    finally:
+        torch.set_num_threads(before)

@@ -76,8 +76,15 @@ def check_contexts(task: Task, problems: Sequence[Problem], contexts: Sequence[s
     """Fail before any sampling when a context cannot be built for this task."""
     if "reference" in contexts and not all(p.solution for p in problems):
         raise ValueError(f"context 'reference' needs reference solutions; task {task.name!r} lacks some")
-    if "critique" in contexts and problems and task.critique(problems[0], "") is None:
-        raise ValueError(f"task {task.name!r} has no critic; evaluate with contexts none or reference")
+    if "critique" in contexts and problems and not has_critic(task, problems):
+        raise ValueError(f"task {task.name!r} has no critic (for some of its problems); evaluate with contexts "
+                         "none or reference")
+
+
+def has_critic(task: Task, problems: Sequence[Problem]) -> bool:
+    """Whether the task critiques these problems: asked of one problem from each source (a mixture's tasks)."""
+    firsts = {p.source: p for p in reversed(problems)}
+    return all(task.critique(p, "") is not None for p in firsts.values())
 
 
 def context_prompts(task: Task, problems: Sequence[Problem], kind: str,
@@ -192,7 +199,7 @@ def trace_rate(task: Task, problems: Sequence[Problem],
                completions: Sequence[Sequence[str]]) -> tuple[float, float] | None:
     """The fraction of samples whose every step the task's critic accepts (a fully correct trace, not just
     a right answer) and its standard error over problems; None for a task without a step critic."""
-    if not problems or task.critique(problems[0], "") is None:
+    if not problems or not has_critic(task, problems):
         return None
     per_problem = [sum(task.critique(p, c).case == "correct" for c in row) / max(len(row), 1)
                    for p, row in zip(problems, completions)]

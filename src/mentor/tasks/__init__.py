@@ -59,7 +59,7 @@ def load_task(spec: str) -> Task:
         parts = [part.strip() for part in rest.split(";")]
         if any(not part or part.startswith("mix:") for part in parts):
             raise ValueError(f"mix: takes tasks separated by ';' (none empty, none a mixture), got {spec!r}")
-        return MixtureTask([load_task(part) for part in parts])
+        return MixtureTask([load_task(part) for part in parts], names=parts)
     if kind == "world":
         from mentor.world.problems import WorldConfig, WorldTask
 

@@ -1,5 +1,5 @@
 """Several tasks as one (``mix:SPEC;SPEC;...``): problems drawn from each in turn, every problem's ``source``
-naming the task it came from, which writes its prompt, verifies it and critiques it. What several teachers
+the spec of the task it came from, which writes its prompt, verifies it and critiques it. What several teachers
 route on (``onpolicy.teacher_route=source``), and how a run trains on problems of different kinds."""
 
 from __future__ import annotations
@@ -13,32 +13,32 @@ from mentor.tasks.base import Task
 
 class MixtureTask(Task):
     """Problems of ``tasks`` interleaved (one from each in turn, equal shares; task i's j-th problem is the
-    same whatever the total), each handled by its own task."""
+    same whatever the total), each handled by its own task. ``names`` (default: the tasks' names; ``load_task``
+    gives the specs) become each problem's ``source`` and the prefix of its id, so that ids never collide."""
 
-    def __init__(self, tasks: Sequence[Task]) -> None:
-        names = [task.name for task in tasks]
+    def __init__(self, tasks: Sequence[Task], names: Sequence[str] | None = None) -> None:
+        names = [task.name for task in tasks] if names is None else list(names)
         if len(tasks) < 2:
             raise ValueError(f"a mixture needs at least two tasks, got {len(tasks)}")
-        if len(set(names)) != len(names):
-            raise ValueError(f"a mixture's tasks must differ, got {names}")
-        self.tasks = {task.name: task for task in tasks}
-        self.name = "mix-" + "+".join(names)
+        if len(names) != len(tasks) or len(set(names)) != len(names):
+            raise ValueError(f"a mixture's tasks need one distinct name each, got {names}")
+        self.tasks = dict(zip(names, tasks))
+        self.name = "mix-" + "+".join(task.name for task in tasks)
 
     def problems(self, split: str = "test", n: int | None = None, seed: int = 0) -> list[Problem]:
+        """``n`` problems (100 by default), equal shares of each task's; a task with fewer is refused."""
         n = 100 if n is None else n
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        tasks = list(self.tasks.values())
-        drawn = [task.problems(split, n=n // len(tasks) + (i < n % len(tasks)), seed=seed)
-                 for i, task in enumerate(tasks)]
-        out = []
-        for j in range(max(map(len, drawn), default=0)):
-            for task, problems in zip(tasks, drawn):
-                if j < len(problems):
-                    problem = problems[j]
-                    out.append(problem if problem.source == task.name else dataclasses.replace(
-                        problem, id=f"{task.name}/{problem.id}", source=task.name))
-        return out
+        drawn = []
+        for i, (name, task) in enumerate(self.tasks.items()):
+            share = n // len(self.tasks) + (i < n % len(self.tasks))
+            problems = task.problems(split, n=share, seed=seed)
+            if len(problems) < share:
+                raise ValueError(f"the mixture's task {name!r} has {len(problems)} {split} problems, {share} asked")
+            drawn.append([dataclasses.replace(p, id=f"{name}/{p.id}", source=name) for p in problems])
+        return [problems[j] for j in range(max(map(len, drawn), default=0)) for problems in drawn
+                if j < len(problems)]
 
     def _task(self, problem: Problem) -> Task:
         try:

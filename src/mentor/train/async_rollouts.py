@@ -71,14 +71,17 @@ class AsyncRollouts:
             raise ValueError("async_generation draws with mentor's loop on the CPU, beside a trainer on the CPU; on "
                              "an accelerator use generation_backend=vllm")
         self._trainer_threads = torch.get_num_threads()  # restored on close
-        if not threads:  # split the cores: half to the generator, the rest to the trainer
-            threads = max(1, self._trainer_threads // 2)
-            torch.set_num_threads(max(1, self._trainer_threads - threads))
-        self.threads = threads
-        self._process = context.Process(target=_generator, args=(copy.deepcopy(model), tokenizer, threads, start,
-                                                                 self._inbox, self._outbox), daemon=True)
-        self._process.start()
-        self._send_requests()
+        self.threads = threads or max(1, self._trainer_threads // 2)  # 0: half the cores to the generator
+        self._process = context.Process(target=_generator, args=(copy.deepcopy(model), tokenizer, self.threads,
+                                                                 start, self._inbox, self._outbox), daemon=True)
+        try:
+            self._process.start()
+            self._send_requests()
+        except BaseException:  # nothing left running
+            self.close()
+            raise
+        if not threads:  # and the rest to the trainer, until close
+            torch.set_num_threads(max(1, self._trainer_threads - self.threads))
 
     def _send_requests(self) -> None:
         """Ask for every step the pushed weights allow (at most ``max_staleness`` updates behind)."""

@@ -118,7 +118,9 @@ def connect_served_teacher(base_url: str, model: str, tokenizer, *, top_k: int, 
     try:
         teacher.score([probe[:1]], [probe[1:]], len(probe) - 1, "cpu")
     except SamplerError as error:
+        refused_k = str(error).startswith("HTTP 400") and "logprob" in str(error).lower()
+        hint = ("; vLLM serves at most --max-logprobs of them (20 unless set): lower onpolicy.top_k or raise "
+                "the server's" if refused_k else "")
         raise SamplerError(f"the served teacher {model!r} at {base_url} cannot score a completion with its top "
-                           f"{top_k} log-probs ({error}); vLLM serves at most --max-logprobs of them (20 unless "
-                           f"set): lower onpolicy.top_k or raise the server's") from error
+                           f"{top_k} log-probs ({error}){hint}") from error
     return teacher
