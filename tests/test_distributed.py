@@ -237,22 +237,25 @@ def test_a_mean_is_combined_by_the_rows_it_describes():
 def test_an_error_on_the_main_process_reaches_every_process(tmp_path):
     # the others would otherwise wait in the broadcast for a result that never comes (hours, at the timeout)
     script = tmp_path / "fail.py"
+    # each process writes its own file: two processes printing to one pipe can interleave their lines
     script.write_text(
         "from mentor.train.distributed import Ranks\n"
         "ranks = Ranks()\n"
+        f"out = open(f'{tmp_path}/rank{{ranks.rank}}.txt', 'w')\n"
         "def fail():\n"
         "    raise ValueError('boom')\n"
         "try:\n"
         "    ranks.from_main(fail)\n"
         "except Exception as err:\n"
-        "    print(f'rank {ranks.rank}: {type(err).__name__}: {err}', flush=True)\n"
-        "print(f'rank {ranks.rank}: got {ranks.from_main(lambda: 41) + 1}', flush=True)\n"  # one write a line
+        "    out.write(f'rank {ranks.rank}: {type(err).__name__}: {err}\\n')\n"
+        "out.write(f'rank {ranks.rank}: got {ranks.from_main(lambda: 41) + 1}\\n')\n"
+        "out.close()\n"
         # as every mentor command ends: without it a process that leaves first can abort its peer's gloo
         # threads (exit code -6, 2 runs in 10)
         "ranks.wait()\n")
     done = subprocess.run([*_launch(), str(script)], env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
+    lines = sorted(line for rank in (0, 1) for line in (tmp_path / f"rank{rank}.txt").read_text().splitlines())
     assert lines == ["rank 0: ValueError: boom", "rank 0: got 42",
                      "rank 1: RuntimeError: the main process failed: ValueError: boom", "rank 1: got 42"]
 
