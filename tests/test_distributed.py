@@ -271,6 +271,15 @@ def test_mentor_launch_checks_the_config_before_any_worker_starts(tmp_path, caps
     assert main(["launch", "eval"]) == 2 and "mentor launch runs train or distill" in capsys.readouterr().err
 
 
+def test_a_refusal_is_found_when_two_workers_share_a_line():
+    from mentor.commands.launch import refusal_in
+
+    message = "mentor: error: FSDP shards mentor train's student only"
+    assert refusal_in(message + "\n") == message
+    assert refusal_in(message + message + "\n") == message  # two workers' writes, newlines after both
+    assert refusal_in("[rank1]: Traceback (most recent call last):\n") is None
+
+
 def test_a_workers_refusal_is_the_last_line_mentor_launch_prints(tmp_path):
     """FSDP for distill is refused by the launched workers (each knows its accelerate setting): the launcher's
     own traceback comes first, mentor's one line last, exit code 2, and no run folder."""

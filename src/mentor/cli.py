@@ -336,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("MENTOR_DEBUG"):
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"mentor: error: {message}", file=sys.stderr)
+        sys.stderr.write(f"mentor: error: {message}\n")  # one write: launched workers share the stream
+        sys.stderr.flush()
         return 2
 
 

@@ -15,6 +15,14 @@ import threading
 from pathlib import Path
 
 LAUNCHED = {"train": "mentor.train.recipe:TrainConfig", "distill": "mentor.offline.train:DistillConfig"}
+REFUSAL = "mentor: error:"
+
+
+def refusal_in(line: str) -> str | None:
+    """The last ``mentor: error:`` message on a line of the workers' stderr, or None. Two workers refusing at
+    once can share a line (one's message, then the other's, then both newlines), so the last copy is taken."""
+    start = line.rfind(REFUSAL)
+    return line[start:].rstrip("\n") if start >= 0 else None
 
 
 def check_command(argv: list[str]) -> None:
@@ -50,8 +58,8 @@ def launch_command(args) -> int:
         for line in process.stderr:
             sys.stderr.write(line)
             sys.stderr.flush()
-            if line.startswith("mentor: error:"):
-                refusals.append(line.rstrip("\n"))
+            if (refusal := refusal_in(line)) is not None:
+                refusals.append(refusal)
 
     reader = threading.Thread(target=relay, daemon=True)
     reader.start()
