@@ -40,6 +40,8 @@ def test_train_writes_a_run_folder_and_a_second_call_resumes_it(tmp_path, capsys
         assert (out / name).exists(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["rollouts"] == 12 and summary["method"] == "sd-critique"
+    # the evaluations' sampling, not EvalConfig's default model and task (config.json holds the run's)
+    assert summary["evaluation"]["split"] == "validation" and not {"model", "task"} & set(summary["evaluation"])
     final = weights(out / "final")
     assert main(["train", "--out", str(out), *TRAIN]) == 0  # already done: nothing retrained
     assert f"resuming {out} at step 4" in capsys.readouterr().err
@@ -253,8 +255,8 @@ def test_compare_runs_offline_methods_on_one_teacher_dataset(tmp_path):
     for label in ("AdvDistill", "SFT", "RFT"):
         assert f"| {label} |" in report
         summary = json.loads((out / label / "seed0" / "summary.json").read_text())
-        assert [e["step"] for e in summary["evals"]] == [0, 2, 4] and summary["method"] == label.lower().replace(
-            "advdistill", "advdistill")
+        assert [e["step"] for e in summary["evals"]] == [0, 2, 4] and summary["method"] == label.lower()
+        assert not {"model", "task"} & set(summary["evaluation"])  # the run's config.json holds them
     assert len((out / "data" / "responses.jsonl").read_text().splitlines()) == 24  # generated once
     examples = {label: json.loads((out / label / "seed0" / "summary.json").read_text())["examples"]["examples"]
                 for label in ("AdvDistill", "SFT", "RFT")}

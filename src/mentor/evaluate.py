@@ -72,6 +72,15 @@ class EvalConfig:
         )
 
 
+RUN_DECIDES = ("model", "task", "device", "dtype")
+
+
+def sampling_record(config: EvalConfig) -> dict:
+    """An evaluation inside a training run, as its summary records it: the EvalConfig without the fields the
+    run itself decides (its config.json holds the model, task and placement; here they would be defaults)."""
+    return {key: value for key, value in asdict(config).items() if key not in RUN_DECIDES}
+
+
 def check_contexts(task: Task, problems: Sequence[Problem], contexts: Sequence[str]) -> None:
     """Fail before any sampling when a context cannot be built for this task."""
     if "reference" in contexts and not all(p.solution for p in problems):

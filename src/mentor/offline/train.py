@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mentor.config import check_at_most, default_values, differences
 from mentor.devices import check_placement, resolve_device, resolve_dtype, without_auto_placement
-from mentor.evaluate import EvalConfig
+from mentor.evaluate import EvalConfig, sampling_record
 from mentor.offline.distill import DISTILL_MODES, distillation_examples
 from mentor.records import append_jsonl, read_json
 from mentor.sampling import check_sampling
@@ -237,8 +237,8 @@ def run_distill(config: DistillConfig, out: str | Path, *, loaded=None,
     summary = {"method": config.mode, "normalisation": config.normalisation, "seed": config.seed,
                "steps": sft.steps, "examples": counts, "sequences": sft.steps * sft.batch_size,
                "final_loss": history[-1]["loss"] if history else None, "best": best, "final": evals[-1],
-               "evals": evals, "test": test, "evaluation": asdict(scoring),
-               "test_evaluation": asdict(testing) if config.test_problems else None, "seconds": round(time.time() - start, 1)}
+               "evals": evals, "test": test, "evaluation": sampling_record(scoring),
+               "test_evaluation": sampling_record(testing) if config.test_problems else None, "seconds": round(time.time() - start, 1)}
     if writer is not None:
         (writer / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     ranks.wait()  # the others leave once the main process has written everything

@@ -31,7 +31,7 @@ import torch
 
 from mentor.config import default_values, record_config
 from mentor.contexts import build_context_prompt, completion_token_mismatch
-from mentor.evaluate import EvalConfig, check_contexts
+from mentor.evaluate import EvalConfig, check_contexts, sampling_record
 from mentor.losses import (
     group_advantages,
 )
@@ -500,8 +500,8 @@ def run_summary(config: OnPolicyConfig, result: OnPolicyResult) -> dict:
         "generated_tokens": sum(m["generated_tokens"] for m in history),
         "stopped_early": result.stopped_early, "best": result.best, "final": result.final, "test": result.test,
         **run_seconds(history, result.evals, result.test),
-        "evaluation": asdict(eval_config(config)),
-        "test_evaluation": asdict(eval_config(config, True)) if config.test_problems else None,
+        "evaluation": sampling_record(eval_config(config)),
+        "test_evaluation": sampling_record(eval_config(config, True)) if config.test_problems else None,
     }
 
 
