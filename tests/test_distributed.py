@@ -239,6 +239,10 @@ def test_an_error_on_the_main_process_reaches_every_process(tmp_path):
     script = tmp_path / "fail.py"
     # each process writes its own file: two processes printing to one pipe can interleave their lines
     script.write_text(
+        "import atexit, os, torch\n"
+        # runs after the exit handler Ranks registers (last in, first out): the process group is gone by then
+        f"atexit.register(lambda: open(f'{tmp_path}/left{{os.environ[\"RANK\"]}}.txt', 'w')"
+        ".write(str(torch.distributed.is_initialized())))\n"
         "from mentor.train.distributed import Ranks\n"
         "ranks = Ranks()\n"
         f"out = open(f'{tmp_path}/rank{{ranks.rank}}.txt', 'w')\n"
@@ -251,13 +255,14 @@ def test_an_error_on_the_main_process_reaches_every_process(tmp_path):
         "out.write(f'rank {ranks.rank}: got {ranks.from_main(lambda: 41) + 1}\\n')\n"
         "out.close()\n"
         # as every mentor command ends: without it a process that leaves first can abort its peer's gloo
-        # threads (exit code -6, 2 runs in 10)
+        # threads (exit code -6, 2 runs in 10); the group itself is destroyed at exit (else -6, 3 in 20)
         "ranks.wait()\n")
     done = subprocess.run([*_launch(), str(script)], env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = sorted(line for rank in (0, 1) for line in (tmp_path / f"rank{rank}.txt").read_text().splitlines())
     assert lines == ["rank 0: ValueError: boom", "rank 0: got 42",
                      "rank 1: RuntimeError: the main process failed: ValueError: boom", "rank 1: got 42"]
+    assert [(tmp_path / f"left{rank}.txt").read_text() for rank in (0, 1)] == ["False", "False"]
 
 
 def test_mentor_launch_checks_the_config_before_any_worker_starts(tmp_path, capsys):

@@ -20,6 +20,7 @@ collective calls.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import datetime
@@ -97,6 +98,16 @@ def _launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def _leave_process_group() -> None:
+    """accelerate's end of a script (``Accelerator.end_training``): the process group destroyed while Python still
+    runs. Left to the interpreter's exit, gloo's threads can be torn down unjoined and abort the process (exit
+    code -6, "terminate called without an active exception", 3 launches in 20)."""
+    from accelerate.state import PartialState
+
+    if PartialState._shared_state:
+        PartialState().destroy_process_group()
+
+
 def is_main_process() -> bool:
     """True but in the second and later processes of ``accelerate launch`` (read from its environment)."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -128,6 +139,8 @@ class Ranks:
                                  "launch with data parallel (examples/accelerate/ddp.yaml) or FSDP "
                                  "(examples/accelerate/fsdp.yaml)")
             self.rank = self.accelerator.process_index
+            atexit.unregister(_leave_process_group)  # once, however many Ranks a process makes
+            atexit.register(_leave_process_group)
 
     @property
     def is_main(self) -> bool:
