@@ -102,10 +102,8 @@ def _leave_process_group() -> None:
     """accelerate's end of a script (``Accelerator.end_training``): the process group destroyed while Python still
     runs. Left to the interpreter's exit, gloo's threads can be torn down unjoined and abort the process (exit
     code -6, "terminate called without an active exception", 3 launches in 20)."""
-    from accelerate.state import PartialState
-
-    if PartialState._shared_state:
-        PartialState().destroy_process_group()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def is_main_process() -> bool:
