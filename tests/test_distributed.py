@@ -265,6 +265,36 @@ def test_an_error_on_the_main_process_reaches_every_process(tmp_path):
     assert [(tmp_path / f"left{rank}.txt").read_text() for rank in (0, 1)] == ["False", "False"]
 
 
+def test_a_launched_run_with_a_tracker_ends_on_every_process(tmp_path):
+    # the main process's trackers are finished without destroying the process group the others still wait in
+    script = tmp_path / "track.py"
+    script.write_text(
+        "import json, os\n"
+        "from accelerate.tracking import GeneralTracker\n"
+        "from mentor.tasks import load_task\n"
+        "from mentor.train.onpolicy import OnPolicyConfig, train_onpolicy\n"
+        "from mentor.world.solver import SHIPPED_DIR, load_world_folder\n"
+        "class Steps(GeneralTracker):\n"
+        "    name, requires_logging_directory = 'steps', False\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.steps = []\n"
+        "    tracker = property(lambda self: self)\n"
+        "    def store_init_configuration(self, values):\n"
+        "        pass\n"
+        "    def log(self, values, step=None, **kwargs):\n"
+        "        self.steps += [step] if 'reward' in values else []\n"
+        "    def finish(self):\n"
+        f"        open(f'{tmp_path}/steps{{os.environ[\"RANK\"]}}.json', 'w').write(json.dumps(self.steps))\n"
+        "model, tokenizer = load_world_folder(SHIPPED_DIR)\n"
+        "train_onpolicy(model, tokenizer, load_task('world'), OnPolicyConfig(steps=2, prompts_per_step=2, "
+        "eval_problems=2, eval_k=1, max_new_tokens=120), trackers=[Steps()])\n")
+    done = subprocess.run([*_launch(), str(script)], env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.loads((tmp_path / "steps0.json").read_text()) == [1, 2]  # the main process alone logs
+    assert not (tmp_path / "steps1.json").exists()
+
+
 def test_mentor_launch_checks_the_config_before_any_worker_starts(tmp_path, capsys):
     from mentor.cli import main
 

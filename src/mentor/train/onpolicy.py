@@ -420,8 +420,9 @@ def _train(model, tokenizer, task: Task, config: OnPolicyConfig, *, run_dir, cri
         if trackers is not None:
             trackers.log({f"test/{which}/{k}": v for which, score in result.test.items() for k, v in score.items()
                           if isinstance(v, (int, float))}, step=len(result.history))
-    if trackers is not None:
-        trackers.end_training()
+    if trackers is not None:  # not ``end_training``: it would destroy the process group the others still wait in
+        for tracker in trackers.trackers:
+            tracker.finish()
     if writer is not None:
         save_model(model, tokenizer, writer / "final")
         (writer / "summary.json").write_text(json.dumps(run_summary(config, result), indent=2) + "\n")
