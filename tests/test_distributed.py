@@ -58,6 +58,12 @@ def _launch(parallel: str = "ddp") -> list[str]:
     return [*LAUNCH[:3], *PARALLEL[parallel], *LAUNCH[3:], _port()]
 
 
+def _launch_script(script: Path) -> None:
+    """``script`` run by 2 launched processes; both must exit cleanly."""
+    done = subprocess.run([*_launch(), str(script)], env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 def _command(out: Path, args: list[str], processes: int, command: str = "train", parallel: str = "ddp") -> list[str]:
     mentor = ["-m", "mentor", "--threads", "1", command, "--out", str(out), *(COMMON if command == "train" else []),
               *args]
@@ -255,10 +261,9 @@ def test_an_error_on_the_main_process_reaches_every_process(tmp_path):
         "out.write(f'rank {ranks.rank}: got {ranks.from_main(lambda: 41) + 1}\\n')\n"
         "out.close()\n"
         # as every mentor command ends: without it a process that leaves first can abort its peer's gloo
-        # threads (exit code -6, 2 runs in 10); the group itself is destroyed at exit (else -6, 3 in 20)
+        # threads (exit code -6, 2 runs in 10); the group itself is destroyed at exit (benchmarks/launch_exit.py)
         "ranks.wait()\n")
-    done = subprocess.run([*_launch(), str(script)], env=_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _launch_script(script)
     lines = sorted(line for rank in (0, 1) for line in (tmp_path / f"rank{rank}.txt").read_text().splitlines())
     assert lines == ["rank 0: ValueError: boom", "rank 0: got 42",
                      "rank 1: RuntimeError: the main process failed: ValueError: boom", "rank 1: got 42"]
@@ -289,8 +294,7 @@ def test_a_launched_run_with_a_tracker_ends_on_every_process(tmp_path):
         "model, tokenizer = load_world_folder(SHIPPED_DIR)\n"
         "train_onpolicy(model, tokenizer, load_task('world'), OnPolicyConfig(steps=2, prompts_per_step=2, "
         "eval_problems=2, eval_k=1, max_new_tokens=120), trackers=[Steps()])\n")
-    done = subprocess.run([*_launch(), str(script)], env=_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _launch_script(script)
     assert json.loads((tmp_path / "steps0.json").read_text()) == [1, 2]  # the main process alone logs
     assert not (tmp_path / "steps1.json").exists()
 

@@ -101,7 +101,7 @@ def _launched_processes() -> int:
 def _leave_process_group() -> None:
     """accelerate's end of a script (``Accelerator.end_training``): the process group destroyed while Python still
     runs. Left to the interpreter's exit, gloo's threads can be torn down unjoined and abort the process (exit
-    code -6, "terminate called without an active exception", 3 launches in 20)."""
+    code -6, "terminate called without an active exception"; ``python benchmarks/launch_exit.py``)."""
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
